@@ -1,0 +1,216 @@
+"""Typed records that pass between stages.
+
+Every record is a frozen pydantic model: small, serialisable, and free of arrays. Pixels and
+landmarks live in the object store; records carry references to them (:class:`AssetRef`).
+Time is rational: frame numbers and a :class:`Rate`, never float seconds.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from fractions import Fraction
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class Record(BaseModel):
+    """Base of all contract records: frozen, no extra fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Rate(Record):
+    """A rational frame rate or time base, e.g. 30000/1001."""
+
+    num: int = Field(gt=0)
+    den: int = Field(gt=0)
+
+    @classmethod
+    def of(cls, value: Fraction | int | str | "Rate") -> "Rate":
+        if isinstance(value, Rate):
+            return value
+        f = Fraction(value)
+        if f <= 0:
+            raise ValueError(f"rate must be positive, got {value!r}")
+        return cls(num=f.numerator, den=f.denominator)
+
+    @property
+    def fraction(self) -> Fraction:
+        return Fraction(self.num, self.den)
+
+    def __str__(self) -> str:
+        return f"{self.num}/{self.den}"
+
+
+class FrameRange(Record):
+    """Frames ``start`` (inclusive) to ``end`` (exclusive) of a plate at ``rate``."""
+
+    start: int = Field(ge=0)
+    end: int = Field(ge=0)
+    rate: Rate
+
+    @field_validator("end")
+    @classmethod
+    def _end_after_start(cls, v: int, info: Any) -> int:
+        start = info.data.get("start", 0)
+        if v <= start:
+            raise ValueError(f"frame range end {v} must be after start {start}")
+        return v
+
+    @property
+    def count(self) -> int:
+        return self.end - self.start
+
+
+class AssetRef(Record):
+    """A stored object: where it is, what it is, and its checksum."""
+
+    asset_id: str
+    uri: str
+    sha256: str = Field(min_length=64, max_length=64)
+    media_type: str
+    size: int = Field(ge=0)
+
+
+class ModelRef(Record):
+    """An engine or model used by a stage: name, version and the checksum of its weights."""
+
+    name: str
+    version: str
+    sha256: str | None = None
+
+
+class AudioStreamInfo(Record):
+    index: int
+    codec: str
+    sample_rate: int | None = None
+    channels: int | None = None
+
+
+class MediaInfo(Record):
+    """What ingest learnt about a plate (video) or a still image."""
+
+    kind: str = Field(description="'video' or 'image'")
+    container: str | None = None
+    codec: str
+    width: int
+    height: int
+    pix_fmt: str | None = None
+    frame_count: int = 1
+    rate: Rate | None = Field(default=None, description="nominal frame rate (the stream's declared rate)")
+    avg_rate: Rate | None = Field(default=None, description="average rate from frame count and duration")
+    time_base: Rate | None = None
+    variable_frame_rate: bool = False
+    audio: tuple[AudioStreamInfo, ...] = ()
+    timecode: str | None = None
+
+
+class Mode(str, Enum):
+    face = "face"
+    head = "head"
+
+
+class Verdict(str, Enum):
+    passed = "pass"
+    review = "review"
+    failed = "fail"
+
+
+class ShotParams(Record):
+    """What to do with a shot: the parameters a user chooses."""
+
+    mode: Mode = Mode.face
+    backend: str = "classic"
+    face: str = "largest"
+    chunk_size: int = Field(default=48, ge=1)
+    identity_strength: float = Field(default=1.0, ge=0.0, le=1.0)
+
+
+class PlateChunk(Record):
+    """One chunk of a plate as a lossless intra-only intermediate (FFV1/mkv, RGB)."""
+
+    frames: FrameRange
+    video: AssetRef
+
+
+class IngestResult(Record):
+    """Registered plate and sources, with the plate cut into chunks."""
+
+    plate: AssetRef
+    plate_info: MediaInfo
+    timing: AssetRef = Field(description="npz with the plate's per-frame pts and time base")
+    chunks: tuple[PlateChunk, ...]
+    sources: tuple[AssetRef, ...]
+    source_infos: tuple[MediaInfo, ...]
+
+
+class SourceFaceResult(Record):
+    """The face of one source photo: landmarks, masks and a crop, stored as one npz."""
+
+    source: AssetRef
+    analysis: AssetRef
+    face_box: tuple[int, int, int, int]
+    models: tuple[ModelRef, ...]
+
+
+class SegmentResult(Record):
+    """Per-frame face landmarks and masks of one plate chunk."""
+
+    chunk: FrameRange
+    analysis: AssetRef = Field(description="npz: landmarks (N,478,3) float32 in pixels with NaN where no face, found (N,) bool, face_mask and person_mask packed")
+    faces_found: int
+    models: tuple[ModelRef, ...]
+
+
+class ExpressionResult(Record):
+    """Per-frame target landmarks of the new face for the whole shot."""
+
+    targets: AssetRef = Field(description="npz: targets (F,478,3) float32, valid (F,) bool")
+    method: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SwapChunkResult(Record):
+    """Swapped frames of one chunk (lossless FFV1/mkv) and what happened per frame."""
+
+    chunk: FrameRange
+    video: AssetRef
+    swapped_frames: int
+    passthrough_frames: int
+    models: tuple[ModelRef, ...]
+
+
+class QCReport(Record):
+    """Shot-level metrics and verdict."""
+
+    metrics: dict[str, float | int | None]
+    verdict: Verdict
+    reasons: tuple[str, ...] = ()
+    per_frame: AssetRef | None = None
+    models: tuple[ModelRef, ...] = ()
+
+
+class RenderResult(Record):
+    """The deliverable."""
+
+    output: AssetRef
+    frames: int
+    rate: Rate
+    avg_rate: Rate | None
+    audio_copied: bool
+    codec: str
+
+
+class ShotOutcome(Record):
+    """What a finished ``swap_shot`` flow reports."""
+
+    run_id: str
+    shot_id: str
+    output: str
+    output_uri: str
+    frames: int
+    fps: str
+    avg_fps: str | None
+    qc: dict[str, Any]
+    stages: dict[str, float]

@@ -1,0 +1,81 @@
+"""All of recast's configuration in one pydantic-settings object (env prefix ``RECAST_``).
+
+Nothing else in recast reads ``os.environ``; code asks :func:`get_settings`. With nothing set,
+everything runs on one machine: SQLite and a local object store under ``RECAST_DATA_DIR`` and a
+temporary Prefect server whose state lives under the same directory.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """recast configuration; every field can be set as ``RECAST_<NAME>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="RECAST_", extra="ignore")
+
+    data_dir: Path = Field(default=Path("./recast-data"), description="where the embedded database, object store and Prefect state live")
+    database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite file in data_dir")
+    storage_url: str | None = Field(default=None, description="file:///path or s3://bucket/prefix; default file store in data_dir")
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    model_dir: Path | None = Field(default=None, description="where larger model weights are placed; never fetched from a hub")
+    device: str = "cpu"
+    chunk_size: int = Field(default=48, ge=1, le=10_000)
+    workers: int = Field(default=0, ge=0, description="parallel chunk tasks on this machine; 0 = number of CPU cores")
+    render_crf: int = Field(default=16, ge=0, le=51)
+    render_preset: str = "veryfast"
+    # QC thresholds (defaults; projects may override them in the database)
+    qc_identity_pass: float = Field(default=0.9, description="share of sampled frames whose identity transferred, at or above which identity passes")
+    qc_identity_fail: float = Field(default=0.5, description="share below which identity fails")
+    qc_background_psnr_pass: float = 40.0
+    qc_background_psnr_fail: float = 30.0
+    qc_pose_error_review: float = 5.0
+    qc_face_found_review: float = 0.8
+    qc_identity_samples_per_second: float = 1.0
+
+    @field_validator("data_dir", "model_dir")
+    @classmethod
+    def _expand(cls, v: Path | None) -> Path | None:
+        return None if v is None else Path(v).expanduser()
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        return self.data_dir.resolve()
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.resolved_data_dir / 'recast.db'}"
+
+    @property
+    def resolved_storage_url(self) -> str:
+        if self.storage_url:
+            return self.storage_url
+        return (self.resolved_data_dir / "objects").as_uri()
+
+    @property
+    def worker_count(self) -> int:
+        return self.workers or max(1, os.cpu_count() or 1)
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.resolved_data_dir / "prefect"
+
+
+@functools.lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
+
+
+def reset_settings() -> None:
+    """Forget the cached settings (tests change the environment between cases)."""
+    get_settings.cache_clear()
