@@ -176,6 +176,7 @@ class SwapChunkResult(Record):
 
     chunk: FrameRange
     video: AssetRef
+    masks: AssetRef = Field(description="npz: mask (N,H,W) packed bits of the pixels the swap changed")
     swapped_frames: int
     passthrough_frames: int
     models: tuple[ModelRef, ...]
@@ -200,6 +201,7 @@ class RenderResult(Record):
     avg_rate: Rate | None
     audio_copied: bool
     codec: str
+    metrics: dict[str, float | int | None] = Field(default_factory=dict)
 
 
 class ShotOutcome(Record):

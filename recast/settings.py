@@ -79,3 +79,22 @@ def get_settings() -> Settings:
 def reset_settings() -> None:
     """Forget the cached settings (tests change the environment between cases)."""
     get_settings.cache_clear()
+
+
+def configure_prefect_environment(settings: Settings | None = None) -> None:
+    """Point the Prefect library at recast's data directory before Prefect is imported.
+
+    This is the one place recast writes the environment: Prefect reads its own settings from
+    ``PREFECT_*`` variables at import. Values the user already set are left alone.
+    """
+    settings = settings or get_settings()
+    defaults = {
+        "PREFECT_HOME": str(settings.prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_LOGGING_LEVEL": "WARNING",
+        "PREFECT_LOGGING_LOG_PRINTS": "false",
+        # the temporary local server must not wait on the network for telemetry or updates
+        "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",
+    }
+    for key, value in defaults.items():
+        os.environ.setdefault(key, value)

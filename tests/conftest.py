@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,3 +38,100 @@ def recast_env(tmp_path, monkeypatch):
     reset_settings()
     yield data
     reset_settings()
+
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One real Prefect API (temporary, SQLite) for every flow run of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def no_face_clip(tmp_path_factory) -> Path:
+    """A short H.264 clip of a scene with nobody in it (scikit-image's coffee cup, panned)."""
+    import skimage.data
+
+    from recast.media.synthetic import camera_move_frames, write_h264
+
+    frames = camera_move_frames(skimage.data.coffee(), size=256, frames=12)
+    return write_h264(frames, tmp_path_factory.mktemp("noface") / "no_face.mp4", rate=Fraction(25))
+
+
+@pytest.fixture(scope="session")
+def no_face_photo(tmp_path_factory) -> Path:
+    import skimage.data
+
+    from recast.media import write_png
+
+    path = tmp_path_factory.mktemp("noface") / "coffee.png"
+    write_png(path, np.ascontiguousarray(skimage.data.coffee()))
+    return path
+
+
+@pytest.fixture(scope="session")
+def short_plate(tmp_path_factory) -> Path:
+    """The first 40 frames of a real talking-head clip with audio (keeps flow tests quick)."""
+    import av
+
+
+    src = VIDEOS / "aniportrait_pose_ref_video.mp4"
+    out = tmp_path_factory.mktemp("plates") / "short_plate.mp4"
+    with av.open(str(src)) as inp, av.open(str(out), "w") as outp:
+        vin = inp.streams.video[0]
+        ain = inp.streams.audio[0] if inp.streams.audio else None
+        vout = outp.add_stream("libx264", rate=vin.average_rate)
+        vout.width, vout.height, vout.pix_fmt = vin.width, vin.height, "yuv420p"
+        vout.options = {"crf": "18", "preset": "veryfast"}
+        aout = outp.add_stream("aac", rate=ain.rate) if ain is not None else None
+        n = 0
+        for frame in inp.decode(video=0):
+            if n >= 40:
+                break
+            frame.pts = None
+            for p in vout.encode(frame):
+                outp.mux(p)
+            n += 1
+        for p in vout.encode():
+            outp.mux(p)
+        if aout is not None:
+            inp.seek(0)
+            limit = Fraction(40) / Fraction(vin.average_rate)
+            for af in inp.decode(audio=0):
+                if af.time is not None and af.time > limit:
+                    break
+                af.pts = None
+                for p in aout.encode(af):
+                    outp.mux(p)
+            for p in aout.encode():
+                outp.mux(p)
+    return out
+
+
+@pytest.fixture()
+def postgres_url():
+    """A fresh, empty PostgreSQL database on the server named by RECAST_TEST_POSTGRES_URL (dropped after)."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    admin = os.environ.get("RECAST_TEST_POSTGRES_URL")
+    if not admin:
+        pytest.skip("RECAST_TEST_POSTGRES_URL is not set: no PostgreSQL server to test against (CI sets it)")
+    name = f"recast_flow_{uuid.uuid4().hex[:10]}"
+    engine = create_engine(admin, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield make_url(admin).set(database=name).render_as_string(hide_password=False)
+    finally:
+        from recast.db.session import dispose_engines
+
+        dispose_engines()
+        with engine.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        engine.dispose()

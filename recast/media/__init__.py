@@ -1,1 +1,39 @@
-"""recast.media"""
+"""PyAV readers and writers: probing, still images, lossless plate chunks, H.264 render.
+
+Frames are (H, W, 3) uint8 RGB numpy arrays; time is rational (pts + time base, Fraction).
+Every FFmpeg error is turned into a :mod:`recast.errors` error naming the file and its role.
+"""
+
+from recast.media.chunks import (
+    LOSSLESS_CODEC,
+    LOSSLESS_PIX_FMT,
+    LosslessWriter,
+    chunk_ranges,
+    read_all_frames,
+    read_frames,
+    split_plate,
+    write_lossless,
+)
+from recast.media.image import read_image, write_png
+from recast.media.probe import IMAGE_SUFFIXES, probe_media, read_timing, sha256_file
+from recast.media.render import RenderInfo, check_output_writable, render_h264
+
+__all__ = [
+    "IMAGE_SUFFIXES",
+    "LOSSLESS_CODEC",
+    "LOSSLESS_PIX_FMT",
+    "LosslessWriter",
+    "RenderInfo",
+    "check_output_writable",
+    "chunk_ranges",
+    "probe_media",
+    "read_all_frames",
+    "read_frames",
+    "read_image",
+    "read_timing",
+    "render_h264",
+    "sha256_file",
+    "split_plate",
+    "write_lossless",
+    "write_png",
+]

@@ -1,0 +1,266 @@
+"""The ``recast`` command line. Exit codes are decided here and nowhere else.
+
+| code | meaning |
+|------|---------|
+| 0 | done (for ``qc``: verdict pass or review) |
+| 1 | internal error (a bug: report it) |
+| 2 | usage: bad arguments or options |
+| 3 | bad input: missing, unreadable or corrupt file; no face where one is needed |
+| 4 | refused by policy: consent, licence, permission |
+| 5 | ``qc``: verdict fail |
+| 6 | external service unavailable: database, object store, Prefect server |
+| 130 | interrupted |
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from recast import errors
+from recast.settings import configure_prefect_environment, get_settings
+
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_INPUT, EXIT_POLICY, EXIT_QC_FAIL, EXIT_SERVICE, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="recast: head and face replacement for post-production, with provenance.")
+db_app = typer.Typer(no_args_is_help=True, help="Database schema management.")
+app.add_typer(db_app, name="db")
+
+
+def exit_code_for(exc: BaseException) -> int:
+    """The documented exit code for an exception."""
+    if isinstance(exc, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(exc, errors.UsageError):
+        return EXIT_USAGE
+    if isinstance(exc, errors.PolicyError):
+        return EXIT_POLICY
+    if isinstance(exc, errors.ServiceUnavailableError):
+        return EXIT_SERVICE
+    if isinstance(exc, errors.InputError):
+        return EXIT_INPUT
+    return EXIT_INTERNAL
+
+
+def _fail(exc: BaseException) -> None:
+    code = exit_code_for(exc)
+    if code == EXIT_INTERNAL and not isinstance(exc, errors.RecastError):
+        traceback.print_exc(file=sys.stderr)
+        typer.echo(f"recast: internal error: {type(exc).__name__}: {exc} (please report it)", err=True)
+    elif code == EXIT_INTERRUPTED:
+        typer.echo("recast: interrupted", err=True)
+    else:
+        typer.echo(f"recast: error: {exc}", err=True)
+    raise typer.Exit(code)
+
+
+def _guarded(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except typer.Exit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every failure leaves with its documented code
+        _fail(exc)
+
+
+def _prepare() -> None:
+    configure_prefect_environment(get_settings())
+    from recast.db.migrate import ensure_schema
+
+    ensure_schema(get_settings())
+
+
+def _run_swap(*, plate: str, sources: list[str], out: Optional[Path], mode: str, face: str, chunk_size: Optional[int], as_json: bool, note: str | None = None) -> None:
+    from recast.contracts import Mode, ShotParams
+    from recast.tasks import shots
+
+    try:
+        mode_value = Mode(mode)
+    except ValueError:
+        raise errors.UsageError(f"--mode '{mode}': choose from {', '.join(m.value for m in Mode)}") from None
+    if mode_value is not Mode.face:
+        raise errors.UsageError(f"--mode '{mode}': only 'face' is available in this version")
+    settings = get_settings()
+    params = ShotParams(mode=mode_value, face=face, chunk_size=chunk_size or settings.chunk_size)
+    _prepare()
+    shot_id, run_id = shots.submit_local_shot(plate=plate, sources=sources, params=params)
+    typer.echo(f"[recast] run {run_id} (shot {shot_id})", err=True)
+    try:
+        if out is not None:
+            from recast.media import check_output_writable
+
+            check_output_writable(out)
+        from recast.flows.swap_shot import swap_shot
+
+        summary = swap_shot(shot_id=shot_id, run_id=run_id, output_path=str(out.absolute()) if out else None)
+    except BaseException as exc:
+        shots.fail_run(run_id, exc)
+        raise
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+    else:
+        _print_summary(summary, note)
+
+
+def _print_summary(summary: dict[str, Any], note: str | None) -> None:
+    qc = summary["qc"]
+    lines = [
+        f"output:   {summary['output']}",
+        f"run:      {summary['run_id']}   shot: {summary['shot_id']}",
+        f"frames:   {summary['frames']} at {summary['fps']} fps (average {summary['avg_fps']}), {summary['swapped_frames']} swapped, {summary['passthrough_frames']} without a face",
+        f"qc:       {qc['verdict'].upper()}  identity transfer {_fmt(qc.get('identity_transfer_rate'))}, "
+        f"distance to source {_fmt(qc.get('identity_distance_source'))} / to plate person {_fmt(qc.get('identity_distance_plate'))}, "
+        f"pose error {_fmt(qc.get('pose_error_deg'))} deg, background PSNR {_fmt(qc.get('delivered_background_psnr_db'))} dB",
+        "stages:   " + ", ".join(f"{k} {v / 1000:.1f}s" for k, v in summary["stages"].items()),
+    ]
+    if qc.get("reasons"):
+        lines.append("reasons:  " + "; ".join(qc["reasons"]))
+    if note:
+        lines.append(note)
+    typer.echo("\n".join(lines))
+
+
+def _fmt(v: Any) -> str:
+    return "n/a" if v is None else (f"{v:.2f}" if isinstance(v, float) else str(v))
+
+
+@app.command()
+def swap(
+    plate: str = typer.Option(..., "--plate", help="the filmed clip (path, file:// or s3:// URI)"),
+    source: list[str] = typer.Option(..., "--source", help="photo of the person whose face goes in (repeatable)"),
+    out: Path = typer.Option(..., "--out", help="where to write the deliverable (.mp4)"),
+    mode: str = typer.Option("face", "--mode", help="face (head arrives in a later version)"),
+    face: str = typer.Option("largest", "--face", help="which face of the plate: largest | index:N"),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="frames per chunk (default RECAST_CHUNK_SIZE, 48)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+) -> None:
+    """Swap the source face onto every frame of the plate; progress goes to stderr."""
+    _guarded(lambda: _run_swap(plate=plate, sources=source, out=out, mode=mode, face=face, chunk_size=chunk_size, as_json=as_json))
+
+
+@app.command()
+def demo(
+    source: Optional[Path] = typer.Option(None, "--source", help="your own source photo (default: NASA's astronaut portrait, public domain)"),
+    plate: Optional[Path] = typer.Option(None, "--plate", help="your own plate clip (default: a synthetic plate)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="deliverable path (default: <data dir>/demo/output.mp4)"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run the whole pipeline on sample media that ships with recast's dependencies."""
+
+    def go() -> None:
+        from recast.demo import demo_inputs
+
+        settings = get_settings()
+        src, plt, note = demo_inputs(settings.resolved_data_dir / "demo", source=source, plate=plate)
+        target = out or settings.resolved_data_dir / "demo" / "output.mp4"
+        _run_swap(plate=str(plt), sources=[str(src)], out=target, mode="face", face="largest", chunk_size=None, as_json=as_json, note=note)
+
+    _guarded(go)
+
+
+@app.command()
+def runs(limit: int = typer.Option(20, "--limit", min=1), as_json: bool = typer.Option(False, "--json")) -> None:
+    """List recent runs with their status."""
+
+    def go() -> None:
+        from recast.reports import recent_runs
+
+        _prepare()
+        rows = recent_runs(limit)
+        if as_json:
+            typer.echo(json.dumps(rows, default=str))
+            return
+        if not rows:
+            typer.echo("no runs yet")
+        for r in rows:
+            typer.echo(f"{r['run_id']}  {r['status']:<9} {str(r['started'] or '')[:19]:<19}  {r['project']}/{r['shot']}" + (f"  {r['error']}" if r.get("error") else ""))
+
+    _guarded(go)
+
+
+@app.command()
+def show(run_id: str = typer.Argument(..., help="a run id from `recast runs`"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Print the stage runs of a run: parameters, models and checksums, inputs and outputs."""
+
+    def go() -> None:
+        from recast.reports import run_detail
+
+        _prepare()
+        detail = run_detail(run_id)
+        if as_json:
+            typer.echo(json.dumps(detail, default=str, indent=2))
+            return
+        r = detail["run"]
+        typer.echo(f"run {r['run_id']}  {r['status']}  shot {r['shot']} ({r['shot_id']})  project {r['project']}")
+        if r.get("error"):
+            typer.echo(f"  error: {r['error']}")
+        for sr in detail["stages"]:
+            where = f" chunk {sr['chunk_index']} [{sr['frame_start']},{sr['frame_end']})" if sr["chunk_index"] is not None else ""
+            typer.echo(f"- {sr['stage']}{where}: {sr['status']}  {sr['elapsed_ms'] or '-'} ms  work {sr['work_key'][:12]}")
+            typer.echo(f"    params: {json.dumps(sr['params'], sort_keys=True)}")
+            for m in sr["models"]:
+                typer.echo(f"    model:  {m['name']} {m['version']} sha256={m.get('sha256') or '-'}")
+            for a in sr["inputs"]:
+                typer.echo(f"    in:     {a['role']:<16} {a['uri']} sha256={a['sha256'][:16]}")
+            for a in sr["outputs"]:
+                typer.echo(f"    out:    {a['role']:<16} {a['uri']} sha256={a['sha256'][:16]}")
+            if sr.get("error"):
+                typer.echo(f"    error:  {sr['error']}")
+
+    _guarded(go)
+
+
+@app.command()
+def lineage(target: str = typer.Argument(..., help="a deliverable path, an asset id, a URI or a sha256"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """Print the tree of assets a file or asset came from."""
+
+    def go() -> None:
+        from recast.reports import lineage_tree
+
+        _prepare()
+        tree = lineage_tree(target)
+        if as_json:
+            typer.echo(json.dumps(tree, default=str, indent=2))
+            return
+
+        def walk(node: dict[str, Any], depth: int) -> None:
+            a = node["asset"]
+            typer.echo(f"{'  ' * depth}{'└─ ' if depth else ''}{a['role']}  {a['uri']}  sha256={a['sha256'][:16]}  ({a['id']})")
+            for p in node.get("parents", []):
+                walk(p, depth + 1)
+
+        walk(tree, 0)
+
+    _guarded(go)
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply the database migrations (the embedded SQLite is upgraded automatically)."""
+
+    def go() -> None:
+        from recast.db.migrate import current_revision, upgrade
+
+        url = get_settings().resolved_database_url
+        upgrade(url)
+        typer.echo(f"database at revision {current_revision(url)}")
+
+    _guarded(go)
+
+
+def main() -> None:
+    """Console entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        typer.echo("recast: interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+
+
+if __name__ == "__main__":
+    main()

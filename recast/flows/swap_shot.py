@@ -1,0 +1,142 @@
+"""The ``swap_shot`` flow: ingest → segment (mapped) → expression → swap (mapped) → qc → render.
+
+Orchestration only: stages are Prefect tasks from ``recast.tasks``; this module moves references
+between them, runs chunk tasks in parallel and keeps the run's status in step.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, unmapped
+from prefect.futures import wait
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from recast.errors import NoFaceError
+from recast.settings import get_settings
+from recast.tasks import shots
+from recast.tasks.common import emit_progress, stage_task
+from recast.tasks.expression import retarget
+from recast.tasks.ingest import ingest
+from recast.tasks.qc import score_shot
+from recast.tasks.render import publish, render_shot
+from recast.tasks.segment import analyze_source, segment_chunk
+from recast.tasks.swap import swap_chunk
+
+ingest_task = stage_task(ingest, name="ingest")
+analyze_source_task = stage_task(analyze_source, name="segment-source")
+segment_task = stage_task(segment_chunk, name="segment")
+expression_task = stage_task(retarget, name="expression")
+swap_task = stage_task(swap_chunk, name="swap")
+qc_task = stage_task(score_shot, name="qc")
+render_task = stage_task(render_shot, name="render")
+
+
+def _run_name() -> str:
+    shot_id = flow_run.parameters.get("shot_id")
+    try:
+        return shots.shot_code(shot_id)
+    except Exception:
+        return f"shot-{shot_id}"
+
+
+def _gather(futures: list[Any]) -> list[Any]:
+    """Results of mapped chunk tasks, waiting for all first so finished chunks are kept for a resume."""
+    wait(futures)
+    results, first_error = [], None
+    for f in futures:
+        try:
+            results.append(f.result())
+        except BaseException as exc:  # keep going: every chunk that finished is recorded
+            first_error = first_error or exc
+    if first_error is not None:
+        raise first_error
+    return results
+
+
+@flow(
+    name="swap_shot",
+    flow_run_name=_run_name,
+    task_runner=ThreadPoolTaskRunner(max_workers=get_settings().worker_count),
+    persist_result=False,
+    validate_parameters=True,
+)
+def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None = None) -> dict[str, Any]:
+    """Swap the source face into every frame of a shot's plate; returns the run's summary."""
+    spec = shots.load_shot(shot_id)
+    run_id = shots.start_run(shot_id, run_id, str(flow_run.id) if flow_run.id else None)
+    stages: dict[str, float] = {}
+    try:
+        t = time.perf_counter()
+        ing = ingest_task(run_id=run_id, shot_id=shot_id, plate=spec.plate, sources=list(spec.sources), chunk_size=spec.params.chunk_size)
+        stages["ingest"] = _ms(t)
+        shots.attach_inputs(shot_id, plate_asset_id=ing.plate.asset_id, source_asset_ids=[r.asset_id for r in ing.sources])
+        total = ing.plate_info.frame_count
+
+        t = time.perf_counter()
+        source_futures = [analyze_source_task.submit(run_id=run_id, shot_id=shot_id, source=ref, name=name) for ref, name in zip(ing.sources, spec.sources)]
+        seg_futures = segment_task.map(
+            run_id=unmapped(run_id), shot_id=unmapped(shot_id), chunk=list(ing.chunks), chunk_index=list(range(len(ing.chunks))),
+            face_selector=unmapped(spec.params.face), total_frames=unmapped(total),
+        )
+        source_faces = _gather(source_futures)
+        segments = _gather(list(seg_futures))
+        stages["segment"] = _ms(t)
+        found = sum(s.faces_found for s in segments)
+        if found == 0:
+            raise NoFaceError(f"plate '{spec.plate}': no face found in any of its {total} frames")
+        emit_progress(f"segment: face found in {found}/{total} frames")
+
+        source = source_faces[0]
+        t = time.perf_counter()
+        expr = expression_task(run_id=run_id, shot_id=shot_id, segments=segments, source=source, strength=spec.params.identity_strength)
+        stages["expression"] = _ms(t)
+
+        t = time.perf_counter()
+        swap_futures = swap_task.map(
+            run_id=unmapped(run_id), shot_id=unmapped(shot_id), chunk=list(ing.chunks), chunk_index=list(range(len(ing.chunks))),
+            segment=segments, expression=unmapped(expr), source=unmapped(source), backend=unmapped(spec.params.backend),
+            mode=unmapped(spec.params.mode.value), total_frames=unmapped(total),
+        )
+        swaps = _gather(list(swap_futures))
+        stages["swap"] = _ms(t)
+
+        t = time.perf_counter()
+        qc = qc_task(run_id=run_id, shot_id=shot_id, ingest=ing, segments=segments, swaps=swaps, source=source)
+        stages["qc"] = _ms(t)
+
+        t = time.perf_counter()
+        rendered = render_task(run_id=run_id, shot_id=shot_id, ingest=ing, segments=segments, swaps=swaps, qc=qc)
+        output = str(publish(rendered, Path(output_path))) if output_path else rendered.output.uri
+        stages["render"] = _ms(t)
+
+        info = ing.plate_info
+        summary = {
+            "run_id": run_id,
+            "shot_id": shot_id,
+            "shot": spec.code,
+            "output": output,
+            "output_uri": rendered.output.uri,
+            "output_asset_id": rendered.output.asset_id,
+            "frames": rendered.frames,
+            "fps": str(rendered.rate),
+            "avg_fps": str(rendered.avg_rate) if rendered.avg_rate else None,
+            "variable_frame_rate": info.variable_frame_rate,
+            "audio_copied": rendered.audio_copied,
+            "swapped_frames": sum(s.swapped_frames for s in swaps),
+            "passthrough_frames": sum(s.passthrough_frames for s in swaps),
+            "qc": {**qc.metrics, **rendered.metrics, "verdict": qc.verdict.value, "reasons": list(qc.reasons)},
+            "stages": stages,
+        }
+        shots.finish_run(run_id, output_asset_id=rendered.output.asset_id, summary=summary)
+        return summary
+    except BaseException as exc:
+        shots.fail_run(run_id, exc)
+        raise
+
+
+def _ms(t0: float) -> float:
+    return round((time.perf_counter() - t0) * 1000.0, 1)

@@ -1,0 +1,636 @@
+"""Quality metrics of a swap and the QC verdict (DESIGN.md, "Quality metrics").
+
+Everything here is pure numpy/OpenCV on arrays the caller already has: MediaPipe landmarks
+``(478, 3)`` float32 in pixels (NaN where no face), RGB uint8 frames and masks. Per-frame and
+per-shot functions return plain floats (or None where nothing could be measured), so a QC stage
+can put them straight into ``QCReport.metrics``.
+
+Metric keys used by :func:`decide_verdict` (and by QC reports):
+``identity_transfer_rate``, ``identity_distance_source``, ``identity_distance_plate``,
+``pose_error_deg``, ``expression_error``, ``jitter_ratio``, ``flicker_ratio``, ``seam_score``,
+``background_psnr_db``, ``face_found_ratio``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from recast.contracts import Verdict
+
+__all__ = [
+    "METRIC_KEYS",
+    "PSNR_CAP_DB",
+    "QCThresholds",
+    "background_psnr",
+    "decide_verdict",
+    "EXPRESSION_CENTRE_MIN_FRAMES",
+    "EXPRESSION_FEATURE_NAMES",
+    "expression_error",
+    "expression_features",
+    "flicker_ratio",
+    "head_pose",
+    "head_poses",
+    "inter_ocular_distance",
+    "jitter_ratio",
+    "landmark_jitter",
+    "pixel_flicker",
+    "pose_error",
+    "psnr",
+    "seam_score",
+]
+
+METRIC_KEYS = (
+    "identity_transfer_rate",
+    "identity_distance_source",
+    "identity_distance_plate",
+    "pose_error_deg",
+    "expression_error",
+    "jitter_ratio",
+    "flicker_ratio",
+    "seam_score",
+    "background_psnr_db",
+    "face_found_ratio",
+)
+
+#: PSNR of identical images is infinite; JSON has no infinity, so it is reported as this value.
+#: 100 dB is far above anything a lossy step produces (8-bit rounding alone gives ~59 dB).
+PSNR_CAP_DB = 100.0
+
+# MediaPipe face-mesh indices (subject's right = image left in a frontal view).
+_R_EYE_OUT, _R_EYE_IN, _L_EYE_IN, _L_EYE_OUT = 33, 133, 362, 263
+_MOUTH_R, _MOUTH_L, _LIP_UP_IN, _LIP_LO_IN = 61, 291, 13, 14
+_R_LID_UP, _R_LID_LO, _L_LID_UP, _L_LID_LO = 159, 145, 386, 374
+_R_BROW, _L_BROW = 105, 334  # upper brow, above the pupil
+
+# 3D template for head pose: these points of MediaPipe's canonical face model
+# (canonical_face_model.obj, centimetres, x to the image right, y up, z towards the camera).
+# Only points that expression does not move: eye corners, nose, forehead. Chin and mouth corners
+# were tried and left out: on the talking-head test clips they tied pitch to mouth opening
+# (correlation 0.6-0.8 against 0.2-0.4 without them).
+_POSE_TEMPLATE = {
+    1: (0.000000, -1.126865, 7.475604),  # nose tip
+    2: (0.000000, -2.089024, 6.058267),  # under the nose
+    4: (0.000000, -0.463170, 7.586580),  # nose, above the tip
+    6: (0.000000, 2.473255, 5.788627),  # nose bridge
+    168: (0.000000, 3.271027, 5.236015),  # between the eyes
+    10: (0.000000, 8.261778, 4.481535),  # forehead top (hairline)
+    33: (-4.445859, 2.663991, 3.173422),  # right eye, outer corner
+    133: (-1.856432, 2.585245, 3.757904),  # right eye, inner corner
+    362: (1.856432, 2.585245, 3.757904),  # left eye, inner corner
+    263: (4.445859, 2.663991, 3.173422),  # left eye, outer corner
+}
+_POSE_IDX = np.array(list(_POSE_TEMPLATE), dtype=np.int64)
+# To OpenCV camera axes (x right, y down, z away from the camera), so a face looking into the
+# lens has rotation ~identity.
+_POSE_MODEL = np.array(list(_POSE_TEMPLATE.values()), dtype=np.float64) * np.array([1.0, -1.0, -1.0])
+
+
+def _lm_array(landmarks: np.ndarray) -> np.ndarray:
+    a = np.asarray(landmarks, dtype=np.float64)
+    if a.ndim < 2 or a.shape[-2] < 468 or a.shape[-1] < 2:
+        raise ValueError(f"landmarks must be (..., 478, 2|3), got shape {a.shape}")
+    return a
+
+
+# --- head pose -------------------------------------------------------------------------------
+def head_pose(landmarks: np.ndarray, image_size: tuple[int, int]) -> tuple[float, float, float] | None:
+    """Head yaw, pitch and roll in degrees from one face's MediaPipe landmarks.
+
+    ``landmarks`` is ``(478, 3)`` (or ``(478, 2)``) in pixels of an image of ``image_size``
+    ``(h, w)``. The pose comes from ``cv2.solvePnP`` of a 10-point rigid template taken from
+    MediaPipe's canonical face model, with a pinhole camera of focal length = image width and the
+    principal point at the image centre.
+
+    Pitch reads 0 to -12 degrees on the frontal test portraits (a template-versus-face offset
+    plus the usual chin-down pose); :func:`pose_error` compares plate with output of the same
+    head, where such an offset cancels.
+
+    Convention (angles in degrees, 0,0,0 = looking straight into the lens):
+
+    - yaw > 0: the nose turns towards the image's right (the subject turns to their left);
+    - pitch > 0: the nose turns up (looking up);
+    - roll > 0: the line from the image-left eye to the image-right eye slopes down to the
+      right in the image, i.e. the head tilts clockwise as seen in the image.
+
+    The rotation is taken relative to the camera ray through the face, not the optical axis: a
+    face moved across the frame but seen the same way keeps the same angles (that is what the
+    viewer perceives as pose, and what plate and output must agree on).
+
+    Returns None when a template landmark is NaN or the fit fails.
+    """
+    lm = _lm_array(landmarks)
+    pts = lm[_POSE_IDX, :2]
+    if not np.isfinite(pts).all():
+        return None
+    h, w = int(image_size[0]), int(image_size[1])
+    f = float(w)
+    cam = np.array([[f, 0.0, w / 2.0], [0.0, f, h / 2.0], [0.0, 0.0, 1.0]])
+    ok, rvec, tvec = cv2.solvePnP(_POSE_MODEL, pts.reshape(-1, 1, 2), cam, None, flags=cv2.SOLVEPNP_EPNP)
+    if not ok:
+        return None
+    # EPnP gives a closed-form start; a few LM iterations polish it to the reprojection optimum.
+    rvec, tvec = cv2.solvePnPRefineLM(_POSE_MODEL, pts.reshape(-1, 1, 2), cam, None, rvec, tvec)
+    if not (np.isfinite(rvec).all() and np.isfinite(tvec).all()) or float(tvec[2, 0]) <= 0:
+        return None
+    rot, _ = cv2.Rodrigues(rvec)
+    rot = _ray_rotation(tvec.ravel()).T @ rot
+    return _euler_deg(rot)
+
+
+def _ray_rotation(t: np.ndarray) -> np.ndarray:
+    """Rotation taking the optical axis (0, 0, 1) onto the ray towards ``t``."""
+    z = np.array([0.0, 0.0, 1.0])
+    r = t / np.linalg.norm(t)
+    axis = np.cross(z, r)
+    s = np.linalg.norm(axis)
+    if s < 1e-12:
+        return np.eye(3)
+    angle = math.atan2(s, float(np.dot(z, r)))
+    rot, _ = cv2.Rodrigues(axis / s * angle)
+    return rot
+
+
+def _euler_deg(rot: np.ndarray) -> tuple[float, float, float]:
+    # The face looks along -z of its model frame (towards the camera); where that direction and
+    # the eye line (+x) end up in camera axes defines the three angles.
+    nose = rot @ np.array([0.0, 0.0, -1.0])
+    eyes = rot @ np.array([1.0, 0.0, 0.0])
+    yaw = math.degrees(math.atan2(nose[0], -nose[2]))
+    pitch = math.degrees(math.atan2(-nose[1], math.hypot(nose[0], nose[2])))
+    roll = math.degrees(math.atan2(eyes[1], eyes[0]))
+    return yaw, pitch, roll
+
+
+def head_poses(
+    landmarks: np.ndarray, image_size: tuple[int, int]
+) -> list[tuple[float, float, float] | None]:
+    """:func:`head_pose` of each frame of ``(F, 478, 3)`` landmarks (None where no face)."""
+    lm = _lm_array(landmarks)
+    return [head_pose(f, image_size) for f in lm.reshape(-1, *lm.shape[-2:])]
+
+
+def _angle_diff(a: float, b: float) -> float:
+    return abs((a - b + 180.0) % 360.0 - 180.0)
+
+
+def pose_error(
+    plate_poses: Sequence[tuple[float, float, float] | None],
+    output_poses: Sequence[tuple[float, float, float] | None],
+) -> float | None:
+    """Mean absolute pose difference in degrees, averaged over yaw, pitch and roll and over the
+    frames where both poses exist (None when there is no such frame)."""
+    if len(plate_poses) != len(output_poses):
+        raise ValueError(f"pose lists differ in length: {len(plate_poses)} != {len(output_poses)}")
+    diffs = [
+        sum(_angle_diff(a, b) for a, b in zip(p, o)) / 3.0
+        for p, o in zip(plate_poses, output_poses)
+        if p is not None and o is not None and np.isfinite(p).all() and np.isfinite(o).all()
+    ]
+    return float(np.mean(diffs)) if diffs else None
+
+
+# --- PSNR ------------------------------------------------------------------------------------
+def _peak(dtype: np.dtype) -> float:
+    if np.issubdtype(dtype, np.integer):
+        return float(np.iinfo(dtype).max)
+    return 1.0
+
+
+def psnr(a: np.ndarray, b: np.ndarray, mask: np.ndarray | None = None) -> float | None:
+    """Peak signal-to-noise ratio of two images (or stacks of frames) in dB.
+
+    ``a`` and ``b``: images ``(H, W)`` or ``(H, W, C)``, or stacks ``(F, H, W, C)``. The peak is
+    the dtype's maximum for integer images (255 for uint8) and 1.0 for floats. ``mask`` (bool, or
+    numbers where > 0 counts; ``(H, W)``, ``(F, H, W)`` for a stack, or the full shape) selects
+    the pixels that count; MSE is pooled over all of them. Identical inputs give
+    :data:`PSNR_CAP_DB` (100 dB) instead of infinity, and any larger value is capped to it.
+    Returns None when the mask selects no pixel.
+    """
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"psnr of different shapes {a.shape} and {b.shape}")
+    m = None if mask is None else np.asarray(mask) > 0
+    if m is not None and not (m.shape == a.shape or m.shape == a.shape[: m.ndim]):
+        raise ValueError(f"mask shape {m.shape} does not fit image shape {a.shape}")
+    total, n = _squared_error(a, b, m)
+    if n == 0:
+        return None
+    mse = total / n
+    if not np.isfinite(mse):
+        return None
+    if mse == 0.0:
+        return PSNR_CAP_DB
+    return min(PSNR_CAP_DB, 10.0 * math.log10(_peak(a.dtype) ** 2 / mse))
+
+
+_CV_DTYPES = (np.uint8, np.uint16, np.int16, np.float32, np.float64)
+
+
+def _squared_error(a: np.ndarray, b: np.ndarray, m: np.ndarray | None) -> tuple[float, int]:
+    """Sum of squared differences over the counted values, and how many values were counted."""
+    per_px = a.shape[2] if a.ndim == 3 else 1
+    if a.ndim == 4 and (m is None or m.ndim in (2, 3)) and a.shape[3] <= 4:
+        total, n = 0.0, 0
+        for i in range(a.shape[0]):
+            mi = None if m is None else (m[i] if m.ndim == 3 else m)
+            t, c = _squared_error(a[i], b[i], mi)
+            total, n = total + t, n + c
+        return total, n
+    if a.ndim in (2, 3) and per_px <= 4 and a.dtype.type in _CV_DTYPES and (m is None or m.ndim == 2):
+        # OpenCV sums the squares under a 2D mask in one pass without temporaries (~10x numpy).
+        ca, cb = np.ascontiguousarray(a), np.ascontiguousarray(b)
+        if m is None:
+            return float(cv2.norm(ca, cb, cv2.NORM_L2SQR)), a.size
+        m8 = m.astype(np.uint8)
+        return float(cv2.norm(ca, cb, cv2.NORM_L2SQR, mask=m8)), int(cv2.countNonZero(m8)) * per_px
+    diff = a.astype(np.float64) - b.astype(np.float64)
+    sq = diff * diff
+    if m is None:
+        return float(sq.sum()), sq.size
+    if m.shape != sq.shape:
+        m = np.broadcast_to(m.reshape(m.shape + (1,) * (sq.ndim - m.ndim)), sq.shape)
+    return float(sq[m].sum()), int(m.sum())
+
+
+def _dilate(mask: np.ndarray, px: int) -> np.ndarray:
+    m = np.asarray(mask) > 0
+    if px <= 0 or not m.any():
+        return m
+    # Dilate only the mask's bounding box grown by px: a face in a 4K frame costs what the face
+    # costs (a large elliptic kernel over the whole frame is ~50 ms at 1080p).
+    ys, xs = np.nonzero(m.any(axis=1))[0], np.nonzero(m.any(axis=0))[0]
+    h, w = m.shape
+    y0, y1 = max(int(ys[0]) - px, 0), min(int(ys[-1]) + px + 1, h)
+    x0, x1 = max(int(xs[0]) - px, 0), min(int(xs[-1]) + px + 1, w)
+    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
+    out = np.zeros_like(m)
+    out[y0:y1, x0:x1] = cv2.dilate(m[y0:y1, x0:x1].astype(np.uint8), k) > 0
+    return out
+
+
+def background_psnr(
+    plate: np.ndarray, output: np.ndarray, exclude_mask: np.ndarray, dilate_px: int
+) -> float | None:
+    """PSNR (dB) between plate and output over the pixels outside ``exclude_mask`` grown by
+    ``dilate_px`` pixels: the background a swap must leave untouched.
+
+    Works on one frame ``(H, W, 3)`` with an ``(H, W)`` mask, or on a stack ``(F, H, W, 3)``
+    with ``(F, H, W)`` or ``(H, W)`` masks (MSE pooled over the stack). The exclude mask should
+    be the union of the plate's and the output's person/head masks. None when nothing is left.
+    """
+    plate = np.asarray(plate)
+    ex = np.asarray(exclude_mask)
+    if plate.ndim == 4 and ex.ndim == 3:
+        keep = np.stack([~_dilate(m, dilate_px) for m in ex])
+    else:
+        keep = ~_dilate(ex, dilate_px)
+    return psnr(plate, output, keep)
+
+
+# --- temporal stability ----------------------------------------------------------------------
+def inter_ocular_distance(landmarks: np.ndarray) -> np.ndarray | float:
+    """Distance in pixels between the outer eye corners (33, 263), the scale unit of the
+    landmark metrics; per frame for ``(F, 478, 3)`` input, NaN where no face."""
+    lm = _lm_array(landmarks)
+    d = np.linalg.norm(lm[..., _R_EYE_OUT, :2] - lm[..., _L_EYE_OUT, :2], axis=-1)
+    return float(d) if np.ndim(d) == 0 else d
+
+
+def landmark_jitter(landmarks: np.ndarray) -> float | None:
+    """Frame-to-frame landmark motion, in units of the inter-ocular distance.
+
+    For each pair of consecutive frames that both have a face: the mean 2D (x, y) displacement of
+    all landmarks divided by the pair's mean inter-ocular distance; the result is the mean over
+    pairs (None when there is no such pair). The MediaPipe z is left out: it is a relative depth
+    estimate, noisier than x and y and not visible in the image.
+
+    Real head motion counts too, so the number is only meaningful next to the plate's:
+    :func:`jitter_ratio` near 1 means the output moves no more than the plate; shake added by the
+    swap pushes it up. A static landmark set gives 0.
+    """
+    lm = _lm_array(landmarks)
+    if lm.ndim != 3:
+        raise ValueError(f"landmark_jitter needs (F, 478, 3) landmarks, got shape {lm.shape}")
+    xy = lm[:, :, :2]
+    valid = np.isfinite(xy).all(axis=(1, 2))
+    pair = valid[1:] & valid[:-1]
+    if not pair.any():
+        return None
+    iod = np.asarray(inter_ocular_distance(lm), dtype=np.float64)
+    disp = np.linalg.norm(xy[1:] - xy[:-1], axis=2).mean(axis=1)
+    scale = (iod[1:] + iod[:-1]) / 2.0
+    pair &= np.isfinite(scale) & (scale > 1e-6)
+    if not pair.any():
+        return None
+    return float(np.mean(disp[pair] / scale[pair]))
+
+
+# Floor under both jitter values: ~0.1% of the eye distance, below MediaPipe's own noise on a
+# still face, so a perfectly static plate does not turn tiny output noise into a huge ratio.
+_JITTER_FLOOR = 1e-3
+_FLICKER_FLOOR = 0.25  # grey levels (of 255): below 8-bit rounding noise
+
+
+def jitter_ratio(output_lms: np.ndarray, plate_lms: np.ndarray) -> float | None:
+    """:func:`landmark_jitter` of the output divided by that of the plate (1 = as steady as the
+    plate; > 1 = the swap adds shake). None when either cannot be measured."""
+    jo, jp = landmark_jitter(output_lms), landmark_jitter(plate_lms)
+    if jo is None or jp is None:
+        return None
+    return (jo + _JITTER_FLOOR) / (jp + _JITTER_FLOOR)
+
+
+def pixel_flicker(frames: np.ndarray | Iterable[np.ndarray], mask: np.ndarray) -> float | None:
+    """Mean absolute frame-to-frame difference (grey levels, averaged over channels) inside a mask.
+
+    ``frames`` is an ``(F, H, W, C)`` array or any iterable of ``(H, W, C)`` frames (read once,
+    so a decoder generator streams a whole shot without holding it in memory). ``mask`` is one
+    ``(H, W)`` mask for all frames, or ``(F, H, W)`` per frame; for a pair of frames the pixels in
+    both frames' masks count. None with fewer than two frames or an empty mask.
+    """
+    m_all = np.asarray(mask) > 0
+    per_frame = m_all.ndim == 3
+    if not m_all.any():
+        return None
+    # Only pixels inside the mask count: crop every frame to its bounding box before converting.
+    any_m = m_all.any(axis=0) if per_frame else m_all
+    ys, xs = np.nonzero(any_m)
+    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+    m_all = m_all[..., y0:y1, x0:x1]
+    total = 0.0
+    count = 0
+    prev = prev_m = None
+    for i, frame in enumerate(frames):
+        cur = np.asarray(frame)[y0:y1, x0:x1].astype(np.float32)
+        cur_m = m_all[i] if per_frame else m_all
+        if prev is not None:
+            m = cur_m & prev_m
+            n = int(m.sum())
+            if n:
+                d = np.abs(cur - prev)
+                d = d.mean(axis=2) if d.ndim == 3 else d
+                total += float(d[m].sum())
+                count += n
+        prev, prev_m = cur, cur_m
+    return total / count if count else None
+
+
+def flicker_ratio(
+    output_frames: np.ndarray | Iterable[np.ndarray],
+    plate_frames: np.ndarray | Iterable[np.ndarray],
+    mask: np.ndarray,
+) -> float | None:
+    """:func:`pixel_flicker` of the output over that of the plate, in the same mask (the swapped
+    region). 1 = changes as much as the plate there; > 1 = the swap flickers."""
+    fo, fp = pixel_flicker(output_frames, mask), pixel_flicker(plate_frames, mask)
+    if fo is None or fp is None:
+        return None
+    return (fo + _FLICKER_FLOOR) / (fp + _FLICKER_FLOOR)
+
+
+# --- seam ------------------------------------------------------------------------------------
+def _normal_gradient(frame: np.ndarray, nx: np.ndarray, ny: np.ndarray) -> np.ndarray:
+    f = np.asarray(frame, dtype=np.float32)
+    if f.ndim == 2:
+        f = f[:, :, None]
+    gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3).reshape(f.shape)
+    gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3).reshape(f.shape)
+    gn = gx * nx[:, :, None] + gy * ny[:, :, None]
+    # Summed over channels: a colour seam with no luma step still shows.
+    return np.sqrt((gn * gn).sum(axis=2))
+
+
+def seam_score(frame: np.ndarray, mask: np.ndarray, ring_px: int = 1, band_px: int = 6) -> float | None:
+    """How visible the blend boundary of a pasted region is; ~1 = invisible, higher = worse.
+
+    ``mask`` is the blend mask (bool, uint8 0/255 or float alpha 0..1; thresholded at half).
+    Definition: the image gradient is projected on the mask's edge normal (from its signed
+    distance map), so texture running along the edge counts little and a step across it counts
+    fully. The score is the mean of that normal gradient (Sobel, summed over channels) on the
+    boundary ring, the pixels within ``ring_px`` of the edge on either side, divided by its mean
+    on two bands beside the ring, ``ring_px + 2`` to ``ring_px + 2 + band_px`` pixels inside and
+    outside. A hard paste puts a step on the ring that the texture on either side does not have;
+    a feathered one spreads it below the texture level.
+
+    Where the mask edge follows a real image edge (jaw line, hairline) the ratio is above 1 on the
+    plate too: compare with ``seam_score(plate, mask)`` for an absolute judgement. The bands' mean
+    is floored at 1 grey level so flat surroundings do not blow a faint seam up. None when the
+    mask is empty or fills the frame.
+    """
+    m = np.asarray(mask)
+    if np.issubdtype(m.dtype, np.floating):
+        binary = m > 0.5
+    elif m.dtype == np.bool_:
+        binary = m
+    else:
+        binary = m > (127 if m.max(initial=0) > 1 else 0)
+    if binary.ndim != 2 or binary.shape != np.asarray(frame).shape[:2]:
+        raise ValueError(f"seam mask shape {np.shape(mask)} does not fit frame shape {np.shape(frame)}")
+    if not binary.any() or binary.all():
+        return None
+    # Only a margin around the mask matters: crop, so a face in a 4K frame costs what the face costs.
+    margin = ring_px + band_px + 8
+    ys, xs = np.nonzero(binary)
+    y0, y1 = max(int(ys.min()) - margin, 0), min(int(ys.max()) + margin + 1, binary.shape[0])
+    x0, x1 = max(int(xs.min()) - margin, 0), min(int(xs.max()) + margin + 1, binary.shape[1])
+    binary = binary[y0:y1, x0:x1]
+    frame = np.asarray(frame)[y0:y1, x0:x1]
+    b8 = binary.astype(np.uint8)
+    d_in = cv2.distanceTransform(b8, cv2.DIST_L2, 5)
+    d_out = cv2.distanceTransform(1 - b8, cv2.DIST_L2, 5)
+    sd = d_in - d_out  # > 0 inside; the edge lies between +1 and -1
+    ring = (binary & (d_in <= ring_px)) | (~binary & (d_out <= ring_px))
+    lo, hi = ring_px + 2, ring_px + 2 + band_px
+    bands = (binary & (d_in > lo) & (d_in <= hi)) | (~binary & (d_out > lo) & (d_out <= hi))
+    if not ring.any() or not bands.any():
+        return None
+    sds = cv2.GaussianBlur(sd, (0, 0), 1.5)
+    nx = cv2.Sobel(sds, cv2.CV_32F, 1, 0, ksize=3)
+    ny = cv2.Sobel(sds, cv2.CV_32F, 0, 1, ksize=3)
+    norm = np.sqrt(nx * nx + ny * ny) + 1e-6
+    g = _normal_gradient(frame, nx / norm, ny / norm)
+    return float(g[ring].mean()) / max(float(g[bands].mean()), 1.0)
+
+
+# --- expression ------------------------------------------------------------------------------
+#: Names of the columns of :func:`expression_features`, in order.
+EXPRESSION_FEATURE_NAMES = (
+    "mouth_open",
+    "mouth_width",
+    "right_eye_open",
+    "left_eye_open",
+    "right_brow_height",
+    "left_brow_height",
+)
+
+
+def expression_features(landmarks: np.ndarray) -> np.ndarray:
+    """Scale-free expression features of a face: ``(6,)`` for ``(478, 3)``, ``(F, 6)`` for frames.
+
+    In units of the inter-ocular distance (outer eye corners), from 2D landmark distances (so
+    in-plane rotation and scale drop out): mouth opening (inner lips 13-14), mouth width (corners
+    61-291), right and left eye opening (lids 159-145, 386-374), right and left brow height (brow
+    105 / 334 above the centre of its eye's corners); names in :data:`EXPRESSION_FEATURE_NAMES`.
+    NaN rows where no face.
+    """
+    lm = _lm_array(landmarks)
+    xy = lm[..., :2]
+
+    def dist(i: int, j: int) -> np.ndarray:
+        return np.linalg.norm(xy[..., i, :] - xy[..., j, :], axis=-1)
+
+    iod = dist(_R_EYE_OUT, _L_EYE_OUT)
+    r_eye_c = (xy[..., _R_EYE_OUT, :] + xy[..., _R_EYE_IN, :]) / 2.0
+    l_eye_c = (xy[..., _L_EYE_OUT, :] + xy[..., _L_EYE_IN, :]) / 2.0
+    feats = np.stack(
+        [
+            dist(_LIP_UP_IN, _LIP_LO_IN),
+            dist(_MOUTH_R, _MOUTH_L),
+            dist(_R_LID_UP, _R_LID_LO),
+            dist(_L_LID_UP, _L_LID_LO),
+            np.linalg.norm(xy[..., _R_BROW, :] - r_eye_c, axis=-1),
+            np.linalg.norm(xy[..., _L_BROW, :] - l_eye_c, axis=-1),
+        ],
+        axis=-1,
+    )
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = feats / np.where(iod > 1e-6, iod, np.nan)[..., None]
+    return out
+
+
+#: With at least this many frames, :func:`expression_error` compares expressions relative to
+#: each sequence's median face by default.
+EXPRESSION_CENTRE_MIN_FRAMES = 8
+
+
+def expression_error(
+    plate_lms: np.ndarray, output_lms: np.ndarray, centre: bool | None = None
+) -> float | None:
+    """Mean absolute difference of :func:`expression_features` between plate and output, over
+    features and over frames where both have a face (inter-ocular units; None if no such frame).
+
+    Accepts one face ``(478, 3)`` or frames ``(F, 478, 3)``.
+
+    ``centre``: subtract each sequence's per-feature median first, so that the error measures
+    whether the output *moves* like the plate (mouth opens when the plate's does) and not how the
+    two people's faces differ at rest (mouth width alone differs by up to 0.25 between people).
+    None (default) centres when at least :data:`EXPRESSION_CENTRE_MIN_FRAMES` frames pair up.
+    Measured on the talking-head test clips, centred: the same clip one frame apart 0.006-0.015,
+    ten frames apart 0.02-0.045, two unrelated clips 0.03-0.055.
+    """
+    fp = np.atleast_2d(expression_features(plate_lms))
+    fo = np.atleast_2d(expression_features(output_lms))
+    if fp.shape != fo.shape:
+        raise ValueError(f"landmark stacks differ in shape: {fp.shape} != {fo.shape}")
+    ok = np.isfinite(fp).all(axis=1) & np.isfinite(fo).all(axis=1)
+    if not ok.any():
+        return None
+    fp, fo = fp[ok], fo[ok]
+    if centre is None:
+        centre = len(fp) >= EXPRESSION_CENTRE_MIN_FRAMES
+    if centre:
+        fp = fp - np.median(fp, axis=0)
+        fo = fo - np.median(fo, axis=0)
+    return float(np.abs(fp - fo).mean())
+
+
+# --- verdict ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class QCThresholds:
+    """Bounds that turn QC metrics into a verdict (see :func:`decide_verdict`).
+
+    ``*_pass``/``*_fail`` pairs: at or beyond ``pass`` is fine, between the two asks for review,
+    beyond ``fail`` fails. ``*_review`` bounds only ever ask for review.
+
+    ``seam_review`` 1.5: on six test portraits with a face-shaped mask, untouched plates score
+    0.64-1.47, a feathered paste 0.81-1.26, a hard paste with a 14-grey-level colour step
+    1.21-3.07. ``expression_review`` 0.03 is for the centred :func:`expression_error` (lagging
+    expressions and unrelated clips land at 0.03-0.055).
+    """
+
+    identity_pass: float = 0.9
+    identity_fail: float = 0.5
+    background_psnr_pass: float = 40.0
+    background_psnr_fail: float = 30.0
+    pose_error_review: float = 5.0
+    face_found_review: float = 0.8
+    jitter_ratio_review: float = 1.5
+    flicker_ratio_review: float = 2.0
+    seam_review: float = 1.5
+    expression_review: float = 0.03
+
+
+def _num(metrics: dict[str, float | int | None], key: str) -> float | None:
+    v = metrics.get(key)
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def decide_verdict(
+    metrics: dict[str, float | int | None], thresholds: QCThresholds = QCThresholds()
+) -> tuple[Verdict, tuple[str, ...]]:
+    """The QC verdict of a shot and the reasons for it.
+
+    - fail: ``identity_transfer_rate < identity_fail`` or ``background_psnr_db <
+      background_psnr_fail``;
+    - review: identity or background between their pass and fail bounds, or not measured (None
+      or missing: QC cannot vouch for them); ``pose_error_deg``, ``jitter_ratio``,
+      ``flicker_ratio``, ``seam_score``, ``expression_error`` above their review bound;
+      ``face_found_ratio`` below its bound (these are skipped when None);
+    - pass otherwise, with no reasons.
+
+    Reasons are one line each, naming the metric, its value, the bound and the outcome, e.g.
+    ``"identity transfer 0.42 < 0.50 (fail)"``; fail reasons come first.
+    """
+    t = thresholds
+    fails: list[str] = []
+    reviews: list[str] = []
+
+    ident = _num(metrics, "identity_transfer_rate")
+    if ident is None:
+        reviews.append("identity transfer not measured (review)")
+    elif ident < t.identity_fail:
+        fails.append(f"identity transfer {ident:.2f} < {t.identity_fail:.2f} (fail)")
+    elif ident < t.identity_pass:
+        reviews.append(f"identity transfer {ident:.2f} < {t.identity_pass:.2f} (review)")
+
+    bg = _num(metrics, "background_psnr_db")
+    if bg is None:
+        reviews.append("background PSNR not measured (review)")
+    elif bg < t.background_psnr_fail:
+        fails.append(f"background PSNR {bg:.1f} dB < {t.background_psnr_fail:.1f} dB (fail)")
+    elif bg < t.background_psnr_pass:
+        reviews.append(f"background PSNR {bg:.1f} dB < {t.background_psnr_pass:.1f} dB (review)")
+
+    upper = (
+        ("pose_error_deg", "pose error", t.pose_error_review, "{:.1f} deg"),
+        ("expression_error", "expression error", t.expression_review, "{:.3f}"),
+        ("jitter_ratio", "landmark jitter ratio", t.jitter_ratio_review, "{:.2f}"),
+        ("flicker_ratio", "flicker ratio", t.flicker_ratio_review, "{:.2f}"),
+        ("seam_score", "seam score", t.seam_review, "{:.2f}"),
+    )
+    for key, label, bound, fmt in upper:
+        v = _num(metrics, key)
+        if v is not None and v > bound:
+            reviews.append(f"{label} {fmt.format(v)} > {fmt.format(bound)} (review)")
+
+    found = _num(metrics, "face_found_ratio")
+    if found is not None and found < t.face_found_review:
+        reviews.append(f"face found ratio {found:.2f} < {t.face_found_review:.2f} (review)")
+
+    if fails:
+        return Verdict.failed, tuple(fails + reviews)
+    if reviews:
+        return Verdict.review, tuple(reviews)
+    return Verdict.passed, ()

@@ -1,0 +1,97 @@
+"""Render: the deliverable (H.264 mp4) from the swapped chunks, with the plate's timing and audio."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from recast.contracts import IngestResult, QCReport, Rate, RenderResult, SegmentResult, SwapChunkResult
+from recast.db import repository as repo
+from recast.db.session import session_scope
+from recast.errors import InternalError, OutputPathError
+from recast.media import check_output_writable, read_frames, render_h264
+from recast.models.metrics import background_psnr
+from recast.settings import get_settings
+from recast.tasks.arrays import load_npz, unpack_masks
+from recast.tasks.common import fetch, progress_for, run_stage, scratch_dir, store_asset
+from recast.tasks.qc import BACKGROUND_DILATE_PX
+from recast.tasks.segment import load_analysis
+
+DELIVERABLE_MEDIA_TYPE = "video/mp4"
+
+
+def render_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult, segments: list[SegmentResult], swaps: list[SwapChunkResult], qc: QCReport) -> RenderResult:
+    """Encode the swapped chunks into an H.264 mp4 and check the delivered frames against the plate."""
+    settings = get_settings()
+    params = {"codec": "h264", "crf": settings.render_crf, "preset": settings.render_preset, "container": "mp4"}
+
+    def compute() -> RenderResult:
+        total = ingest.plate_info.frame_count
+        progress = progress_for(run_id, "render", total)
+        with scratch_dir("render-") as tmp:
+            out = tmp / "deliverable.mp4"
+            last = [0]
+
+            def on_progress(done: int, _total: int) -> None:
+                progress.advance(done - last[0])
+                last[0] = done
+
+            info = render_h264([fetch(s.video) for s in swaps], fetch(ingest.plate), out, crf=settings.render_crf,
+                               preset=settings.render_preset, progress=on_progress)
+            metrics = _delivery_check(out, ingest, segments, swaps)
+            ref = store_asset(out, media_type=DELIVERABLE_MEDIA_TYPE, role="deliverable", suffix=".mp4",
+                              parents=[ingest.plate] + [s.video for s in swaps])
+        return RenderResult(output=ref, frames=info.frames, rate=Rate.of(info.rate), avg_rate=Rate.of(info.avg_rate),
+                            audio_copied=info.audio_copied, codec=info.codec, metrics=metrics)
+
+    result = run_stage(
+        "render",
+        run_id=run_id,
+        shot_id=shot_id,
+        inputs=[ingest.plate] + [s.video for s in swaps],
+        params=params,
+        models=[],
+        result_type=RenderResult,
+        compute=compute,
+    )
+    with session_scope() as s:
+        repo.record_render(s, run_id=run_id, shot_id=shot_id, asset_id=result.output.asset_id, approved=qc.verdict.value == "pass")
+    return result
+
+
+def _delivery_check(out: Path, ingest: IngestResult, segments: list[SegmentResult], swaps: list[SwapChunkResult]) -> dict[str, float | int | None]:
+    """Decode the deliverable: frame count must match the plate; PSNR vs the plate outside the face."""
+    plate_frames = (f for c in ingest.chunks for f in read_frames(fetch(c.video)))
+    exclude = []
+    for seg, sw in zip(segments, swaps):
+        a = load_analysis(seg.analysis)
+        m = load_npz(fetch(sw.masks))
+        exclude.append(unpack_masks(a["face_mask_bits"], a["mask_shape"]) | unpack_masks(m["mask_bits"], m["mask_shape"]))
+    masks = np.concatenate(exclude)
+    values = []
+    n = 0
+    for n, (delivered, plate) in enumerate(zip(read_frames(out), plate_frames), start=1):
+        values.append(background_psnr(plate, delivered, masks[n - 1], BACKGROUND_DILATE_PX))
+    if n != ingest.plate_info.frame_count:
+        raise InternalError(f"deliverable has {n} frames, plate has {ingest.plate_info.frame_count}")
+    return {"delivered_background_psnr_db": float(np.mean(values)) if values else None,
+            "delivered_background_psnr_min_db": float(np.min(values)) if values else None}
+
+
+def publish(result: RenderResult, output_path: Path) -> Path:
+    """Copy the stored deliverable to the user's output path (atomically: never a half-written file)."""
+    check_output_writable(output_path)
+    src = fetch(result.output)
+    fd, tmp = tempfile.mkstemp(prefix=".recast-", suffix=output_path.suffix, dir=output_path.parent)
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, output_path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputPathError(f"output '{output_path}': cannot write ({exc.strerror or exc})") from exc
+    return output_path

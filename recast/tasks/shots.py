@@ -1,0 +1,106 @@
+"""Shots and runs: submission, status changes and the records a flow reads (through repository functions)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from recast.contracts import ShotParams
+from recast.db import repository as repo
+from recast.db.migrate import ensure_schema
+from recast.db.session import session_scope
+from recast.errors import RecastError
+from recast.settings import get_settings
+
+SCRATCH_PROJECT = "scratch"
+
+
+@dataclass(frozen=True)
+class ShotSpec:
+    """What a flow needs to know about a shot."""
+
+    shot_id: str
+    code: str
+    project: str
+    plate: str
+    sources: tuple[str, ...]
+    params: ShotParams
+
+
+def _as_input(value: str) -> str:
+    """Local paths become absolute (the flow may run in another directory); URIs stay as they are."""
+    if "://" in value:
+        return value
+    return str(Path(value).expanduser().absolute())
+
+
+def submit_local_shot(*, plate: str, sources: list[str], params: ShotParams, project: str = SCRATCH_PROJECT, code: str | None = None, actor: str = "cli") -> tuple[str, str]:
+    """Record a shot and a queued run for it; returns (shot_id, run_id)."""
+    ensure_schema(get_settings())
+    plate_in = _as_input(plate)
+    code = code or f"{Path(plate_in).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with session_scope() as s:
+        proj = repo.get_or_create_project(s, project, consent_required=False if project == SCRATCH_PROJECT else True)
+        shot = repo.create_shot(
+            s,
+            project_id=proj.id,
+            code=code,
+            plate_asset_id=None,
+            params={"plate": plate_in, "sources": [_as_input(x) for x in sources], **params.model_dump(mode="json")},
+            source_asset_ids=[],
+        )
+        run = repo.create_run(s, shot.id, params=params.model_dump(mode="json"))
+        repo.add_audit_event(s, actor=actor, action="shot.submitted", subject_type="shot", subject_id=str(shot.id), detail={"code": code, "project": project, "run_id": str(run.id)})
+        return str(shot.id), str(run.id)
+
+
+def load_shot(shot_id: str) -> ShotSpec:
+    with session_scope() as s:
+        shot = repo.get_shot(s, shot_id)
+        project = repo.get_project(s, shot.project_id)
+        p = dict(shot.params or {})
+        plate = p.pop("plate")
+        sources = tuple(p.pop("sources", ()))
+        return ShotSpec(shot_id=str(shot.id), code=shot.code, project=project.name, plate=plate, sources=sources, params=ShotParams.model_validate(p))
+
+
+def shot_code(shot_id: str) -> str:
+    with session_scope() as s:
+        return repo.get_shot(s, shot_id).code
+
+
+def start_run(shot_id: str, run_id: str | None, flow_run_id: str | None) -> str:
+    """Mark a run running (creating it when a deployment started the flow without one)."""
+    with session_scope() as s:
+        if run_id is None:
+            shot = repo.get_shot(s, shot_id)
+            run_id = str(repo.create_run(s, shot.id, params=dict(shot.params or {})).id)
+        repo.set_run_status(s, run_id, "running", prefect_flow_run_id=flow_run_id)
+        return run_id
+
+
+def finish_run(run_id: str, *, output_asset_id: str | None, summary: dict[str, Any]) -> None:
+    with session_scope() as s:
+        repo.set_run_status(s, run_id, "done", output_asset_id=output_asset_id, summary=summary)
+        repo.add_audit_event(s, actor="recast", action="render.done", subject_type="run", subject_id=run_id, detail={"output_asset_id": output_asset_id, "host": socket.gethostname()})
+
+
+def fail_run(run_id: str, exc: BaseException) -> None:
+    """Record why a run failed; the message is the one-line error a user sees."""
+    if isinstance(exc, KeyboardInterrupt):
+        status, text = "cancelled", "interrupted"
+    else:
+        status = "failed"
+        text = str(exc) if isinstance(exc, RecastError) else f"{type(exc).__name__}: {exc}"
+    with session_scope() as s:
+        repo.set_run_status(s, run_id, status, error=text[:4000])
+
+
+def attach_inputs(shot_id: str, *, plate_asset_id: str, source_asset_ids: list[str]) -> None:
+    """Link the shot to its registered plate and source assets (after ingest)."""
+    with session_scope() as s:
+        repo.set_shot_plate(s, shot_id, plate_asset_id)
+        repo.set_shot_sources(s, shot_id, source_asset_ids)

@@ -1,0 +1,45 @@
+"""The same swap with every asset in S3 (moto's server over HTTP) and the database on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+from typer.testing import CliRunner
+
+from recast.cli import app
+from recast.settings import reset_settings
+from tests.conftest import IMAGES
+
+
+def test_swap_on_s3_and_postgres(tmp_path, monkeypatch, s3_bucket, postgres_url, short_plate, prefect_server):
+    endpoint, bucket = s3_bucket
+    monkeypatch.setenv("RECAST_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("RECAST_STORAGE_URL", f"s3://{bucket}/studio")
+    monkeypatch.setenv("RECAST_S3_ENDPOINT_URL", endpoint)
+    monkeypatch.setenv("RECAST_DATABASE_URL", postgres_url)
+    reset_settings()
+    from recast.db.migrate import upgrade
+
+    upgrade(postgres_url)
+    out = tmp_path / "out.mp4"
+    result = CliRunner().invoke(app, ["swap", "--plate", str(short_plate), "--source", str(IMAGES / "deepface_img17.jpg"),
+                                      "--out", str(out), "--chunk-size", "20", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["frames"] == 40 and out.exists()
+    assert summary["output_uri"].startswith(f"s3://{bucket}/studio/")
+
+    # every asset of the run is in the bucket, and the database (PostgreSQL) knows each one
+    keys = {o["Key"] for o in boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").list_objects_v2(Bucket=bucket)["Contents"]}
+    from recast.db import repository as repo
+    from recast.db.session import session_scope
+
+    with session_scope() as s:
+        stage_runs = repo.stage_runs_for_run(s, summary["run_id"])
+        assert {r.stage for r in stage_runs} == {"ingest", "segment", "expression", "swap", "qc", "render"}
+        for r in stage_runs:
+            for a in repo.get_assets(s, r.output_asset_ids or []):
+                assert a.uri.startswith(f"s3://{bucket}/studio/")
+                assert a.uri.split(f"s3://{bucket}/", 1)[1] in keys
+    reset_settings()
