@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import traceback
 from pathlib import Path
@@ -253,13 +254,59 @@ def db_upgrade() -> None:
     _guarded(go)
 
 
+_NATIVE_NOISE = re.compile(rb"^(?:[IWE]\d{4} [\d:. ]+\S+\.cc:\d+\]|INFO: Created TensorFlow Lite|WARNING: All log messages before absl::InitializeLog)")
+
+
+def _filter_native_logs() -> Callable[[], None]:
+    """Drop the C++ log chatter of MediaPipe/TFLite from stderr, keep everything else.
+
+    Those lines are written by native threads straight to file descriptor 2, so they can only be
+    filtered at the descriptor: stderr goes through a pipe and a thread passes on what matters.
+    Returns a function that restores stderr and flushes what is pending.
+    """
+    import os
+    import threading
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+
+    def pump() -> None:
+        with os.fdopen(read_end, "rb", buffering=0) as src:
+            pending = b""
+            while chunk := src.read(65536):
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    if not _NATIVE_NOISE.match(line):
+                        os.write(saved, line + b"\n")
+            if pending and not _NATIVE_NOISE.match(pending):
+                os.write(saved, pending)
+
+    thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
+    thread.start()
+
+    def restore() -> None:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # closes the pipe's last writer, so the pump drains and stops
+        thread.join(timeout=5)
+        os.close(saved)
+
+    return restore
+
+
 def main() -> None:
     """Console entry point."""
+    restore = _filter_native_logs()
     try:
         app()
     except KeyboardInterrupt:
         typer.echo("recast: interrupted", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    finally:
+        restore()
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     def resolved_storage_url(self) -> str:
         if self.storage_url:
             return self.storage_url
-        return (self.resolved_data_dir / "objects").as_uri()
+        return (self.resolved_data_dir / "store").as_uri()
 
     @property
     def worker_count(self) -> int:
@@ -91,7 +91,9 @@ def configure_prefect_environment(settings: Settings | None = None) -> None:
     defaults = {
         "PREFECT_HOME": str(settings.prefect_home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_LOGGING_LEVEL": "WARNING",
+        # Prefect's console echo of task failures repeats recast's one-line error with a traceback;
+        # the full logs still go to the Prefect API (and UI) through its api handler
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",
         "PREFECT_LOGGING_LOG_PRINTS": "false",
         # the temporary local server must not wait on the network for telemetry or updates
         "PREFECT_CLOUD_ENABLE_ORCHESTRATION_TELEMETRY": "false",

@@ -54,6 +54,14 @@ R_IRIS = (468, 469, 470, 471, 472)
 L_IRIS = (473, 474, 475, 476, 477)
 MOUTH_CORNERS = (61, 291)
 MOUTH_INNER_CORNERS = (78, 308)
+# lip rings from the outer edge in (MediaPipe's lipsUpper/LowerOuter, SemiOuter, SemiInner, Inner)
+UPPER_LIP_RINGS = ((185, 40, 39, 37, 0, 267, 269, 270, 409), (184, 74, 73, 72, 11, 302, 303, 304, 408),
+                   (183, 42, 41, 38, 12, 268, 271, 272, 407))
+LOWER_LIP_RINGS = ((146, 91, 181, 84, 17, 314, 405, 321, 375), (77, 90, 180, 85, 16, 315, 404, 320, 307),
+                   (96, 89, 179, 86, 15, 316, 403, 319, 325))
+#: right corner of each ring (outer to inner), then the left ones
+RING_CORNERS_R = (61, 76, 62, 78)
+RING_CORNERS_L = (291, 306, 292, 308)
 UPPER_LIP_INNER = (191, 80, 81, 82, 13, 312, 311, 310, 415)
 LOWER_LIP_INNER = (95, 88, 178, 87, 14, 317, 402, 318, 324)
 UPPER_LIP_OUTER = (185, 40, 39, 37, 0, 267, 269, 270, 409)
@@ -314,31 +322,44 @@ def _mouth_field(a: np.ndarray, corner_r: np.ndarray, corner_l: np.ndarray, jaw_
     face oval) moves by ``jaw_dy`` weighted from the mouth-corner line (0) to the chin (1), a
     cheap stand-in for the jaw's rotation about the ear.
     """
-    lips = list(dict.fromkeys(UPPER_LIP_INNER + LOWER_LIP_INNER + UPPER_LIP_OUTER + LOWER_LIP_OUTER))
-    handles = list(lips) + list(MOUTH_CORNERS + MOUTH_INNER_CORNERS)
+    upper = [i for ring in UPPER_LIP_RINGS for i in ring] + list(UPPER_LIP_INNER)
+    lower_pts = [i for ring in LOWER_LIP_RINGS for i in ring] + list(LOWER_LIP_INNER)
+    corners = list(RING_CORNERS_R + RING_CORNERS_L)
+    lips = upper + lower_pts + corners
+    handles = list(lips)
     disp = np.zeros((len(handles), 2))
+    # across the mouth, x moves are a uniform stretch about the centre (linear in x, so the lip
+    # rings keep their order) and y moves bend the lips (quadratic: the centre stays)
     wr, wl = _lip_corner_profile(a, lips)
-    disp[: len(lips)] = wr[:, None] * corner_r + wl[:, None] * corner_l
-    disp[len(lips):] = [corner_r, corner_l, corner_r, corner_l]
+    disp[:, 0] = np.sqrt(wr) * corner_r[0] + np.sqrt(wl) * corner_l[0]
+    disp[:, 1] = wr * corner_r[1] + wl * corner_l[1]
     # lower lip / jaw vertical move, tapering to nothing at the corners
     xin = a[list(LOWER_LIP_INNER), 0]
     order = np.argsort(xin)
     if lower_dy is None:
         lower_dy = np.full(len(LOWER_LIP_INNER), jaw_dy)
-    xs = np.concatenate([[a[61, 0]], xin[order], [a[291, 0]]])
+    xs = np.concatenate([[a[78, 0]], xin[order], [a[308, 0]]])
     ys = np.concatenate([[0.0], np.asarray(lower_dy)[order], [0.0]])
-    lower = list(LOWER_LIP_INNER + LOWER_LIP_OUTER)
-    for i in lower:
-        disp[lips.index(i), 1] += np.interp(a[i, 0], xs, ys)
-    # jaw
+    for k, i in enumerate(lower_pts):
+        disp[len(upper) + k, 1] += np.interp(a[i, 0], xs, ys)
+    # jaw: an analytic field for everything below the mouth-corner line — the chin moves
+    # fully, the jaw line less towards the ears (it turns about them) — with the move ramping in
+    # over the height between the corner line and the lower lip (midline) or the chin (sides),
+    # so the cheeks beside the mouth are compressed gently rather than sheared
     y_c = a[list(MOUTH_CORNERS), 1].mean()
-    y_chin = a[152, 1]
-    jaw = [i for i in dict.fromkeys(CHIN_POINTS + FACE_OVAL) if a[i, 1] > y_c and i not in handles]
-    wj = np.clip((a[jaw, 1] - y_c) / max(y_chin - y_c, 1e-6), 0, 1) ** 1.5
-    handles += jaw
-    disp = np.concatenate([disp, np.stack([np.zeros(len(jaw)), wj * jaw_dy], 1)])
+    x_mid = a[list(MOUTH_CORNERS), 0].mean()
+    half = max(abs(a[454, 0] - a[234, 0]) / 2, 1e-6)
+    rx = np.clip(np.abs(a[:, 0] - x_mid) / half, 0, 1)
+    y_end = a[14, 1] + (a[152, 1] - a[14, 1]) * np.clip(rx / 0.6, 0, 1)
+    wy = np.clip((a[:, 1] - y_c) / np.maximum(y_end - y_c, 1e-3), 0, 1)
+    jaw = np.zeros((NUM_LANDMARKS, 2))
+    jaw[:, 1] = jaw_dy * wy * np.clip(1 - rx ** 2, 0, 1)
+    jaw[list(R_IRIS + L_IRIS)] = 0.0
+    handles = np.asarray(handles)
     anchors = list(NOSE_POINTS) + [i for i in FACE_OVAL if a[i, 1] <= y_c] + list(R_EYE_CORNERS + L_EYE_CORNERS)
-    return _deform(a, np.asarray(handles), disp, anchors, sigma=0.16)
+    # lips get exactly their own moves; the rest of the face the jaw plus a smooth falloff of
+    # the lips' difference from the jaw
+    return jaw + _deform(a, handles, disp - jaw[handles], anchors, sigma=0.16)
 
 
 def _eye_field(a: np.ndarray, d_open: tuple[float, float]) -> np.ndarray:

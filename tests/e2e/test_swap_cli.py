@@ -191,3 +191,31 @@ def test_demo_runs_on_public_domain_samples(recast_env):
     summary = json.loads(result.stdout)
     assert Path(summary["output"]).exists() and summary["frames"] == 75
     assert summary["swapped_frames"] >= 60
+
+
+def test_acceptance_vfr_plate_through_the_installed_command(tmp_path):
+    """The issue's acceptance run, through the real `recast` executable in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    plate = VIDEOS / "videoretalking_1.mp4"  # variable frame rate, with audio
+    out = tmp_path / "swap.mp4"
+    exe = Path(sys.executable).with_name("recast")
+    env = {**os.environ, "RECAST_DATA_DIR": str(tmp_path / "data")}
+    env.pop("PREFECT_API_URL", None)  # no server configured: recast runs its own temporary one
+    proc = subprocess.run([str(exe), "swap", "--json", "--mode", "face", "--plate", str(plate), "--source", str(IMAGES / "deepface_img17.jpg"),
+                           "--out", str(out)], capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    with av.open(str(plate)) as c:
+        plate_frames = sum(1 for _ in c.demux(c.streams.video[0]) if _.size)
+    assert summary["frames"] == plate_frames
+    assert video_pts_seconds(out) == video_pts_seconds(plate)
+    assert summary["fps"] == "30/1" and summary["avg_fps"] != summary["fps"]  # nominal vs average of a VFR plate
+    with av.open(str(out)) as c, av.open(str(plate)) as p:
+        assert [s.codec_context.name for s in c.streams.audio] == [s.codec_context.name for s in p.streams.audio]
+    assert summary["audio_copied"] is True
+    qc = summary["qc"]
+    assert qc["identity_transfer_rate"] > 0.5, qc
+    assert qc["delivered_background_psnr_db"] >= 40.0, qc
