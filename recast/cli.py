@@ -76,18 +76,30 @@ def _prepare() -> None:
     ensure_schema(get_settings())
 
 
-def _run_swap(*, plate: str, sources: list[str], out: Optional[Path], mode: str, face: str, chunk_size: Optional[int], as_json: bool, note: str | None = None) -> None:
+def _shot_params(*, mode: str, face: str, source_face: Optional[str], expression: str, edits: list[str], chunk_size: Optional[int]):
+    """Validate the swap options early, naming the offending value."""
     from recast.contracts import Mode, ShotParams
-    from recast.tasks import shots
+    from recast.models.retarget import MODES, parse_edit
+    from recast.models.tracking import parse_face_selector
 
     try:
         mode_value = Mode(mode)
     except ValueError:
         raise errors.UsageError(f"--mode '{mode}': choose from {', '.join(m.value for m in Mode)}") from None
-    if mode_value is not Mode.face:
-        raise errors.UsageError(f"--mode '{mode}': only 'face' is available in this version")
-    settings = get_settings()
-    params = ShotParams(mode=mode_value, face=face, chunk_size=chunk_size or settings.chunk_size)
+    if expression not in MODES:
+        raise errors.UsageError(f"--expression '{expression}': choose from {', '.join(MODES)}")
+    for e in edits:
+        parse_edit(e)
+    parse_face_selector(face)
+    if source_face is not None and parse_face_selector(source_face).kind != "index":
+        raise errors.UsageError(f"--source-face '{source_face}': use index:N (0 = the largest face of the source photo)")
+    return ShotParams(mode=mode_value, face=face, source_face=source_face, expression=expression, edits=tuple(edits),
+                      chunk_size=chunk_size or get_settings().chunk_size)
+
+
+def _run_swap(*, plate: str, sources: list[str], out: Optional[Path], params: Any, as_json: bool, note: str | None = None) -> None:
+    from recast.tasks import shots
+
     _prepare()
     shot_id, run_id = shots.submit_local_shot(plate=plate, sources=sources, params=params)
     typer.echo(f"[recast] run {run_id} (shot {shot_id})", err=True)
@@ -114,7 +126,7 @@ def _print_summary(summary: dict[str, Any], note: str | None) -> None:
         f"output:   {summary['output']}",
         f"run:      {summary['run_id']}   shot: {summary['shot_id']}",
         f"frames:   {summary['frames']} at {summary['fps']} fps (average {summary['avg_fps']}), {summary['swapped_frames']} swapped, {summary['passthrough_frames']} without a face",
-        f"qc:       {qc['verdict'].upper()}  identity transfer {_fmt(qc.get('identity_transfer_rate'))}, "
+        f"qc:       {qc['verdict'].upper()}  identity transfer {_fmt(qc.get('identity_transfer_rate'))}, hair transfer {_fmt(qc.get('hair_transfer_rate'))}, "
         f"distance to source {_fmt(qc.get('identity_distance_source'))} / to plate person {_fmt(qc.get('identity_distance_plate'))}, "
         f"pose error {_fmt(qc.get('pose_error_deg'))} deg, background PSNR {_fmt(qc.get('delivered_background_psnr_db'))} dB",
         "stages:   " + ", ".join(f"{k} {v / 1000:.1f}s" for k, v in summary["stages"].items()),
@@ -135,13 +147,21 @@ def swap(
     plate: str = typer.Option(..., "--plate", help="the filmed clip (path, file:// or s3:// URI)"),
     source: list[str] = typer.Option(..., "--source", help="photo of the person whose face goes in (repeatable)"),
     out: Path = typer.Option(..., "--out", help="where to write the deliverable (.mp4)"),
-    mode: str = typer.Option("face", "--mode", help="face (head arrives in a later version)"),
-    face: str = typer.Option("largest", "--face", help="which face of the plate: largest | index:N"),
+    mode: str = typer.Option("head", "--mode", help="head (face, hair and head shape of the source) or face (the face only)"),
+    face: str = typer.Option("largest", "--face", help="which person of the plate: largest | index:N (0 = largest) | reference:PHOTO"),
+    source_face: Optional[str] = typer.Option(None, "--source-face", help="which face of a source photo showing several people: index:N"),
+    expression: str = typer.Option("transfer", "--expression", help="transfer (the plate's performance) | keep_source | neutral"),
+    edit: list[str] = typer.Option([], "--edit", help="expression edit, repeatable: smile|mouth_open|eye_open|brow_raise|gaze=AMOUNT[@START-END], e.g. smile=+0.3"),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="frames per chunk (default RECAST_CHUNK_SIZE, 48)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
-    """Swap the source face onto every frame of the plate; progress goes to stderr."""
-    _guarded(lambda: _run_swap(plate=plate, sources=source, out=out, mode=mode, face=face, chunk_size=chunk_size, as_json=as_json))
+    """Swap the source head (or face) onto the chosen person in every frame of the plate; progress goes to stderr."""
+
+    def go() -> None:
+        params = _shot_params(mode=mode, face=face, source_face=source_face, expression=expression, edits=edit, chunk_size=chunk_size)
+        _run_swap(plate=plate, sources=source, out=out, params=params, as_json=as_json)
+
+    _guarded(go)
 
 
 @app.command()
@@ -149,6 +169,7 @@ def demo(
     source: Optional[Path] = typer.Option(None, "--source", help="your own source photo (default: NASA's astronaut portrait, public domain)"),
     plate: Optional[Path] = typer.Option(None, "--plate", help="your own plate clip (default: a synthetic plate)"),
     out: Optional[Path] = typer.Option(None, "--out", help="deliverable path (default: <data dir>/demo/output.mp4)"),
+    mode: str = typer.Option("head", "--mode", help="head or face"),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Run the whole pipeline on sample media that ships with recast's dependencies."""
@@ -159,7 +180,8 @@ def demo(
         settings = get_settings()
         src, plt, note = demo_inputs(settings.resolved_data_dir / "demo", source=source, plate=plate)
         target = out or settings.resolved_data_dir / "demo" / "output.mp4"
-        _run_swap(plate=str(plt), sources=[str(src)], out=target, mode="face", face="largest", chunk_size=None, as_json=as_json, note=note)
+        params = _shot_params(mode=mode, face="largest", source_face=None, expression="transfer", edits=[], chunk_size=None)
+        _run_swap(plate=str(plt), sources=[str(src)], out=target, params=params, as_json=as_json, note=note)
 
     _guarded(go)
 

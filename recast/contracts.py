@@ -120,11 +120,13 @@ class Verdict(str, Enum):
 class ShotParams(Record):
     """What to do with a shot: the parameters a user chooses."""
 
-    mode: Mode = Mode.face
+    mode: Mode = Mode.head
     backend: str = "classic"
-    face: str = "largest"
+    face: str = Field(default="largest", description="which plate face: largest | index:N | reference:PHOTO")
+    source_face: str | None = Field(default=None, description="which face of a source photo with several: index:N")
+    expression: str = Field(default="transfer", description="transfer | keep_source | neutral")
+    edits: tuple[str, ...] = Field(default=(), description="operator edits such as 'smile=+0.3' or 'eye_open=-0.1@10-40'")
     chunk_size: int = Field(default=48, ge=1)
-    identity_strength: float = Field(default=1.0, ge=0.0, le=1.0)
 
 
 class PlateChunk(Record):
@@ -146,21 +148,49 @@ class IngestResult(Record):
 
 
 class SourceFaceResult(Record):
-    """The face of one source photo: landmarks, masks and a crop, stored as one npz."""
+    """The face (and, in head mode, the head matte) of one source photo, stored as one npz."""
 
     source: AssetRef
     analysis: AssetRef
     face_box: tuple[int, int, int, int]
+    yaw_deg: float | None = None
     models: tuple[ModelRef, ...]
 
 
 class SegmentResult(Record):
-    """Per-frame face landmarks and masks of one plate chunk."""
+    """Per-frame faces (every detected face: landmarks, boxes, skin colour), person masks and
+    frame signatures of one plate chunk."""
 
     chunk: FrameRange
-    analysis: AssetRef = Field(description="npz: landmarks (N,478,3) float32 in pixels with NaN where no face, found (N,) bool, face_mask and person_mask packed")
+    analysis: AssetRef = Field(description="npz: faces_landmarks (N,K,478,3) float32 NaN-padded, faces_boxes (N,K,4), face_count (N,), "
+                                           "skin_stats (N,K,R,6), signatures (N,S), embeddings for sampled faces, person_mask packed")
     faces_found: int
+    max_faces_in_frame: int
     models: tuple[ModelRef, ...]
+
+
+class TrackResult(Record):
+    """The chosen person across the whole shot: per-frame landmarks (smoothed over the shot,
+    reset at scene cuts), face masks and smoothed skin colour statistics."""
+
+    tracks: AssetRef = Field(description="npz: landmarks (F,478,3) NaN where absent, raw_landmarks, chosen (F,) face index or -1, "
+                                         "boxes (F,4), skin_stats (F,R,6), face_mask packed, cuts")
+    frames_with_person: int
+    cuts: tuple[int, ...]
+    selector: str
+
+
+class BackgroundChunk(Record):
+    """The reconstructed background (clean plate) of one chunk, and where it was really seen."""
+
+    frames: FrameRange
+    video: AssetRef
+    known: AssetRef
+
+
+class BackgroundResult(Record):
+    chunks: tuple[BackgroundChunk, ...]
+    known_ratio: float = Field(description="share of person pixels whose background was seen in some frame")
 
 
 class ExpressionResult(Record):

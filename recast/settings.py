@@ -88,9 +88,12 @@ def configure_prefect_environment(settings: Settings | None = None) -> None:
     ``PREFECT_*`` variables at import. Values the user already set are left alone.
     """
     settings = settings or get_settings()
+    settings.prefect_home.mkdir(parents=True, exist_ok=True)  # Prefect does not create missing parents
     defaults = {
         "PREFECT_HOME": str(settings.prefect_home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # the temporary server can take longer than Prefect's 20 s to start on a loaded 2-core machine
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         # Prefect's console echo of task failures repeats recast's one-line error with a traceback;
         # the full logs still go to the Prefect API (and UI) through its api handler
         "PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL": "CRITICAL",

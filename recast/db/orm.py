@@ -283,6 +283,9 @@ class Run(Timestamped, Base):
     error: Mapped[str | None] = mapped_column(Text)
     output_asset_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("asset.id"))
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # set by the API's cancel: a flow killed by Prefect's cancellation can then tell (when it
+    # records its failure) that the end was asked for, and keep the run ``cancelled``
+    cancel_requested_at: Mapped[datetime | None]
 
 
 class StageRun(Timestamped, Base):
@@ -355,6 +358,20 @@ class Render(Timestamped, Base):
     delivered_to: Mapped[str | None] = mapped_column(Text)
 
 
+class ApiToken(Timestamped, Base):
+    """A bearer token of the HTTP API, scoped to one project. Only the secret's sha256 is kept."""
+
+    __tablename__ = "api_token"
+
+    name: Mapped[str] = mapped_column(String(200))
+    project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("project.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # the first characters of the secret, to tell tokens apart in listings and logs
+    prefix: Mapped[str] = mapped_column(String(16))
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]
+
+
 class AuditEvent(Base):
     """Who did what, when. Append-only: the repository never updates or deletes a row."""
 
@@ -376,6 +393,7 @@ class AuditEvent(Base):
 
 __all__ = [
     "ASSET_ROLES",
+    "ApiToken",
     "Asset",
     "AssetParent",
     "AuditEvent",

@@ -24,11 +24,15 @@ from recast.tasks.ingest import ingest
 from recast.tasks.qc import score_shot
 from recast.tasks.render import publish, render_shot
 from recast.tasks.segment import analyze_source, segment_chunk
+from recast.tasks.track import track_person
+from recast.tasks.background import reconstruct
 from recast.tasks.swap import swap_chunk
 
 ingest_task = stage_task(ingest, name="ingest")
 analyze_source_task = stage_task(analyze_source, name="segment-source")
 segment_task = stage_task(segment_chunk, name="segment")
+track_task = stage_task(track_person, name="track")
+background_task = stage_task(reconstruct, name="background")
 expression_task = stage_task(retarget, name="expression")
 swap_task = stage_task(swap_chunk, name="swap")
 qc_task = stage_task(score_shot, name="qc")
@@ -76,36 +80,50 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
         shots.attach_inputs(shot_id, plate_asset_id=ing.plate.asset_id, source_asset_ids=[r.asset_id for r in ing.sources])
         total = ing.plate_info.frame_count
 
+        params = spec.params
+        mode = params.mode.value
         t = time.perf_counter()
-        source_futures = [analyze_source_task.submit(run_id=run_id, shot_id=shot_id, source=ref, name=name) for ref, name in zip(ing.sources, spec.sources)]
+        source_futures = [analyze_source_task.submit(run_id=run_id, shot_id=shot_id, source=ref, name=name, mode=mode, source_face=params.source_face)
+                          for ref, name in zip(ing.sources, spec.sources)]
         seg_futures = segment_task.map(
             run_id=unmapped(run_id), shot_id=unmapped(shot_id), chunk=list(ing.chunks), chunk_index=list(range(len(ing.chunks))),
-            face_selector=unmapped(spec.params.face), total_frames=unmapped(total),
+            face_selector=unmapped(params.face), total_frames=unmapped(total),
         )
         source_faces = _gather(source_futures)
         segments = _gather(list(seg_futures))
         stages["segment"] = _ms(t)
-        found = sum(s.faces_found for s in segments)
-        if found == 0:
-            raise NoFaceError(f"plate '{spec.plate}': no face found in any of its {total} frames")
-        emit_progress(f"segment: face found in {found}/{total} frames")
+
+        t = time.perf_counter()
+        track = track_task(run_id=run_id, shot_id=shot_id, ingest=ing, segments=segments, face_selector=params.face)
+        stages["track"] = _ms(t)
+        if track.frames_with_person == 0:
+            raise NoFaceError(f"plate '{spec.plate}': no face found in any of its {total} frames" if sum(s.faces_found for s in segments) == 0
+                              else f"plate '{spec.plate}': the selected face ({params.face}) is in none of its {total} frames")
+        emit_progress(f"track: chosen person in {track.frames_with_person}/{total} frames, {len(track.cuts)} scene cuts")
 
         source = source_faces[0]
+        backgrounds: list = [None] * len(ing.chunks)
+        if params.mode.value == "head":
+            t = time.perf_counter()
+            bg = background_task(run_id=run_id, shot_id=shot_id, ingest=ing, segments=segments, track=track)
+            backgrounds = list(bg.chunks)
+            stages["background"] = _ms(t)
+
         t = time.perf_counter()
-        expr = expression_task(run_id=run_id, shot_id=shot_id, segments=segments, source=source, strength=spec.params.identity_strength)
+        expr = expression_task(run_id=run_id, shot_id=shot_id, track=track, source=source, expression=params.expression, edits=list(params.edits))
         stages["expression"] = _ms(t)
 
         t = time.perf_counter()
         swap_futures = swap_task.map(
             run_id=unmapped(run_id), shot_id=unmapped(shot_id), chunk=list(ing.chunks), chunk_index=list(range(len(ing.chunks))),
-            segment=segments, expression=unmapped(expr), source=unmapped(source), backend=unmapped(spec.params.backend),
-            mode=unmapped(spec.params.mode.value), total_frames=unmapped(total),
+            segment=segments, track=unmapped(track), expression=unmapped(expr), source=unmapped(source), background=backgrounds,
+            backend=unmapped(params.backend), mode=unmapped(mode), total_frames=unmapped(total),
         )
         swaps = _gather(list(swap_futures))
         stages["swap"] = _ms(t)
 
         t = time.perf_counter()
-        qc = qc_task(run_id=run_id, shot_id=shot_id, ingest=ing, segments=segments, swaps=swaps, source=source)
+        qc = qc_task(run_id=run_id, shot_id=shot_id, ingest=ing, segments=segments, track=track, swaps=swaps, source=source, mode=mode)
         stages["qc"] = _ms(t)
 
         t = time.perf_counter()
@@ -128,6 +146,8 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
             "audio_copied": rendered.audio_copied,
             "swapped_frames": sum(s.swapped_frames for s in swaps),
             "passthrough_frames": sum(s.passthrough_frames for s in swaps),
+            "mode": mode,
+            "params": params.model_dump(mode="json"),
             "qc": {**qc.metrics, **rendered.metrics, "verdict": qc.verdict.value, "reasons": list(qc.reasons)},
             "stages": stages,
         }

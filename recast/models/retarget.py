@@ -318,9 +318,9 @@ def _mouth_field(a: np.ndarray, corner_r: np.ndarray, corner_l: np.ndarray, jaw_
     """Move the mouth: corners by ``corner_r``/``corner_l`` (2-vectors), lower lip and jaw by ``jaw_dy``.
 
     ``lower_dy`` optionally gives each of LOWER_LIP_INNER its own vertical move (closing to its
-    upper partner); outer lower-lip points follow the inner profile by x. The jaw (chin, lower
-    face oval) moves by ``jaw_dy`` weighted from the mouth-corner line (0) to the chin (1), a
-    cheap stand-in for the jaw's rotation about the ear.
+    upper partner); the other lower-lip rings follow that profile by x. Below the corner line an
+    analytic jaw field moves by ``jaw_dy`` (full at the chin, less towards the ears), a cheap
+    stand-in for the jaw's rotation about the ear; the rest falls off from the lips.
     """
     upper = [i for ring in UPPER_LIP_RINGS for i in ring] + list(UPPER_LIP_INNER)
     lower_pts = [i for ring in LOWER_LIP_RINGS for i in ring] + list(LOWER_LIP_INNER)
@@ -629,21 +629,21 @@ def retarget_sequence(
         return out
     aligned, valid, _, placement = _align_shot(plate)
     neutral_p = _neutral_from_aligned(aligned, valid)
-    # registrations of aligned frames were fitted to the shot's median; re-express them against
-    # the neutral so deltas are taken between shapes in one frame
     src_face = src if mode == "keep_source" else _neutralize_aligned(src)
     src_face, _ = _fit_onto(src_face, neutral_p)
     if mode == "transfer":
         s_eye, s_mouth = eye_mouth_scales(src_face, neutral_p)
         scale = _scale_field(src_face, s_eye, s_mouth)[:, None]
     for f in np.flatnonzero(valid):
+        # frames were registered to the shot's median; refit to the neutral, so that deltas are
+        # taken between shapes in one frame and placement inverts exactly this fit
         reg, (s, rot, t) = _fit_onto(aligned[f], neutral_p)
         x = src_face + scale * (reg - neutral_p) if mode == "transfer" else src_face.copy()
         for e in edits:
             if e.active(int(f)):
                 x = _apply_edit(x, e.name, e.amount)
         # back: neutral frame → frame f's aligned frame → image
-        fr, (s0, rot0, t0) = placement[f]
+        fr = placement[f][0]
         back = ((x - t) @ rot) / s  # inverse of reg = s * a @ rot.T + t
         out[f] = fr.to_image(back)
     return out

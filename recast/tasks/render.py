@@ -18,7 +18,7 @@ from recast.models.metrics import background_psnr
 from recast.settings import get_settings
 from recast.tasks.arrays import load_npz, unpack_masks
 from recast.tasks.common import fetch, progress_for, run_stage, scratch_dir, store_asset
-from recast.tasks.qc import BACKGROUND_DILATE_PX
+from recast.tasks.qc import BACKGROUND_DILATE_PX, changed_region
 from recast.tasks.segment import load_analysis
 
 DELIVERABLE_MEDIA_TYPE = "video/mp4"
@@ -70,7 +70,7 @@ def _delivery_check(out: Path, ingest: IngestResult, segments: list[SegmentResul
     for seg, sw in zip(segments, swaps):
         a = load_analysis(seg.analysis)
         m = load_npz(fetch(sw.masks))
-        exclude.append(unpack_masks(a["face_mask_bits"], a["mask_shape"]) | unpack_masks(m["mask_bits"], m["mask_shape"]))
+        exclude.append(changed_region(unpack_masks(a["person_mask_bits"], a["mask_shape"]), unpack_masks(m["mask_bits"], m["mask_shape"])))
     masks = np.concatenate(exclude)
     values = []
     n = 0

@@ -1,19 +1,29 @@
-"""Segment: per-frame face landmarks and masks of plate chunks, and the face of each source photo."""
+"""Segment: every face of every frame of a plate chunk (landmarks, boxes, skin colour, sampled
+identity embeddings), person masks and frame signatures; and the face or head of each source photo."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from recast.contracts import AssetRef, ModelRef, PlateChunk, SegmentResult, SourceFaceResult
+from recast.contracts import AssetRef, Mode, ModelRef, PlateChunk, SegmentResult, SourceFaceResult
 from recast.media import read_frames, read_image
-from recast.models.face import FaceAnalyzer, analyze_source_photo, select_face
-from recast.models.masks import PersonSegmenter, face_oval_mask
+from recast.models.face import FaceAnalyzer
+from recast.models.head import extract_source_head, skin_colour_stats
+from recast.models.identity import DlibFaceEmbedder
+from recast.models.masks import PersonSegmenter
+from recast.models.metrics import head_pose
+from recast.models.temporal import frame_signature
+from recast.models.tracking import parse_face_selector, require_single_source_face
 from recast.tasks.arrays import load_npz, pack_masks, save_npz
 from recast.tasks.common import fetch, progress_for, run_stage, scratch_dir, store_asset
 
 ANALYSIS_MEDIA_TYPE = "application/x-recast-face-analysis+npz"
 N_LANDMARKS = 478
+MAX_FACES = 4
+# identity embeddings are costly (~80 ms a face): sample every Nth frame of the shot, enough for
+# the tracker to tell people apart and re-identify the chosen one after a cut
+EMBED_EVERY = 12
 
 
 def segment_models() -> tuple[ModelRef, ...]:
@@ -21,54 +31,68 @@ def segment_models() -> tuple[ModelRef, ...]:
 
 
 def segment_chunk(*, run_id: str | None, shot_id: str | None, chunk: PlateChunk, chunk_index: int, face_selector: str, total_frames: int) -> SegmentResult:
-    """Landmarks (478 per frame, NaN where no face), face-oval and person masks of one plate chunk."""
-    models = segment_models()
+    """Every face in every frame of one plate chunk, the person mask and a frame signature."""
+    selector = parse_face_selector(face_selector)
+    embedder = DlibFaceEmbedder()
+    models = segment_models() + (embedder.model,)
+    always_embed = selector.kind != "largest"
 
     def compute() -> SegmentResult:
         # OpenCV and MediaPipe start their own pools; chunks already run in parallel
         cv2.setNumThreads(1)
         progress = progress_for(run_id, "segment", total_frames)
         n = chunk.frames.count
-        landmarks = np.full((n, N_LANDMARKS, 3), np.nan, dtype=np.float32)
-        boxes = np.zeros((n, 4), dtype=np.int32)
-        found = np.zeros(n, dtype=bool)
-        face_masks: list[np.ndarray] = []
-        person_masks: list[np.ndarray] = []
+        lms = np.full((n, MAX_FACES, N_LANDMARKS, 3), np.nan, dtype=np.float32)
+        boxes = np.zeros((n, MAX_FACES, 4), dtype=np.int32)
+        counts = np.zeros(n, dtype=np.int16)
+        stats: np.ndarray | None = None
+        signatures, person_masks = [], []
+        emb_index, emb_values = [], []
         # fresh solution objects per chunk: MediaPipe is not thread-safe, and tracking state carried
         # over from another chunk would make a resumed run differ from an uninterrupted one
-        with FaceAnalyzer(static_images=False, max_faces=1 if face_selector == "largest" else 4) as analyzer, PersonSegmenter() as segmenter:
+        with FaceAnalyzer(static_images=False, max_faces=MAX_FACES) as analyzer, PersonSegmenter() as segmenter:
             for i, frame in enumerate(read_frames(fetch(chunk.video))):
-                face = select_face(analyzer.detect(frame), face_selector)
-                if face is not None:
-                    landmarks[i] = face.landmarks
-                    boxes[i] = face.box
-                    found[i] = True
-                    face_masks.append(face_oval_mask(face.landmarks, frame.shape[:2]) > 0)
-                else:
-                    face_masks.append(np.zeros(frame.shape[:2], dtype=bool))
+                faces = analyzer.detect(frame)[:MAX_FACES]
+                counts[i] = len(faces)
+                sample = (chunk.frames.start + i) % EMBED_EVERY == 0 or i == 0
+                for k, face in enumerate(faces):
+                    lms[i, k] = face.landmarks
+                    boxes[i, k] = face.box
+                    s = skin_colour_stats(frame, face.landmarks)
+                    if stats is None:
+                        stats = np.full((n, MAX_FACES) + s.shape, np.nan, dtype=np.float32)
+                    stats[i, k] = s
+                    if sample and (always_embed or len(faces) > 1):
+                        emb_index.append((i, k))
+                        emb_values.append(embedder.embed(frame, face.box))
+                signatures.append(frame_signature(frame))
                 person_masks.append(segmenter.segment(frame) > 127)
                 progress.advance()
-        fm = pack_masks(np.stack(face_masks))
         pm = pack_masks(np.stack(person_masks))
         with scratch_dir("segment-") as tmp:
             path = save_npz(
                 tmp / "analysis.npz",
-                landmarks=landmarks,
-                boxes=boxes,
-                found=found,
-                face_mask_bits=fm["bits"],
+                faces_landmarks=lms,
+                faces_boxes=boxes,
+                face_count=counts,
+                skin_stats=stats if stats is not None else np.zeros((n, MAX_FACES, 0, 6), np.float32),
+                signatures=np.stack(signatures).astype(np.float32),
+                embedding_index=np.asarray(emb_index, dtype=np.int32).reshape(-1, 2),
+                embeddings=np.asarray(emb_values, dtype=np.float32).reshape(-1, 128),
                 person_mask_bits=pm["bits"],
-                mask_shape=fm["shape"],
+                mask_shape=pm["shape"],
             )
             ref = store_asset(path, media_type=ANALYSIS_MEDIA_TYPE, role="plate_analysis", suffix=".npz", parents=[chunk.video])
-        return SegmentResult(chunk=chunk.frames, analysis=ref, faces_found=int(found.sum()), models=models)
+        return SegmentResult(chunk=chunk.frames, analysis=ref, faces_found=int((counts > 0).sum()),
+                             max_faces_in_frame=int(counts.max(initial=0)), models=models)
 
     return run_stage(
         "segment",
         run_id=run_id,
         shot_id=shot_id,
         inputs=[chunk.video],
-        params={"face": face_selector, "landmarks": N_LANDMARKS, "frames": [chunk.frames.start, chunk.frames.end]},
+        params={"max_faces": MAX_FACES, "embed_every": EMBED_EVERY, "always_embed": always_embed, "landmarks": N_LANDMARKS,
+                "frames": [chunk.frames.start, chunk.frames.end]},
         models=models,
         result_type=SegmentResult,
         compute=compute,
@@ -77,24 +101,34 @@ def segment_chunk(*, run_id: str | None, shot_id: str | None, chunk: PlateChunk,
     )
 
 
-def analyze_source(*, run_id: str | None, shot_id: str | None, source: AssetRef, name: str) -> SourceFaceResult:
-    """The face of one source photo: 478 landmarks and its box, stored as an npz."""
-    models = tuple(FaceAnalyzer.MODELS)
+def analyze_source(*, run_id: str | None, shot_id: str | None, source: AssetRef, name: str, mode: str, source_face: str | None) -> SourceFaceResult:
+    """The face of one source photo (one face, or the one ``source_face`` selects), and in head
+    mode its head matte (face, hair, ears, cut at the neck)."""
+    models = tuple(FaceAnalyzer.MODELS) + (tuple(PersonSegmenter.MODELS) if mode == Mode.head.value else ())
 
     def compute() -> SourceFaceResult:
         rgb = read_image(fetch(source), role="source")
-        face = analyze_source_photo(rgb, role_name=name)
+        with FaceAnalyzer(static_images=True, max_faces=MAX_FACES * 2) as analyzer:
+            faces = analyzer.detect(rgb)
+        face = require_single_source_face(faces, source_face, name)
+        pose = head_pose(face.landmarks, rgb.shape[:2])
+        arrays: dict[str, np.ndarray] = {"landmarks": face.landmarks.astype(np.float32), "box": np.asarray(face.box, dtype=np.int32)}
+        if mode == Mode.head.value:
+            head = extract_source_head(rgb, face.landmarks, role_name=name)
+            arrays.update(head_rgb=head.rgb, head_landmarks=head.landmarks.astype(np.float32), head_alpha=head.alpha.astype(np.float32),
+                          head_hair=head.hair, head_neck_line=np.asarray(head.neck_line, dtype=np.float32))
         with scratch_dir("source-") as tmp:
-            path = save_npz(tmp / "source.npz", landmarks=face.landmarks.astype(np.float32), box=np.asarray(face.box, dtype=np.int32))
+            path = save_npz(tmp / "source.npz", **arrays)
             ref = store_asset(path, media_type=ANALYSIS_MEDIA_TYPE, role="source_analysis", suffix=".npz", parents=[source])
-        return SourceFaceResult(source=source, analysis=ref, face_box=tuple(int(v) for v in face.box), models=models)
+        return SourceFaceResult(source=source, analysis=ref, face_box=tuple(int(v) for v in face.box),
+                                yaw_deg=None if pose is None else float(pose[0]), models=models)
 
     return run_stage(
         "segment",
         run_id=run_id,
         shot_id=shot_id,
         inputs=[source],
-        params={"what": "source_face"},
+        params={"what": "source_face", "mode": mode, "source_face": source_face},
         models=models,
         result_type=SourceFaceResult,
         compute=compute,
@@ -104,3 +138,11 @@ def analyze_source(*, run_id: str | None, shot_id: str | None, source: AssetRef,
 def load_analysis(ref: AssetRef) -> dict[str, np.ndarray]:
     """Arrays of a stored plate or source analysis."""
     return load_npz(fetch(ref))
+
+
+def load_source_head(ref: AssetRef):
+    """The stored head matte of a source photo as a :class:`recast.models.head.SourceHead`."""
+    from recast.models.head import SourceHead
+
+    a = load_analysis(ref)
+    return SourceHead(rgb=a["head_rgb"], landmarks=a["head_landmarks"], alpha=a["head_alpha"], hair=a["head_hair"], neck_line=a["head_neck_line"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from recast.errors import UsageError
 from recast.models import retarget as rt
 from recast.models.mesh_topology import TESSELATION_TRIANGLES
 
-MEDIA = Path(__file__).resolve().parents[2].parent / "shared" / "media"
+MEDIA = Path(os.environ.get("RECAST_TEST_MEDIA", Path(__file__).resolve().parents[2].parent / "shared" / "media"))
 TALKING = MEDIA / "videos" / "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4"
 
 

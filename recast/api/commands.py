@@ -1,0 +1,183 @@
+"""Production commands of the ``recast`` CLI: ``serve``, ``token``, ``deploy``, ``worker``.
+
+``recast.cli`` adds them with :func:`register`; exit codes stay decided in ``recast.cli`` (each
+command runs inside its ``_guarded``, imported when the command runs).
+
+* ``recast serve --host H --port P [--workers N]``: the HTTP API (uvicorn). Needs ``PREFECT_API_URL``.
+* ``recast token create --project P [--name N]``: prints a new API token's secret once (stdout).
+  ``recast token list``, ``recast token revoke ID|PREFIX``.
+* ``recast deploy``: creates the ``cpu``/``gpu`` process work pools and registers the
+  ``swap-shot`` and ``nightly-batch`` deployments on the Prefect server (``PREFECT_API_URL``).
+* ``recast worker --pool cpu|gpu``: a Prefect process worker for that pool.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable, Optional
+
+import typer
+
+token_app = typer.Typer(no_args_is_help=True, help="API tokens (bearer tokens of the HTTP API, one project each).")
+
+
+def _run(fn: Callable[[], Any]) -> Any:
+    from recast.cli import _guarded
+
+    return _guarded(fn)
+
+
+def _prepare() -> None:
+    from recast.cli import _prepare as prepare
+
+    prepare()
+
+
+def serve(
+    host: str = typer.Option("127.0.0.1", "--host", help="address to listen on (0.0.0.0 for every interface)"),
+    port: int = typer.Option(8000, "--port", min=1, max=65535),
+    workers: int = typer.Option(1, "--workers", min=1, help="uvicorn worker processes (needs PostgreSQL when > 1)"),
+    log_level: str = typer.Option("info", "--log-level"),
+) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json, docs at /docs)."""
+
+    def go() -> None:
+        import uvicorn
+
+        from recast.db.session import is_sqlite
+        from recast.errors import UsageError
+        from recast.flows.deployments import prefect_api_url
+        from recast.settings import get_settings
+
+        _prepare()
+        if workers > 1 and is_sqlite(get_settings().resolved_database_url):
+            raise UsageError("--workers > 1 needs PostgreSQL (RECAST_DATABASE_URL): SQLite takes one writer at a time")
+        try:
+            typer.echo(f"[recast] Prefect API: {prefect_api_url()}", err=True)
+        except Exception as exc:  # serve anyway: reads work, submissions answer 503 until it is set
+            typer.echo(f"[recast] warning: {exc}", err=True)
+        uvicorn.run("recast.api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level)
+
+    _run(go)
+
+
+@token_app.command("create")
+def token_create(
+    project: str = typer.Option(..., "--project", help="project name or id the token is for"),
+    name: Optional[str] = typer.Option(None, "--name", help="a label (who or what uses the token)"),
+    create_project: bool = typer.Option(False, "--create-project", help="create the project if it does not exist"),
+) -> None:
+    """Create an API token and print its secret once (it is stored only as a hash)."""
+
+    def go() -> None:
+        from recast.db import repository as repo
+        from recast.db import tokens
+        from recast.db.session import session_scope
+
+        _prepare()
+        with session_scope() as s:
+            proj = repo.get_or_create_project(s, project) if create_project else repo.get_project(s, project)
+            row, secret = tokens.create_token(s, project_id=proj.id, name=name)
+            repo.add_audit_event(s, actor="cli", action="api_token.created", subject_type="api_token", subject_id=str(row.id),
+                                 detail={"project": proj.name, "name": row.name, "prefix": row.prefix})
+            typer.echo(f"[recast] token {row.name} ({row.prefix}…, id {row.id}) for project {proj.name}; "
+                       f"the secret below is shown only now", err=True)
+        typer.echo(secret)
+
+    _run(go)
+
+
+@token_app.command("list")
+def token_list(project: Optional[str] = typer.Option(None, "--project"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """List API tokens (never their secrets)."""
+
+    def go() -> None:
+        from recast.db import tokens
+        from recast.db.session import session_scope
+
+        _prepare()
+        with session_scope() as s:
+            rows = [tokens.token_to_dict(t) for t in tokens.list_tokens(s, project)]
+        if as_json:
+            typer.echo(json.dumps(rows))
+            return
+        for r in rows:
+            typer.echo(f"{r['id']}  {r['prefix']}…  {r['name']:<24} project {r['project_id']}  last used {r['last_used_at'] or '-'}"
+                       + (f"  REVOKED {r['revoked_at']}" if r["revoked_at"] else ""))
+
+    _run(go)
+
+
+@token_app.command("revoke")
+def token_revoke(token: str = typer.Argument(..., help="token id or its displayed prefix")) -> None:
+    """Revoke an API token (requests with it then answer 401)."""
+
+    def go() -> None:
+        from recast.db import repository as repo
+        from recast.db import tokens
+        from recast.db.session import session_scope
+
+        _prepare()
+        with session_scope() as s:
+            row = tokens.revoke_token(s, token)
+            repo.add_audit_event(s, actor="cli", action="api_token.revoked", subject_type="api_token", subject_id=str(row.id),
+                                 detail={"prefix": row.prefix})
+        typer.echo(f"token {row.prefix}… revoked")
+
+    _run(go)
+
+
+def deploy(
+    swap_pool: str = typer.Option("cpu", "--swap-pool", help="work pool of the swap-shot deployment (gpu for GPU engines)"),
+    batch_pool: str = typer.Option("cpu", "--batch-pool", help="work pool of the nightly-batch deployment"),
+    nightly_project: Optional[str] = typer.Option(None, "--nightly-project", help="project the nightly batch drains (schedule off without it)"),
+    nightly_cron: str = typer.Option("0 2 * * *", "--nightly-cron", help="cron of the nightly batch"),
+    nightly_concurrency: int = typer.Option(2, "--nightly-concurrency", min=1, help="shots the batch runs at once"),
+) -> None:
+    """Register the work pools and the swap-shot and nightly-batch deployments with the Prefect server."""
+
+    def go() -> None:
+        from recast.flows.deployments import register_deployments
+
+        _prepare()
+        ids = register_deployments(swap_pool=swap_pool, batch_pool=batch_pool, nightly_project=nightly_project,
+                                   nightly_cron=nightly_cron, nightly_concurrency=nightly_concurrency)
+        for name, dep_id in ids.items():
+            typer.echo(f"{name}  {dep_id}")
+
+    _run(go)
+
+
+def worker(
+    pool: str = typer.Option("cpu", "--pool", help="work pool to take flow runs from: cpu or gpu"),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="flow runs at once on this machine (default: no limit)"),
+    name: Optional[str] = typer.Option(None, "--name", help="worker name (default: generated)"),
+) -> None:
+    """Run a Prefect process worker for a work pool (each flow run is a subprocess on this machine)."""
+
+    def go() -> None:
+        import anyio
+        from prefect.workers.process import ProcessWorker
+
+        from recast.flows.deployments import prefect_api_url
+
+        _prepare()
+        prefect_api_url()  # a worker against a temporary server would wait forever for runs
+
+        async def main() -> None:
+            await ProcessWorker(work_pool_name=pool, limit=limit, name=name).start()
+
+        anyio.run(main)
+
+    _run(go)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve``, ``token``, ``deploy`` and ``worker`` to the ``recast`` Typer app."""
+    app.command("serve")(serve)
+    app.add_typer(token_app, name="token")
+    app.command("deploy")(deploy)
+    app.command("worker")(worker)
+
+
+__all__ = ["deploy", "register", "serve", "token_app", "worker"]

@@ -1,0 +1,200 @@
+"""Request and response models of the HTTP API (pydantic; they make the OpenAPI document).
+
+Field validation happens here so a bad request answers 422 naming the field before anything is
+recorded. Checks that need the database or the object store (the plate exists, the bucket is
+allowed, consent) are in :mod:`recast.api.service`.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from recast.contracts import Mode
+
+_FACE_RE = re.compile(r"^(largest|index:\d{1,3})$")
+_INDEX_RE = re.compile(r"^index:\d{1,3}$")
+EXPRESSION_MODES = ("transfer", "keep_source", "neutral")
+IDEMPOTENCY_KEY_MAX = 128
+
+
+class Schedule(str, Enum):
+    """When a submitted shot starts: at once (``now``) or with the project's nightly batch."""
+
+    now = "now"
+    batch = "batch"
+
+
+class ShotSubmission(BaseModel):
+    """``POST /v1/shots``: a shot to run. As JSON, or as multipart form fields of the same names
+    where ``plate`` and ``sources`` may also be uploaded files."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str | None = Field(default=None, max_length=200, description="project name or id; default: the token's project")
+    plate: str = Field(min_length=1, max_length=2048, description="the plate as an s3:// URI (or an uploaded file in a multipart request)")
+    sources: list[str] = Field(default_factory=list, max_length=16,
+                               description="source photos as s3:// URIs (or uploaded files); default: the identity's reference photos")
+    identity: str | None = Field(default=None, max_length=200, description="id of the identity whose head goes in (consent is checked)")
+    code: str | None = Field(default=None, max_length=200, description="shot code (default: from the plate's name)")
+    mode: Mode = Field(default=Mode.head, description="head (face, hair and head shape) or face (the face only)")
+    backend: str = Field(default="classic", pattern=r"^[a-z][a-z0-9_]{0,31}$", description="swap engine")
+    face: str = Field(default="largest", description="which person of the plate: largest | index:N")
+    source_face: str | None = Field(default=None, description="which face of a source photo with several: index:N")
+    expression: str = Field(default="transfer", description="transfer | keep_source | neutral")
+    edits: list[str] = Field(default_factory=list, max_length=32, description="expression edits such as smile=+0.3 or smile=0.2@10-40")
+    chunk_size: int | None = Field(default=None, ge=1, le=10_000, description="frames per chunk (default: the server's)")
+    priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first in batches")
+    schedule: Schedule = Field(default=Schedule.now, description="now: start at once; batch: wait for the nightly batch")
+
+    @field_validator("face")
+    @classmethod
+    def _face(cls, v: str) -> str:
+        if not _FACE_RE.match(v):
+            raise ValueError("use largest or index:N (0 = the largest face)")
+        return v
+
+    @field_validator("source_face")
+    @classmethod
+    def _source_face(cls, v: str | None) -> str | None:
+        if v is not None and not _INDEX_RE.match(v):
+            raise ValueError("use index:N (0 = the largest face of the source photo)")
+        return v
+
+    @field_validator("expression")
+    @classmethod
+    def _expression(cls, v: str) -> str:
+        if v not in EXPRESSION_MODES:
+            raise ValueError(f"choose from {', '.join(EXPRESSION_MODES)}")
+        return v
+
+    @field_validator("edits")
+    @classmethod
+    def _edits(cls, v: list[str]) -> list[str]:
+        from recast.errors import UsageError
+        from recast.models.retarget import parse_edit  # numpy only; no MediaPipe
+
+        for e in v:
+            try:
+                parse_edit(e)
+            except UsageError as exc:
+                raise ValueError(str(exc)) from None
+        return v
+
+
+class StageProgress(BaseModel):
+    stage: str
+    status: Literal["pending", "running", "done", "failed"]
+    chunks_done: int | None = None
+    chunks_total: int | None = None
+
+
+class Progress(BaseModel):
+    stages_done: int
+    stages_total: int
+    current: str | None = Field(default=None, description="the stage being worked on")
+    stages: list[StageProgress]
+
+
+class QCView(BaseModel):
+    verdict: str | None = None
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    reasons: list[str] = Field(default_factory=list)
+
+
+class OutputView(BaseModel):
+    role: str
+    uri: str
+    sha256: str | None = None
+    size: int | None = None
+    download_url: str | None = Field(default=None, description="presigned GET URL (S3 stores only)")
+    expires_in: int | None = Field(default=None, description="seconds the download URL stays valid")
+
+
+class RunView(BaseModel):
+    id: str
+    status: str
+    prefect_flow_run_id: str | None = None
+    created: datetime | None = None
+    started: datetime | None = None
+    ended: datetime | None = None
+    error: str | None = None
+
+
+class ShotSummary(BaseModel):
+    id: str
+    code: str
+    project: str
+    status: str
+    priority: int
+    created: datetime
+    updated: datetime
+
+
+class ShotDetail(ShotSummary):
+    identity_id: str | None = None
+    plate: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    run: RunView | None = None
+    progress: Progress | None = None
+    qc: QCView | None = None
+    outputs: list[OutputView] = Field(default_factory=list)
+
+
+class ShotPage(BaseModel):
+    items: list[ShotSummary]
+    page: int
+    page_size: int
+    total: int
+
+
+class ReviewRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    decision: Literal["approve", "reject"]
+    note: str | None = Field(default=None, max_length=10_000)
+    reviewer: str | None = Field(default=None, max_length=200, description="who decided (default: the token's name)")
+
+
+class ReviewView(BaseModel):
+    id: str
+    shot_id: str
+    run_id: str | None
+    decision: str
+    reviewer: str
+    note: str | None
+    created: datetime
+
+
+class CancelView(BaseModel):
+    shot_id: str
+    run_id: str
+    status: str
+    prefect_state: str | None = Field(default=None, description="the state the Prefect flow run was moved to")
+
+
+class ErrorView(BaseModel):
+    detail: Any
+
+
+__all__ = [
+    "CancelView",
+    "ErrorView",
+    "IDEMPOTENCY_KEY_MAX",
+    "OutputView",
+    "Progress",
+    "QCView",
+    "ReviewRequest",
+    "ReviewView",
+    "RunView",
+    "Schedule",
+    "ShotDetail",
+    "ShotPage",
+    "ShotSubmission",
+    "ShotSummary",
+    "StageProgress",
+]

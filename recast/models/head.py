@@ -1,0 +1,1042 @@
+"""The ``classic`` HEAD swap: the source's whole head (face, hair, ears) onto plate frames, on CPU.
+
+Pipeline (one :class:`SourceHead` per source photo, one :class:`HeadSwapper` per source, one
+:meth:`HeadSwapper.swap` call per frame):
+
+1. :func:`extract_source_head` cuts the head out of the source photo: selfie segmentation ∩ a
+   head region built in the face's own frame (tilted with it): everything above a neck line a
+   little below the chin, plus hair that hangs beside the neck down to a limit (pose shoulders or
+   a geometric rule), never the neck column, shoulders or clothes.
+2. Per frame, the head is placed by a similarity fitted on :data:`expression.STABLE_POINTS`
+   (source → target landmarks), and the inner face is mesh-warped onto the target landmarks. The
+   two warps are joined *as coordinate maps* (a ring of triangles around the face oval whose
+   outer vertices follow the similarity), so there is one continuous warp and no double edge.
+3. The plate's old head (person mask ∩ head region above the plate's chin) is replaced by the
+   clean plate where it is known and inpainted (TELEA, at low resolution) where it is not.
+4. The new head's skin is matched to the plate's per semantic region (LAB mean/std, a smooth
+   field interpolated between region centres, HeSer's colour reference idea); hair is exempt.
+5. Multi-band blend (fine bands follow the soft matte, coarse bands smooth the neck seam),
+   mouth interior from the plate when the source's mouth is closed, occluders kept exactly.
+
+Everything is computed on a region of interest around both heads; pixels farther than
+:attr:`HeadSwapper.SPILL` face heights from the union of the old and the new head never change.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from recast.contracts import ModelRef
+from recast.errors import InputError, NoFaceError, UnsupportedMediaError, UsageError
+from recast.models.expression import STABLE_POINTS, similarity_align
+from recast.models.masks import face_skin_mask
+from recast.models.mesh_topology import (
+    CHIN_BOTTOM,
+    FACE_OVAL,
+    FOREHEAD_TOP,
+    LEFT_EYEBROW,
+    LIPS_INNER,
+    NUM_LANDMARKS,
+    RIGHT_EYEBROW,
+)
+from recast.models.swap_classic import (
+    _FACE_TRIS,
+    _MOUTH_TRIS,
+    _affines,
+    _laplacian_blend,
+    _maps,
+    _rasterise,
+    _usable_face_mask,
+)
+
+__all__ = [
+    "ColourMatch",
+    "HeadFrame",
+    "HeadSwapper",
+    "MAX_SOURCE_YAW_DEG",
+    "REGION_NAMES",
+    "SourceHead",
+    "estimate_yaw",
+    "extract_source_head",
+    "hair_colour_transfer",
+    "head_region",
+    "skin_colour_stats",
+]
+
+_N = NUM_LANDMARKS
+_OVAL = np.asarray(FACE_OVAL, np.int64)
+_STABLE = list(STABLE_POINTS)
+_BROWS = list(LEFT_EYEBROW) + list(RIGHT_EYEBROW)
+
+#: a source turned further than this (degrees of yaw) cannot give a frontal head
+MAX_SOURCE_YAW_DEG = 45.0
+
+# --- head geometry, in face heights (H: forehead top to chin) and face widths (W) -------------
+#: the plate's old head is removed down to this far below its chin
+_PLATE_CUT = 0.05
+#: the source head is opaque down to this far below its chin ...
+_NECK_OPAQUE = 0.10
+#: ... and fades out to nothing at the neck line, this far below the chin
+_NECK_LINE = 0.25
+#: half-width of the neck column (in face widths) where nothing but the fading neck is kept
+_NECK_HALF = 0.42
+#: hair hanging beside the neck is kept down to this far below the chin at most
+_HAIR_LIMIT = 0.6
+#: without pose, hair below the chin is kept down to this (a geometric stand-in for shoulders)
+_HAIR_LIMIT_NO_POSE = 0.45
+#: the head region's half-width and its reach above the forehead top
+_HEAD_HALF_WIDTH = 1.6
+_HEAD_ABOVE = 1.1
+
+
+# --- face frame ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _FaceFrame:
+    """The face's own axes in image pixels: ``across`` (image-left eye to image-right eye) and
+    ``down`` (towards the chin), the chin point, the oval centre and the face's height/width."""
+
+    chin: np.ndarray
+    centre: np.ndarray
+    across: np.ndarray
+    down: np.ndarray
+    height: float
+    width: float
+
+    def coords(self, xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(lateral offset from the face centre, depth below the chin), in pixels."""
+        dx, dy = xs - self.centre[0], ys - self.centre[1]
+        lat = dx * self.across[0] + dy * self.across[1]
+        ex, ey = xs - self.chin[0], ys - self.chin[1]
+        below = ex * self.down[0] + ey * self.down[1]
+        return lat, below
+
+    def point(self, lat: float, below: float) -> np.ndarray:
+        """Image point at ``lat`` pixels across from the centre line and ``below`` under the chin."""
+        base = self.chin + (self.centre - self.chin) @ self.across * self.across
+        return base + lat * self.across + below * self.down
+
+
+def _face_frame(lm: np.ndarray) -> _FaceFrame:
+    lm = np.asarray(lm, np.float64)
+    # the eye line is steadier than the oval sides under expression and does not slide with yaw
+    across = lm[263, :2] - lm[33, :2]
+    across /= np.linalg.norm(across) + 1e-9
+    down = np.array([-across[1], across[0]])
+    chin = lm[CHIN_BOTTOM, :2]
+    top = lm[FOREHEAD_TOP, :2]
+    height = float(max((chin - top) @ down, 1.0))
+    width = float(np.ptp(lm[_OVAL, :2] @ across))
+    # a turned face looks narrow; limits that scale with width must not shrink with yaw
+    width = max(width, 0.8 * height)
+    return _FaceFrame(chin=chin, centre=lm[_OVAL, :2].mean(0), across=across, down=down, height=height, width=width)
+
+
+def _grid(roi: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    x0, y0, x1, y1 = roi
+    xs = np.arange(x0, x1, dtype=np.float32)[None, :]
+    ys = np.arange(y0, y1, dtype=np.float32)[:, None]
+    return xs, ys
+
+
+def head_region(landmarks: np.ndarray, shape: tuple[int, int], *, cut_below_chin: float = _PLATE_CUT,
+                roi: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """uint8 {0, 255} mask of the head region of a face (on ``roi`` of an image of ``shape``, or
+    on the whole image): above a line ``cut_below_chin`` face heights under the chin, tilted with
+    the face, within :data:`_HEAD_HALF_WIDTH` face widths of its centre line and up to
+    :data:`_HEAD_ABOVE` face heights above the forehead top. Geometry only: intersect it with a
+    person mask to get the head itself."""
+    h, w = shape[:2]
+    roi = roi or (0, 0, w, h)
+    ff = _face_frame(landmarks)
+    xs, ys = _grid(roi)
+    lat, below = ff.coords(xs, ys)
+    inside = (np.abs(lat) <= _HEAD_HALF_WIDTH * ff.width) & (below <= cut_below_chin * ff.height)
+    inside &= below >= -(1.0 + _HEAD_ABOVE) * ff.height
+    return inside.astype(np.uint8) * 255
+
+
+# --- pose / yaw ---------------------------------------------------------------------------------
+def estimate_yaw(landmarks: np.ndarray, image_size: tuple[int, int] | None = None) -> float:
+    """Head yaw in degrees (0 = frontal, sign: nose towards the image's right is positive).
+
+    Uses a PnP fit of a rigid face template (:func:`recast.models.metrics.head_pose`) when it
+    succeeds; otherwise, or when it disagrees wildly, the 3-D direction of the eye-corner line
+    (MediaPipe's z is a depth in the same pixel units as x), which needs no camera model.
+    """
+    lm = np.asarray(landmarks, np.float64)
+    v = lm[263] - lm[33]
+    z_yaw = math.degrees(math.atan2(v[2], v[0])) if lm.shape[1] >= 3 else float("nan")
+    pnp = None
+    if image_size is not None:
+        from recast.models.metrics import head_pose  # local: metrics is only needed here
+
+        pnp = head_pose(lm, image_size)
+    if pnp is None or not np.isfinite(pnp[0]):
+        return z_yaw if np.isfinite(z_yaw) else 0.0
+    if np.isfinite(z_yaw) and abs(pnp[0] - z_yaw) > 25:
+        # a bad PnP minimum (seen on strongly turned faces): trust the landmarks' own depth
+        return z_yaw
+    return float(pnp[0])
+
+
+def _detect_pose(rgb: np.ndarray) -> np.ndarray | None:
+    """(33, 4) MediaPipe Pose landmarks (x, y, z in pixels, visibility), None when none found."""
+    from mediapipe.python.solutions import pose as _mp_pose
+
+    # model_complexity=1 is the only pose model bundled with mediapipe 0.10.21 (see STACK.md)
+    with _mp_pose.Pose(static_image_mode=True, model_complexity=1) as pose:
+        res = pose.process(np.ascontiguousarray(rgb))
+    if not res.pose_landmarks:
+        return None
+    h, w = rgb.shape[:2]
+    return np.array([(p.x * w, p.y * h, p.z * w, p.visibility) for p in res.pose_landmarks.landmark], np.float64)
+
+
+# --- source head --------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class SourceHead:
+    """The source's head, cut out of its photo once and reused for every frame.
+
+    ``rgb`` is a crop of the photo around the head (RGB uint8); ``landmarks`` (478, 3) are in
+    that crop's pixels; ``alpha`` float32 0..1 is the soft head matte (face, hair, ears, a piece
+    of neck fading out towards ``neck_line``); ``hair`` (bool) is the part of the matte that is
+    hair (not face skin, ears, neck or facial features); ``neck_line`` (2, 2) are the two ends of
+    the cut under the chin, in crop pixels.
+    """
+
+    rgb: np.ndarray
+    landmarks: np.ndarray
+    alpha: np.ndarray
+    hair: np.ndarray
+    neck_line: np.ndarray
+
+
+def _person_prob(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    m = np.asarray(mask)
+    if m.shape[:2] != tuple(shape[:2]):
+        raise UsageError(f"person mask shape {m.shape} does not match the image {tuple(shape[:2])}")
+    if m.dtype == np.bool_:
+        return m.astype(np.float32)
+    if m.dtype == np.uint8:
+        return m.astype(np.float32) / 255.0
+    return np.clip(m.astype(np.float32), 0.0, 1.0)
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """CIELAB in its own units (L 0..100, a/b about -128..127), float32."""
+    return cv2.cvtColor(rgb.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2LAB)
+
+
+def _skin_model(lab: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """LAB median and robust spread of the cheek-and-nose skin of a face."""
+    h, w = lab.shape[:2]
+    ff = _face_frame(lm)
+    skin = face_skin_mask(lm, (h, w), margin_px=max(1, round(0.03 * ff.height)))
+    # below the brows only: the forehead may be covered by a fringe
+    ys, xs = np.nonzero(skin)
+    if len(ys) < 30:
+        return None
+    lat, below = ff.coords(xs.astype(np.float32), ys.astype(np.float32))
+    brow = float(np.max(ff.coords(lm[_BROWS, 0], lm[_BROWS, 1])[1]))
+    keep = below > brow
+    px = lab[ys[keep], xs[keep]]
+    if len(px) < 30:
+        return None
+    med = np.median(px, axis=0)
+    mad = np.median(np.abs(px - med), axis=0) * 1.4826
+    return med, np.maximum(mad, np.array([3.0, 2.0, 2.0]))
+
+
+def _hair_model(lab: np.ndarray, person: np.ndarray, ff: _FaceFrame, skin: tuple[np.ndarray, np.ndarray] | None,
+                lat: np.ndarray, below: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """LAB median and spread of the hair: person pixels in a band above the forehead top and
+    beside the temples, which are hair unless the person is bald (then None)."""
+    band = (person > 0.5) & (below < -1.02 * ff.height) & (below > -1.35 * ff.height)
+    band &= np.abs(lat) < 0.6 * ff.width
+    px = lab[band]
+    if skin is not None and len(px):
+        z = np.abs(px - skin[0]) / skin[1]
+        px = px[z.max(1) > 3.0]  # drop skin (a high forehead) from the hair sample
+    if len(px) < 40:
+        return None
+    med = np.median(px, axis=0)
+    mad = np.median(np.abs(px - med), axis=0) * 1.4826
+    return med, np.maximum(mad, np.array([4.0, 3.0, 3.0]))
+
+
+def _crop_box(alpha: np.ndarray, margin: int) -> tuple[int, int, int, int]:
+    ys, xs = np.nonzero(alpha > 0.02)
+    h, w = alpha.shape
+    return (max(0, int(xs.min()) - margin), max(0, int(ys.min()) - margin),
+            min(w, int(xs.max()) + 1 + margin), min(h, int(ys.max()) + 1 + margin))
+
+
+def extract_source_head(rgb: np.ndarray, landmarks: np.ndarray, *, person_mask: np.ndarray | None = None,
+                        pose_landmarks: np.ndarray | None = None, role_name: str = "source") -> SourceHead:
+    """Cut the source's head (face + hair + ears, a fading piece of neck) out of a photo.
+
+    ``rgb`` is the photo (RGB uint8), ``landmarks`` its face's (478, 3) landmarks in pixels.
+    ``person_mask`` (H, W) is the person's probability (uint8 0..255, float 0..1 or bool); it is
+    computed with MediaPipe selfie segmentation when None. ``pose_landmarks`` (33, 2..4) are
+    MediaPipe Pose landmarks in pixels (4th column: visibility); computed with MediaPipe Pose
+    when None. Their shoulders (11, 12) bound how far down long hair is kept.
+
+    Raises :class:`~recast.errors.UnsupportedMediaError` (naming ``role_name``) when the face is
+    in profile (|yaw| > :data:`MAX_SOURCE_YAW_DEG`) and :class:`~recast.errors.InputError` when
+    the image border cuts the head off or segmentation finds no person on the face.
+    """
+    img = np.asarray(rgb)
+    if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+        raise UsageError(f"source '{role_name}': image must be RGB uint8 (H, W, 3), got {img.dtype} {img.shape}")
+    lm = np.asarray(landmarks, np.float64)
+    if lm.shape != (_N, 3) or not np.isfinite(lm).all():
+        raise NoFaceError(f"source '{role_name}': face landmarks must be finite ({_N}, 3), got {lm.shape}")
+    h, w = img.shape[:2]
+
+    yaw = estimate_yaw(lm, (h, w))
+    if abs(yaw) > MAX_SOURCE_YAW_DEG:
+        raise UnsupportedMediaError(
+            f"source '{role_name}': face is in profile (yaw ≈ {abs(yaw):.0f}°), a frontal or three-quarter photo is needed"
+        )
+    oval = lm[_OVAL, :2]
+    inside = (oval[:, 0] >= 0) & (oval[:, 0] < w) & (oval[:, 1] >= 0) & (oval[:, 1] < h)
+    if inside.mean() < 0.85:
+        raise InputError(
+            f"source '{role_name}': the head is cut off by the image border ({100 * (1 - inside.mean()):.0f}% of the "
+            "face outline is outside the photo), a photo showing the whole head is needed"
+        )
+
+    if person_mask is None:
+        from recast.models.masks import PersonSegmenter
+
+        with PersonSegmenter() as seg:
+            person_mask = seg.segment(img)
+    person = _person_prob(person_mask, (h, w))
+    if pose_landmarks is None:
+        pose_landmarks = _detect_pose(img)
+
+    ff = _face_frame(lm)
+    H, W = ff.height, ff.width
+    # work on a box that can hold any head this face may have, not on the whole photo
+    corners = np.array([ff.point(s * _HEAD_HALF_WIDTH * W, b) for s in (-1, 1)
+                        for b in (_HAIR_LIMIT * H, -(1.0 + _HEAD_ABOVE) * H)])
+    bx0, by0 = np.floor(corners.min(0)).astype(int)
+    bx1, by1 = np.ceil(corners.max(0)).astype(int) + 1
+    box = (max(0, bx0), max(0, by0), min(w, bx1), min(h, by1))
+    x0, y0, x1, y1 = box
+    sub = img[y0:y1, x0:x1]
+    sp = person[y0:y1, x0:x1]
+    slm = lm - (x0, y0, 0)
+    xs, ys = _grid((0, 0, x1 - x0, y1 - y0))
+    ff = _face_frame(slm)
+    lat, below = ff.coords(xs, ys)
+    lab = _lab(sub)
+    skin = _skin_model(lab, slm)
+    hair_model = _hair_model(lab, sp, ff, skin, lat, below)
+
+    # the hair limit: pose shoulders when seen (hair stops where the shoulders start), else a
+    # fixed share of the face height
+    limit = _HAIR_LIMIT_NO_POSE * H
+    if pose_landmarks is not None:
+        pl = np.asarray(pose_landmarks, np.float64)
+        vis = pl[[11, 12], 3] if pl.shape[1] >= 4 else np.ones(2)
+        if pl.shape[0] > 12 and (vis > 0.5).all() and np.isfinite(pl[[11, 12], :2]).all():
+            sh = pl[[11, 12], :2] - (x0, y0)
+            sh_below = float(np.mean((sh - ff.chin) @ ff.down))
+            # the shoulder joints sit below the top of the shoulder line by about a fifth of a face
+            limit = float(np.clip(sh_below - 0.2 * H, 0.2 * H, _HAIR_LIMIT * H))
+
+    # 1) the head proper: above the neck line, soft ramp over the neck seam band
+    ramp = np.clip((_NECK_LINE * H - below) / ((_NECK_LINE - _NECK_OPAQUE) * H), 0.0, 1.0)
+    region = ramp * ((np.abs(lat) <= _HEAD_HALF_WIDTH * W) & (below >= -(1.0 + _HEAD_ABOVE) * H))
+    # beside the neck column the cut is at the opaque line: shoulders start there
+    region[(np.abs(lat) > _NECK_HALF * W) & (below > _NECK_OPAQUE * H)] = 0.0
+    # below the chin only skin (the neck) and, beside the neck, hair are kept: a collar, necklace
+    # or top starting high must not come along (the plate's own neck and clothes show instead)
+    if skin is not None:
+        z_skin = (np.abs(lab - skin[0]) / skin[1]).max(axis=2)
+        low = below > 0.02 * H
+        like = np.clip((6.0 - z_skin[low]) / 3.0, 0.0, 1.0)
+        if hair_model is not None:
+            # beside the neck, hair is welcome too
+            z_h = (np.abs(lab[low] - hair_model[0]) / hair_model[1]).max(axis=1)
+            side = np.abs(lat[low]) > _NECK_HALF * W
+            like = np.maximum(like, np.clip((6.0 - z_h) / 3.0, 0.0, 1.0) * side)
+        region[low] *= like
+    # 2) hair hanging beside the neck, down to the limit: hair-coloured person pixels only
+    if hair_model is not None and limit > _NECK_OPAQUE * H:
+        side = (np.abs(lat) > 0.25 * W) & (np.abs(lat) <= 1.2 * W) & (below > _NECK_OPAQUE * H) & (below <= limit)
+        z_hair = (np.abs(lab - hair_model[0]) / hair_model[1]).max(axis=2)
+        hairlike = side & (z_hair < 3.0) & (sp > 0.5)
+        if skin is not None:
+            # closer to the hair than to the skin (neck, bare shoulders)
+            z_skin = (np.abs(lab - skin[0]) / skin[1]).max(axis=2)
+            hairlike &= z_hair < z_skin
+        hl = hairlike.astype(np.uint8) * 255
+        k = max(1, round(0.02 * H))
+        hl = cv2.morphologyEx(hl, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2))
+        # keep only strands connected to the head above (not a dark jacket lower down)
+        attached = ((region > 0.5) | (hl > 0)).astype(np.uint8)
+        n, lab_cc = cv2.connectedComponents(attached, connectivity=8)
+        head_ids = np.unique(lab_cc[(region > 0.5) & (attached > 0)])
+        keep = np.isin(lab_cc, head_ids[head_ids > 0]) & (hl > 0)
+        # fade the hanging hair out over the last tenth of a face height above the limit
+        fade = np.clip((limit - below) / (0.1 * H), 0.0, 1.0)
+        region = np.maximum(region, keep * fade)
+
+    alpha = (sp * region).astype(np.float32)
+    # a slight blur: segmentation at 256 px leaves stair steps on large photos
+    sigma = max(0.5, 0.006 * H)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), sigma)
+    if float((alpha[face_skin_mask(slm, alpha.shape) > 0] > 0.5).mean()) < 0.5:
+        raise InputError(f"source '{role_name}': segmentation finds no person over the face, cannot cut out the head")
+
+    # hair: matte minus skin-coloured pixels (face, ears, neck) and the facial features; inside
+    # the face oval only what the face swapper's own test calls hair over the forehead
+    oval_m = np.zeros(alpha.shape, np.uint8)
+    cv2.fillPoly(oval_m, [np.round(slm[_OVAL, :2] * 16).astype(np.int32)], 255, shift=4)
+    hair = (alpha > 0.5) & (oval_m == 0)
+    if skin is not None:
+        z_skin = (np.abs(lab - skin[0]) / skin[1]).max(axis=2)
+        not_skin = z_skin > 3.0
+        if hair_model is not None:
+            # hair close to skin tones (light brown, blonde) still sits nearer the hair sample
+            not_skin |= (np.abs(lab - hair_model[0]) / hair_model[1]).max(axis=2) < z_skin
+        hair &= not_skin
+    # nothing in the neck column under the chin is hair (long hair hangs at the sides)
+    hair &= ~((np.abs(lat) < 0.3 * W) & (below > 0.0))
+    hair |= (alpha > 0.5) & (oval_m > 0) & (_usable_face_mask(sub, slm) == 0)
+    hair &= below < limit
+
+    cx0, cy0, cx1, cy1 = _crop_box(alpha, max(2, round(0.05 * H)))
+    nl = np.array([ff.point(-_NECK_HALF * W, _NECK_LINE * H), ff.point(_NECK_HALF * W, _NECK_LINE * H)])
+    off = np.array([cx0, cy0], np.float64)
+    return SourceHead(
+        rgb=np.ascontiguousarray(sub[cy0:cy1, cx0:cx1]),
+        landmarks=(slm - (cx0, cy0, 0)).astype(np.float32),
+        alpha=np.ascontiguousarray(alpha[cy0:cy1, cx0:cx1]),
+        hair=np.ascontiguousarray(hair[cy0:cy1, cx0:cx1]),
+        neck_line=(nl - off).astype(np.float32),
+    )
+
+
+# --- skin colour per semantic region ------------------------------------------------------------
+#: regions of :func:`skin_colour_stats`, in row order
+REGION_NAMES: tuple[str, ...] = ("forehead", "right_cheek", "left_cheek", "nose", "upper_lip", "chin", "neck")
+# seed landmarks of each face region (subject's right = image left); every skin pixel goes to the
+# region of its nearest seed, so the regions tile the face whatever its shape
+_SEEDS: tuple[tuple[int, ...], ...] = (
+    (151, 9, 108, 337, 67, 297, 69, 299),  # forehead
+    (50, 101, 118, 117, 123, 147, 187, 207, 205),  # right cheek
+    (280, 330, 347, 346, 352, 376, 411, 427, 425),  # left cheek
+    (4, 5, 195, 197, 1, 45, 275),  # nose
+    (164, 167, 393, 165, 391),  # upper lip skin
+    (152, 175, 199, 200, 171, 396, 208, 428),  # chin
+)
+_SEED_IDX = np.concatenate([np.asarray(s) for s in _SEEDS])
+_SEED_REGION = np.concatenate([np.full(len(s), i) for i, s in enumerate(_SEEDS)])
+_NECK = len(_SEEDS)
+#: statistics are taken with the face scaled to about this height (pixels): plenty for a mean
+_STATS_FACE_PX = 96.0
+
+
+def _region_labels(lm: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """int8 label image: region index per face-skin / neck pixel, -1 elsewhere."""
+    h, w = shape
+    ff = _face_frame(lm)
+    skin = face_skin_mask(lm, (h, w), margin_px=max(1, round(0.03 * ff.height)))
+    labels = np.full((h, w), -1, np.int8)
+    ys, xs = np.nonzero(skin)
+    if len(ys):
+        seeds = lm[_SEED_IDX, :2]
+        d = (xs[:, None] - seeds[None, :, 0]) ** 2 + (ys[:, None] - seeds[None, :, 1]) ** 2
+        labels[ys, xs] = _SEED_REGION[np.argmin(d, axis=1)]
+    # the neck: a band under the chin, narrower than the jaw
+    xg, yg = _grid((0, 0, w, h))
+    lat, below = ff.coords(xg, yg)
+    neck = (np.abs(lat) < 0.22 * ff.width) & (below > 0.08 * ff.height) & (below < 0.3 * ff.height) & (labels < 0)
+    labels[neck] = _NECK
+    return labels
+
+
+def skin_colour_stats(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """Per-region skin colour of a face: (R, 6) float32 rows of LAB mean (3) and std (3), in
+    CIELAB units, one row per :data:`REGION_NAMES`; NaN rows for regions not visible (too few
+    pixels in the image, or — for the neck — a collar, beard or scarf that is far from the
+    chin's colour).
+
+    Each region is trimmed (pixels beyond 3 robust deviations from its median are dropped) so a
+    strand of hair or a shadowed lash line does not move its mean. Statistics are taken at a
+    reduced scale (face about 96 px high): cheap, and as good for means.
+    """
+    img = np.asarray(rgb)
+    lm = np.asarray(landmarks, np.float64)
+    out = np.full((len(REGION_NAMES), 6), np.nan, np.float32)
+    if not np.isfinite(lm[:468, :2]).all():
+        return out
+    h, w = img.shape[:2]
+    ff = _face_frame(lm)
+    # a box around face and neck, at the statistics scale
+    pts = np.concatenate([lm[_OVAL, :2], [ff.point(0.0, 0.35 * ff.height)]])
+    x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int) - 2, 0)
+    x1, y1 = np.minimum(np.ceil(pts.max(0)).astype(int) + 3, (w, h))
+    if x1 - x0 < 4 or y1 - y0 < 4:
+        return out
+    scale = min(1.0, _STATS_FACE_PX / ff.height)
+    crop = img[y0:y1, x0:x1]
+    if scale < 1.0:
+        crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+    slm = (lm - (x0, y0, 0)) * scale
+    labels = _region_labels(slm, crop.shape[:2])
+    lab = _lab(crop)
+    min_px = max(6, round(0.002 * (ff.height * scale) ** 2))
+    # hair over the forehead or down the cheeks lies inside the mesh's oval: drop pixels far from
+    # the skin of the face's centre (nose, upper lip, chin), which hair rarely covers
+    centre = lab[(labels >= 3) & (labels <= 5)]
+    if len(centre) >= min_px:
+        ref = np.median(centre, axis=0)
+        far = (np.abs(lab - ref) > np.array([30.0, 15.0, 15.0], np.float32)).any(axis=2)
+        labels[far] = -1
+    for r in range(len(REGION_NAMES)):
+        px = lab[labels == r]
+        if len(px) < min_px:
+            continue
+        med = np.median(px, axis=0)
+        mad = np.median(np.abs(px - med), axis=0) * 1.4826 + 1.0
+        px = px[(np.abs(px - med) <= 3.0 * mad).all(1)]
+        if len(px) < min_px:
+            continue
+        out[r, :3] = px.mean(0)
+        out[r, 3:] = px.std(0)
+    # a neck far from the chin's colour is not skin (or not lit like the face): not visible
+    chin = out[REGION_NAMES.index("chin"), :3]
+    if np.isfinite(chin).all() and np.isfinite(out[_NECK, :3]).all():
+        if np.linalg.norm(out[_NECK, :3] - chin) > 25.0:
+            out[_NECK] = np.nan
+    return out
+
+
+def _region_centres(lm: np.ndarray) -> np.ndarray:
+    """(R, 2) centre of each region in image pixels (mean of its seeds; the neck under the chin)."""
+    lm = np.asarray(lm, np.float64)
+    c = [lm[list(s), :2].mean(0) for s in _SEEDS]
+    ff = _face_frame(lm)
+    c.append(ff.point(0.0, 0.19 * ff.height))
+    return np.asarray(c)
+
+
+@dataclass(frozen=True, eq=False)
+class ColourMatch:
+    """Colour reference for one frame: the source's and the plate's per-region skin statistics,
+    both (R, 6) as returned by :func:`skin_colour_stats`. The orchestration smooths
+    ``plate_stats`` over time so the skin tone does not pump."""
+
+    source_stats: np.ndarray
+    plate_stats: np.ndarray
+
+
+def _correction_params(src: np.ndarray, dst: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-region LAB gain and offset mapping source skin onto plate skin; and which regions
+    both sides can see."""
+    src = np.asarray(src, np.float64)
+    dst = np.asarray(dst, np.float64)
+    ok = np.isfinite(src).all(1) & np.isfinite(dst).all(1)
+    # the spread is matched only partly (as in the face swap): stubble or harsh light widen the
+    # plate's statistics and stretching the source's contrast to them makes blotches
+    gain = np.ones((len(src), 3))
+    gain[ok] = np.clip((dst[ok, 3:] + 0.5) / (src[ok, 3:] + 0.5), 0.8, 1.25)
+    offset = np.zeros((len(src), 3))
+    offset[ok] = dst[ok, :3] - gain[ok] * src[ok, :3]
+    return gain, offset, ok
+
+
+# --- the swapper --------------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class HeadFrame:
+    """One head-swapped frame: the output RGB, a uint8 {0, 255} mask holding every pixel that
+    changed (it may be a little larger than the set whose value differs), and a uint8 {0, 255}
+    mask of where the new head is, soft edge and fading hair ends included (for QC and the
+    watermark)."""
+
+    frame: np.ndarray
+    mask: np.ndarray
+    head_mask: np.ndarray
+
+
+def _check_lm(name: str, a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float64)
+    if a.shape != (_N, 3) or not np.isfinite(a).all():
+        raise UsageError(f"{name} landmarks must be finite ({_N}, 3), got {a.shape}")
+    return a
+
+
+def _mouth_gap(lm: np.ndarray) -> float:
+    """Inner-lip opening relative to the mouth width."""
+    return float(np.linalg.norm(lm[13, :2] - lm[14, :2]) / (np.linalg.norm(lm[61, :2] - lm[291, :2]) + 1e-9))
+
+
+def _decontaminate(rgb: np.ndarray, alpha: np.ndarray, face_height: float) -> np.ndarray:
+    """``rgb`` with the matte's soft edge recoloured from the head's interior.
+
+    Edge pixels of a photo's matte carry the photo's own background (a grey wall shows as a
+    pale rim around the hair on a green screen); their colour is replaced by a normalised blur of
+    the confidently-foreground pixels (alpha > 0.9) around them, at two scales so that pixels far
+    from the core still get a value.
+    """
+    core = (alpha > 0.9).astype(np.float32)
+    out = rgb.astype(np.float32)
+    fg = np.zeros_like(out)
+    wsum = np.zeros(alpha.shape, np.float32)
+    for sigma in (0.02 * face_height, 0.08 * face_height):
+        sig = max(1.0, sigma)
+        w = cv2.GaussianBlur(core, (0, 0), sig)
+        c = cv2.GaussianBlur(out * core[..., None], (0, 0), sig)
+        take = (wsum < 1e-3) & (w > 1e-3)
+        fg[take] = c[take] / w[take, None]
+        wsum[take] = w[take]
+    edge = (alpha <= 0.9) & (wsum > 1e-3)
+    res = rgb.copy()
+    res[edge] = np.clip(fg[edge] + 0.5, 0, 255).astype(np.uint8)
+    return res
+
+
+class HeadSwapper:
+    """Swaps one source head onto plate frames, given per-frame target landmarks.
+
+    Build one per source (everything that depends on the source alone is prepared here) and call
+    :meth:`swap` per frame. Holds no MediaPipe state; keep one per thread all the same.
+    """
+
+    MODEL = ModelRef(name="classic-head", version="1.0")
+
+    #: ring of triangles joining the mesh-warped face to the similarity-warped head, as a scale
+    #: of the face oval about its centre: wider = gentler transition
+    RING = 1.22
+    #: the blend may reach this far (face heights) outside the new head's matte, at most
+    SPILL = 0.03
+    #: the old head region is grown by this (face heights) to take the segmentation halo along
+    GROW = 0.02
+    #: the source's mouth counts as closed below this inner-lip gap / mouth width
+    MOUTH_CLOSED = 0.08
+
+    def __init__(self, source: SourceHead) -> None:
+        if not isinstance(source, SourceHead):
+            raise UsageError(f"HeadSwapper needs a SourceHead, got {type(source).__name__}")
+        src = np.asarray(source.rgb)
+        if src.ndim != 3 or src.shape[2] != 3 or src.dtype != np.uint8:
+            raise UsageError(f"source head image must be RGB uint8 (H, W, 3), got {src.dtype} {src.shape}")
+        if source.alpha.shape != src.shape[:2] or source.hair.shape != src.shape[:2]:
+            raise UsageError("source head alpha and hair must have the image's height and width")
+        self.source = source
+        lm = _check_lm("source", source.landmarks)
+        self._src_lm = lm
+        self._src_stable = lm[_STABLE, :2]
+        self._src_ff = _face_frame(lm)
+        self._mouth_open = _mouth_gap(lm) >= self.MOUTH_CLOSED
+        # where the mesh covers: the face triangles, plus the source's own mouth when open
+        self._tris = np.concatenate([_FACE_TRIS, _MOUTH_TRIS]) if self._mouth_open else _FACE_TRIS
+        self._src_ext = np.concatenate([lm, lm[list(LIPS_INNER)].mean(0, keepdims=True), np.zeros((len(_OVAL), 3))])
+        # RGBA and hair (x255) pyramids, so a small target head samples a level near its own
+        # size instead of aliasing from a large photo
+        rgb = _decontaminate(src, source.alpha, self._src_ff.height)
+        rgba = np.dstack([rgb, np.clip(source.alpha * 255.0 + 0.5, 0, 255).astype(np.uint8)])
+        self._pyramid = [(np.ascontiguousarray(rgba), source.hair.astype(np.uint8) * 255)]
+        while min(self._pyramid[-1][0].shape[:2]) > 64 and len(self._pyramid) < 6:
+            self._pyramid.append(tuple(cv2.pyrDown(x) for x in self._pyramid[-1]))
+        # the matte's outline (for the placement's bounding box)
+        ys, xs = np.nonzero(source.alpha > 0.01)
+        self._src_box = np.array([[xs.min(), ys.min()], [xs.max() + 1, ys.min()], [xs.min(), ys.max() + 1],
+                                  [xs.max() + 1, ys.max() + 1]], np.float64) if len(xs) else None
+        self._src_stats = skin_colour_stats(src, lm)
+
+    # --- placement ------------------------------------------------------------------------------
+    def _placement(self, tlm: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+        """Similarity (scale, R, t) from source to target on the stable landmarks."""
+        return similarity_align(self._src_stable, tlm[_STABLE, :2])
+
+    def _warp(self, tlm: np.ndarray, sim, roi: tuple[int, int, int, int]
+              ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+        """The source (RGBA and hair) warped onto the ROI: similarity outside the face, mesh
+        inside, joined by a ring whose outer vertices follow the similarity (one continuous warp).
+        Returns the RGBA uint8 ROI image, the hair uint8 ROI image and the face box (frame
+        coordinates) the mesh was drawn on."""
+        s, R, t = sim
+        x0, y0, x1, y1 = roi
+        level = 0
+        while level + 1 < len(self._pyramid) and s * 2 ** (level + 1) <= 1.0:
+            level += 1
+        k = 2.0 ** level
+        rgba_l, hair_l = self._pyramid[level]
+        # similarity, as the inverse affine from ROI pixels to source-level pixels:
+        # source0 = R^T (p + roi origin - t) / s, level = (source0 + 0.5) / k - 0.5
+        ri = R.T / s
+        ti = ri @ (np.array([x0, y0], np.float64) - t)
+        A = np.hstack([ri / k, ((ti + 0.5) / k - 0.5)[:, None]])
+        size = (x1 - x0, y1 - y0)
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        rgba = cv2.warpAffine(rgba_l, A, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        hair = cv2.warpAffine(hair_l, A, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+        # the face: mesh warp on the ring's box only
+        oval_t = tlm[_OVAL]
+        c_t = oval_t.mean(0)
+        ring_t = c_t + (oval_t - c_t) * self.RING
+        tgt = np.concatenate([tlm, tlm[list(LIPS_INNER)].mean(0, keepdims=True), ring_t])
+        src = self._src_ext.copy()
+        # the source side of the ring is the similarity's preimage of the target ring, so the
+        # mesh map equals the similarity map on the ring's outer edge
+        src[_N + 1:, :2] = ((ring_t[:, :2] - t) @ R) / s
+        fx0, fy0 = np.floor(ring_t[:, :2].min(0)).astype(int)
+        fx1, fy1 = np.ceil(ring_t[:, :2].max(0)).astype(int) + 1
+        fbox = (max(x0, fx0), max(y0, fy0), min(x1, fx1), min(y1, fy1))
+        if fbox[2] - fbox[0] < 2 or fbox[3] - fbox[1] < 2:
+            return rgba, hair, fbox
+        labels = _rasterise(tgt, self._tris, fbox)
+        mx, my = _maps(labels, _affines(tgt, src, self._tris), fbox)
+        if level:
+            mx = (mx + 0.5) / k - 0.5
+            my = (my + 0.5) / k - 0.5
+        m1, m2 = cv2.convertMaps(mx, my, cv2.CV_16SC2)  # fixed point: twice as fast for two remaps
+        face_rgba = cv2.remap(rgba_l, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        face_hair = cv2.remap(hair_l, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        on = labels >= 0
+        fs = (slice(fbox[1] - y0, fbox[3] - y0), slice(fbox[0] - x0, fbox[2] - x0))
+        np.copyto(rgba[fs], face_rgba, where=on[..., None])
+        np.copyto(hair[fs], face_hair, where=on)
+        return rgba, hair, fbox
+
+    def _roi(self, shape, tlm: np.ndarray, plm: np.ndarray, sim, person: np.ndarray) -> tuple[int, int, int, int]:
+        h, w = shape[:2]
+        s, R, t = sim
+        pts = [tlm[:, :2], ((tlm[_OVAL, :2] - tlm[_OVAL, :2].mean(0)) * self.RING + tlm[_OVAL, :2].mean(0))]
+        if self._src_box is not None:
+            pts.append(s * self._src_box @ R.T + t)
+        # the plate's head: its geometric region's box, shrunk to the person mask inside it
+        pf = _face_frame(plm)
+        corners = np.array([pf.point(sg * _HEAD_HALF_WIDTH * pf.width, b) for sg in (-1, 1)
+                            for b in (_PLATE_CUT * pf.height, -(1.0 + _HEAD_ABOVE) * pf.height)])
+        bx0, by0 = np.clip(np.floor(corners.min(0)).astype(int), 0, (w, h))
+        bx1, by1 = np.clip(np.ceil(corners.max(0)).astype(int) + 1, 0, (w, h))
+        if bx1 > bx0 and by1 > by0:
+            sub = person[by0:by1, bx0:bx1] >= 128
+            if sub.any():
+                x, y, ww, hh = cv2.boundingRect(sub.astype(np.uint8))
+                pts.append(np.array([[bx0 + x, by0 + y], [bx0 + x + ww, by0 + y + hh]], np.float64))
+        p = np.concatenate(pts)
+        grow = (self.GROW + self.SPILL) * max(pf.height, 1.0) + 4
+        x0, y0 = np.floor(p.min(0) - grow).astype(int)
+        x1, y1 = np.ceil(p.max(0) + grow).astype(int)
+        return max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+
+    # --- colour -----------------------------------------------------------------------------------
+    def _colour_field(self, tlm: np.ndarray, roi, src_stats: np.ndarray, dst_stats: np.ndarray,
+                      height: float) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-pixel LAB gain and offset over the ROI: each region's correction spread by a
+        Gaussian around the region's centre (in the target), normalised; smooth by design."""
+        gain, offset, ok = _correction_params(src_stats, dst_stats)
+        if not ok.any():
+            return None
+        centres = _region_centres(tlm)[ok]
+        g, o = gain[ok], offset[ok]
+        x0, y0, x1, y1 = roi
+        step = max(2, int(height / 24))
+        gx = np.arange(x0, x1 + step, step, dtype=np.float64)
+        gy = np.arange(y0, y1 + step, step, dtype=np.float64)
+        d2 = (gx[None, :, None] - centres[None, None, :, 0]) ** 2 + (gy[:, None, None] - centres[None, None, :, 1]) ** 2
+        sigma = 0.25 * height
+        wgt = np.exp(-d2 / (2 * sigma * sigma)) + 1e-4  # the small floor: the mean far away
+        wgt /= wgt.sum(2, keepdims=True)
+        coarse = np.concatenate([wgt @ g, wgt @ o], axis=2).astype(np.float32)  # (gh, gw, 6)
+        # a smooth field: plain bilinear resizing of the coarse grid is all it needs
+        size = (x1 - x0, y1 - y0)
+        gain_f = cv2.resize(np.ascontiguousarray(coarse[..., :3]), size, interpolation=cv2.INTER_LINEAR)
+        off_f = cv2.resize(np.ascontiguousarray(coarse[..., 3:]), size, interpolation=cv2.INTER_LINEAR)
+        return gain_f, off_f
+
+    # --- the frame --------------------------------------------------------------------------------
+    def swap(
+        self,
+        frame: np.ndarray,
+        *,
+        target_landmarks: np.ndarray,
+        plate_landmarks: np.ndarray,
+        plate_person_mask: np.ndarray,
+        background: np.ndarray | None,
+        background_known: np.ndarray | None,
+        occlusion_mask: np.ndarray | None = None,
+        colour: ColourMatch | None = None,
+    ) -> HeadFrame:
+        """Put the source head on ``frame`` (RGB uint8) with the face shape ``target_landmarks``.
+
+        ``plate_landmarks`` (478, 3): the plate's own face on this frame (its old head is removed,
+        its skin is the colour reference, its mouth gives the teeth). ``plate_person_mask`` (H, W):
+        the plate person's probability (uint8 0..255, float 0..1 or bool). ``background`` (H, W, 3)
+        the clean plate for this frame, real where ``background_known`` (H, W, bool/uint8; None =
+        everywhere) is set; what is neither covered by the new head nor known is inpainted.
+        ``occlusion_mask`` (H, W): non-zero where something is in front of the face; those pixels
+        stay exactly the plate's. ``colour``: per-region skin statistics (temporally smoothed by
+        the caller); computed from this frame when None.
+        """
+        img = np.asarray(frame)
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise UsageError(f"frame must be RGB uint8 (H, W, 3), got {img.dtype} {img.shape}")
+        h, w = img.shape[:2]
+        tlm = _check_lm("target", target_landmarks)
+        plm = _check_lm("plate", plate_landmarks)
+        person = np.asarray(plate_person_mask)
+        if person.shape[:2] != (h, w):
+            raise UsageError(f"plate person mask shape {person.shape} does not match the frame {img.shape}")
+        if person.dtype != np.uint8:
+            person = np.clip(_person_prob(person, (h, w)) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        if background is not None and np.asarray(background).shape != img.shape:
+            raise UsageError(f"background shape {np.asarray(background).shape} does not match the frame {img.shape}")
+        occ_full = None
+        if occlusion_mask is not None:
+            occ_full = np.asarray(occlusion_mask)
+            if occ_full.shape[:2] != (h, w):
+                raise UsageError(f"occlusion mask shape {occ_full.shape} does not match the frame {img.shape}")
+
+        sim = self._placement(tlm)
+        roi = self._roi(img.shape, tlm, plm, sim, person)
+        x0, y0, x1, y1 = roi
+        empty = np.zeros((h, w), np.uint8)
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return HeadFrame(frame=img.copy(), mask=empty, head_mask=empty.copy())
+        sl = (slice(y0, y1), slice(x0, x1))
+        plate = img[sl]
+        pf = _face_frame(plm)
+        tf = _face_frame(tlm)
+        H = tf.height
+        occ = None if occ_full is None else occ_full[sl] > 0
+
+        # 1. placement: the new head, warped
+        rgba, hair_u8, fbox = self._warp(tlm, sim, roi)
+        new_rgb = np.ascontiguousarray(rgba[..., :3])
+        alpha = rgba[..., 3].astype(np.float32) * (1.0 / 255.0)
+        # the matte's faint tail (a few levels of 255) would spread the head's footprint for nothing
+        alpha[alpha < 0.02] = 0.0
+        hair = hair_u8.astype(np.float32) * (1.0 / 255.0)
+        # the skin box: face ring and neck band, where colour correction and the multi-band blend
+        # run; outside it the new head is hair (or ears near it) and is composited straight
+        neck_pts = np.array([tf.point(sg * 0.6 * tf.width, (_NECK_LINE + 0.1) * H) for sg in (-1, 1)])
+        bp = np.concatenate([np.array(fbox[:2])[None], np.array(fbox[2:])[None], neck_pts])
+        grow = 0.08 * H
+        sx0, sy0 = np.floor(bp.min(0) - grow).astype(int)
+        sx1, sy1 = np.ceil(bp.max(0) + grow).astype(int)
+        sx0, sy0, sx1, sy1 = max(sx0, x0), max(sy0, y0), min(sx1, x1), min(sy1, y1)
+        sk = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
+        skin_roi = (sx0, sy0, sx1, sy1)
+
+        # 6. mouth interior from the plate when the source's mouth is closed
+        mouth_px = None
+        if not self._mouth_open:
+            tgt_m = np.concatenate([tlm, tlm[list(LIPS_INNER)].mean(0, keepdims=True)])
+            plate_m = np.concatenate([plm, plm[list(LIPS_INNER)].mean(0, keepdims=True)])
+            mp = tgt_m[list(LIPS_INNER), :2]
+            mx0, my0 = np.maximum(np.floor(mp.min(0)).astype(int) - 1, (x0, y0))
+            mx1, my1 = np.minimum(np.ceil(mp.max(0)).astype(int) + 2, (x1, y1))
+            if mx1 - mx0 >= 2 and my1 - my0 >= 2:
+                mbox = (int(mx0), int(my0), int(mx1), int(my1))
+                mlabels = _rasterise(tgt_m, _MOUTH_TRIS, mbox)
+                inside = mlabels >= 0
+                if inside.any():
+                    mx, my = _maps(mlabels, _affines(tgt_m, plate_m, _MOUTH_TRIS), mbox)
+                    mouth_rgb = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+                    ms = (slice(mbox[1] - y0, mbox[3] - y0), slice(mbox[0] - x0, mbox[2] - x0))
+                    mouth_px = np.zeros(alpha.shape, bool)
+                    mouth_px[ms] = inside
+                    new_rgb[ms][inside] = mouth_rgb[inside]
+                    alpha[ms][inside] = 1.0
+                    hair[ms][inside] = 1.0  # exempt from the skin correction: already the plate's colour
+
+        # 3. + 4. skin tone per region (the neck band too), hair exempt; on the skin box only
+        if colour is not None:
+            src_stats, dst_stats = np.asarray(colour.source_stats), np.asarray(colour.plate_stats)
+        else:
+            src_stats, dst_stats = self._src_stats, skin_colour_stats(img, plm)
+        fieldv = self._colour_field(tlm, skin_roi, src_stats, dst_stats, H) if sx1 > sx0 and sy1 > sy0 else None
+        if fieldv is not None:
+            g, o = fieldv
+            lab = _lab(new_rgb[sk])
+            corr = lab * g + o
+            keep = hair[sk][..., None]  # hair keeps the source's colour
+            lab = corr + keep * (lab - corr)
+            new_rgb[sk] = np.clip(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+        # 2. the old head: person ∩ head region above the plate's chin, grown over the halo; never
+        # cut lower than where the new neck is still opaque (no gap between new chin and old neck)
+        t_chin_below = float((tlm[CHIN_BOTTOM, :2] - pf.chin) @ pf.down) / pf.height
+        cut = min(_PLATE_CUT, t_chin_below + _NECK_OPAQUE - 0.02)
+        old = head_region(plm, (h, w), cut_below_chin=cut, roi=roi)
+        old &= np.where(person[sl] >= 128, 255, 0).astype(np.uint8)
+        gk = max(1, round(self.GROW * pf.height))
+        old = cv2.dilate(old, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gk + 1,) * 2))
+        if occ is not None:
+            old[occ] = 0
+        base = plate.copy()
+        oldb = old > 0
+        if background is not None:
+            bg = np.asarray(background)[sl]
+            known = np.ones(oldb.shape, bool) if background_known is None else np.asarray(background_known)[sl] > 0
+            take = oldb & known
+            base[take] = bg[take]
+            todo = oldb & ~known
+        else:
+            todo = oldb
+        # inpaint only what no new head pixel will fully hide
+        todo_visible = todo & (alpha < 0.999)
+        if todo_visible.any():
+            base = _inpaint(base, todo, pf.height)
+
+        # 5. blend: straight alpha compositing everywhere (hair edges keep the matte's detail and
+        # the background takes no hair colour); multi-band on the skin box (its low bands smooth
+        # the neck seam and the skin's outline), except over hair
+        if occ is not None:
+            alpha[occ] = 0.0
+        out_roi = cv2.blendLinear(new_rgb, base, alpha, 1.0 - alpha)
+        changed = (alpha > 0.0) | oldb
+        if sx1 - sx0 >= 8 and sy1 - sy0 >= 8:
+            bs = base[sk].astype(np.float32)
+            a_s = np.ascontiguousarray(alpha[sk])
+            straight = out_roi[sk].astype(np.float32)
+            src_f = np.where(a_s[..., None] > 0.0, new_rgb[sk].astype(np.float32), bs)  # no black edge for the pyramid
+            levels = int(np.clip(np.log2(max(H, 16) / 16), 1, 4))
+            lap = _laplacian_blend(src_f, bs, a_s, levels)
+            hw = np.clip(hair[sk] * 1.5, 0.0, 1.0)
+            # fade the multi-band result into the straight one towards the box edge
+            bh, bw = bs.shape[:2]
+            ramp = max(2, round(0.05 * H))
+            ex = np.minimum(np.arange(bw), np.arange(bw)[::-1])[None, :]
+            ey = np.minimum(np.arange(bh), np.arange(bh)[::-1])[:, None]
+            edge_w = np.clip(np.minimum(ex, ey) / ramp, 0.0, 1.0).astype(np.float32)
+            # confine the low bands: they fade out within ``spill`` of the matte (smoothstep)
+            support = (a_s > 0.0).astype(np.uint8) * 255
+            spill = max(1, round(self.SPILL * H))
+            d_out = cv2.distanceTransform(cv2.bitwise_not(support), cv2.DIST_L2, 3)
+            tt = np.clip(1.0 - d_out / spill, 0.0, 1.0)
+            reach = tt * tt * (3.0 - 2.0 * tt)
+            wl = ((1.0 - hw) * edge_w * reach)[..., None]
+            out_roi[sk] = np.clip(straight + wl * (lap - straight) + 0.5, 0, 255).astype(np.uint8)
+            changed[sk] |= reach > 0
+        # 7. occluders stay exactly the plate's
+        if occ is not None:
+            np.copyto(out_roi, plate, where=occ[..., None])
+            changed &= ~occ
+
+        out = img.copy()
+        out[sl] = out_roi
+        mask = np.zeros((h, w), np.uint8)
+        mask[sl][changed] = 255
+        head_mask = np.zeros((h, w), np.uint8)
+        hm = alpha > 0.0
+        if occ is not None:
+            hm &= ~occ
+        head_mask[sl][hm] = 255
+        return HeadFrame(frame=out, mask=mask, head_mask=head_mask)
+
+
+def _inpaint(img: np.ndarray, mask: np.ndarray, face_height: float) -> np.ndarray:
+    """``img`` with ``mask`` filled by TELEA inpainting from its surroundings.
+
+    Runs at reduced resolution (the face about 48 px high): a background fill has no detail to
+    lose, and full-resolution TELEA on a whole head costs tens of milliseconds. Only masked pixels
+    change.
+    """
+    # only the mask's box (plus a margin to inpaint from) is looked at
+    ys, xs = np.nonzero(mask.any(1))[0], np.nonzero(mask.any(0))[0]
+    pad = max(4, round(0.1 * face_height))
+    by0, by1 = max(0, ys[0] - pad), min(mask.shape[0], ys[-1] + 1 + pad)
+    bx0, bx1 = max(0, xs[0] - pad), min(mask.shape[1], xs[-1] + 1 + pad)
+    out = img.copy()
+    out[by0:by1, bx0:bx1] = _inpaint_box(img[by0:by1, bx0:bx1], mask[by0:by1, bx0:bx1], face_height)
+    return out
+
+
+def _inpaint_box(img: np.ndarray, mask: np.ndarray, face_height: float) -> np.ndarray:
+    m = mask.astype(np.uint8) * 255
+    scale = min(1.0, 48.0 / max(face_height, 1.0))
+    if scale < 1.0:
+        small = cv2.resize(img, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        sm = cv2.resize(m, (small.shape[1], small.shape[0]), interpolation=cv2.INTER_AREA)
+        sm = cv2.dilate((sm > 0).astype(np.uint8) * 255, np.ones((3, 3), np.uint8))  # no old-head pixel leaks in
+        filled = cv2.inpaint(small, sm, 3, cv2.INPAINT_TELEA)
+        up = cv2.resize(filled, (img.shape[1], img.shape[0]), interpolation=cv2.INTER_LINEAR)
+    else:
+        up = cv2.inpaint(img, m, 3, cv2.INPAINT_TELEA)
+    out = img.copy()
+    np.copyto(out, up, where=mask[..., None])
+    return out
+
+
+# --- the hair metric ----------------------------------------------------------------------------
+def _hair_band(lm: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """bool mask of a band just above the forehead top (the hairline and above), outside the
+    face oval: where the hair is on nearly every head that has hair."""
+    h, w = shape[:2]
+    ff = _face_frame(lm)
+    pts = [ff.point(s * 0.4 * ff.width, -b * ff.height) for s in (-1, 1) for b in (0.95, 1.3)]
+    p = np.asarray(pts)
+    x0, y0 = np.clip(np.floor(p.min(0)).astype(int), 0, (w, h))
+    x1, y1 = np.clip(np.ceil(p.max(0)).astype(int) + 1, 0, (w, h))
+    band = np.zeros((h, w), bool)
+    if x1 <= x0 or y1 <= y0:
+        return band
+    xs, ys = _grid((x0, y0, x1, y1))
+    lat, below = ff.coords(xs, ys)
+    # the band starts at the brows' height plus the forehead: above the oval top, below 1.3 H
+    inner = (np.abs(lat) <= 0.4 * ff.width) & (below <= -1.02 * ff.height) & (below >= -1.3 * ff.height)
+    oval = np.zeros((y1 - y0, x1 - x0), np.uint8)
+    cv2.fillPoly(oval, [np.round((lm[_OVAL, :2] - (x0, y0)) * 16).astype(np.int32)], 255, shift=4)
+    band[y0:y1, x0:x1] = inner & (oval == 0)
+    return band
+
+
+def _band_colour(rgb: np.ndarray, lm: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray | None:
+    """Mean CIELAB of the hair band, leaving out skin-coloured pixels (a high forehead) so that
+    every image is measured on its hair alone."""
+    lm = np.asarray(lm, np.float64)
+    band = _hair_band(lm, rgb.shape)
+    if extra is not None:
+        band &= extra
+    if band.sum() < 10:
+        return None
+    px = _lab(rgb[band].reshape(-1, 1, 3)).reshape(-1, 3)
+    # the skin model on a crop around the face (cheaper than on the whole frame)
+    pts = lm[_OVAL, :2]
+    cx0, cy0 = np.maximum(np.floor(pts.min(0)).astype(int), 0)
+    cx1, cy1 = np.minimum(np.ceil(pts.max(0)).astype(int) + 1, (rgb.shape[1], rgb.shape[0]))
+    skin = None
+    if cx1 - cx0 > 4 and cy1 - cy0 > 4:
+        skin = _skin_model(_lab(np.ascontiguousarray(rgb[cy0:cy1, cx0:cx1])), lm - (cx0, cy0, 0))
+    if skin is not None:
+        not_skin = (np.abs(px - skin[0]) / skin[1]).max(1) > 3.0
+        if not_skin.sum() >= 10:
+            px = px[not_skin]
+    return px.mean(0)
+
+
+def hair_colour_transfer(output_rgb: np.ndarray, output_landmarks: np.ndarray, source_head: SourceHead,
+                         plate_rgb: np.ndarray, plate_landmarks: np.ndarray) -> bool | None:
+    """The issue's hair metric for one frame: is the output's hair colour above the brows (a band
+    just above the forehead top, outside the face oval) nearer, in mean CIELAB, the source's hair
+    than the plate's? None when it cannot be told: the source's and the plate's hair colours are
+    within ΔE 10 of each other, or a band is empty (no face, off the image).
+    """
+    for lm in (output_landmarks, plate_landmarks):
+        if lm is None or not np.isfinite(np.asarray(lm, np.float64)[:468, :2]).all():
+            return None
+    src_hair = source_head.hair if source_head.hair.any() else None
+    c_src = _band_colour(source_head.rgb, source_head.landmarks, src_hair)
+    if c_src is None:  # a band of the source with no hair pixel (bald): take the band as it is
+        c_src = _band_colour(source_head.rgb, source_head.landmarks)
+    c_plate = _band_colour(np.asarray(plate_rgb), plate_landmarks)
+    c_out = _band_colour(np.asarray(output_rgb), output_landmarks)
+    if c_src is None or c_plate is None or c_out is None:
+        return None
+    if np.linalg.norm(c_src - c_plate) < 10.0:
+        return None
+    return bool(np.linalg.norm(c_out - c_src) < np.linalg.norm(c_out - c_plate))

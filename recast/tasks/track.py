@@ -1,0 +1,113 @@
+"""Track: pick the chosen person in every frame of the shot and smooth over the whole shot.
+
+Runs once per shot between the per-chunk segment and swap stages: links faces into tracks across
+frames, finds scene cuts, chooses the person the selector names (re-identified by embedding after
+a cut), and smooths landmarks and skin colour over the whole shot — a filter restarted at every
+chunk boundary would jump there.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from recast.contracts import IngestResult, ModelRef, SegmentResult, TrackResult
+from recast.errors import NoFaceError
+from recast.media import read_image
+from recast.models.face import FaceAnalyzer, select_face
+from recast.models.identity import DlibFaceEmbedder
+from recast.models.temporal import scene_cuts, smooth_landmarks, smooth_series
+from recast.models.tracking import choose_track, link_tracks, mean_track_embeddings, parse_face_selector
+from recast.tasks.arrays import save_npz
+from recast.tasks.common import fetch, run_stage, scratch_dir, store_asset
+from recast.tasks.ingest import _local_input
+from recast.tasks.segment import ANALYSIS_MEDIA_TYPE, load_analysis
+
+METHOD = "iou-tracks+embedding-reid+one-euro-forward-backward"
+
+
+def _concat(segments: list[SegmentResult]) -> dict[str, np.ndarray]:
+    parts = [load_analysis(s.analysis) for s in segments]
+    out = {k: np.concatenate([p[k] for p in parts]) for k in ("faces_landmarks", "faces_boxes", "face_count", "signatures")}
+    offsets = np.cumsum([0] + [s.chunk.count for s in segments[:-1]])
+    out["embedding_index"] = np.concatenate([p["embedding_index"] + np.array([off, 0]) for p, off in zip(parts, offsets)]).astype(int)
+    out["embeddings"] = np.concatenate([p["embeddings"] for p in parts])
+    stats = [p["skin_stats"] for p in parts]
+    width = max(s.shape[2] for s in stats)
+    out["skin_stats"] = np.concatenate([s if s.shape[2] == width else np.full(s.shape[:2] + (width, 6), np.nan, np.float32) for s in stats])
+    return out
+
+
+def _reference_embedding(reference: str, embedder: DlibFaceEmbedder) -> np.ndarray:
+    rgb = read_image(_local_input(reference, "face reference"), role="face reference")
+    with FaceAnalyzer(static_images=True, max_faces=1) as analyzer:
+        face = select_face(analyzer.detect(rgb), "largest")
+    if face is None:
+        raise NoFaceError(f"face reference '{reference}': no face found")
+    return embedder.embed(rgb, face.box)
+
+
+def track_person(*, run_id: str | None, shot_id: str | None, ingest: IngestResult, segments: list[SegmentResult], face_selector: str) -> TrackResult:
+    """Choose the selected person in every frame; smooth landmarks and colour over the shot."""
+    selector = parse_face_selector(face_selector)
+    embedder = DlibFaceEmbedder()
+    models: tuple[ModelRef, ...] = (embedder.model,) if selector.kind == "reference" else ()
+    reference_sha = None
+    if selector.kind == "reference":
+        from recast.media import sha256_file
+
+        reference_sha = sha256_file(_local_input(selector.reference_path, "face reference"))
+    params = {"method": METHOD, "face": face_selector if reference_sha is None else f"reference:{reference_sha}"}
+    fps = float(ingest.plate_info.rate.fraction) if ingest.plate_info.rate else 25.0
+
+    def compute() -> TrackResult:
+        a = _concat(segments)
+        total = a["face_count"].shape[0]
+        cuts = [int(c) for c in scene_cuts(a["signatures"])]
+        boxes_per_frame = [a["faces_boxes"][f, : a["face_count"][f]] for f in range(total)]
+        track_ids = link_tracks(boxes_per_frame, cuts=cuts)
+        samples = [(int(f), int(k)) for f, k in a["embedding_index"]]
+        embeddings = mean_track_embeddings([(f, k) for f, k in samples], {(f, k): a["embeddings"][i] for i, (f, k) in enumerate(samples)}, track_ids) \
+            if samples else {}
+        ref = _reference_embedding(selector.reference_path, embedder) if selector.kind == "reference" else None
+        chosen = choose_track(track_ids, boxes_per_frame, selector, embeddings=embeddings, reference_embedding=ref, cuts=cuts)
+        present = chosen >= 0
+        raw = np.full((total, 478, 3), np.nan, dtype=np.float32)
+        boxes = np.zeros((total, 4), dtype=np.int32)
+        stats = np.full((total,) + a["skin_stats"].shape[2:], np.nan, dtype=np.float32)
+        idx = np.flatnonzero(present)
+        raw[idx] = a["faces_landmarks"][idx, chosen[idx]]
+        boxes[idx] = a["faces_boxes"][idx, chosen[idx]]
+        stats[idx] = a["skin_stats"][idx, chosen[idx]]
+        smoothed = smooth_landmarks(raw, fps, cuts).astype(np.float32)
+        flat = stats.reshape(total, -1)
+        smooth_stats = smooth_series(_fill_gaps(flat), fps, cuts).reshape(stats.shape).astype(np.float32)
+        smooth_stats[~present] = np.nan
+        with scratch_dir("track-") as tmp:
+            path = save_npz(tmp / "track.npz", landmarks=smoothed, raw_landmarks=raw, chosen=chosen.astype(np.int16), boxes=boxes,
+                            skin_stats=smooth_stats, cuts=np.asarray(cuts, dtype=np.int32))
+            ref_asset = store_asset(path, media_type=ANALYSIS_MEDIA_TYPE, role="track", suffix=".npz", parents=[s.analysis for s in segments])
+        return TrackResult(tracks=ref_asset, frames_with_person=int(present.sum()), cuts=tuple(cuts), selector=face_selector)
+
+    return run_stage(
+        "track",
+        run_id=run_id,
+        shot_id=shot_id,
+        inputs=[s.analysis for s in segments],
+        params=params,
+        models=models,
+        result_type=TrackResult,
+        compute=compute,
+    )
+
+
+def _fill_gaps(values: np.ndarray) -> np.ndarray:
+    """Carry the nearest known value into NaN entries so the colour filter has a continuous signal."""
+    out = values.copy()
+    for j in range(out.shape[1]):
+        col = out[:, j]
+        ok = ~np.isnan(col)
+        if not ok.any():
+            col[:] = 0.0
+        elif not ok.all():
+            col[~ok] = np.interp(np.flatnonzero(~ok), np.flatnonzero(ok), col[ok])
+    return out
