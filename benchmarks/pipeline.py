@@ -51,56 +51,68 @@ def use_data_dir(path: Path) -> None:
     reset_stores()
 
 
-def run_direct(plate: Path, source: Path, workers: int) -> dict[str, float]:
+def run_direct(plate: Path, source: Path, workers: int, mode: str) -> dict[str, float]:
     """The flow's stage functions, called directly (no Prefect), same chunk parallelism."""
-    from recast.contracts import ShotParams
+    from recast.contracts import Mode, ShotParams
     from recast.db.migrate import ensure_schema
     from recast.settings import get_settings
     from recast.tasks import shots
+    from recast.tasks.background import reconstruct
     from recast.tasks.expression import retarget
     from recast.tasks.ingest import ingest
     from recast.tasks.qc import score_shot
     from recast.tasks.render import render_shot
     from recast.tasks.segment import analyze_source, segment_chunk
     from recast.tasks.swap import swap_chunk
+    from recast.tasks.track import track_person
 
     ensure_schema(get_settings())
-    params = ShotParams()
+    params = ShotParams(mode=Mode(mode))
     shot_id, run_id = shots.submit_local_shot(plate=str(plate), sources=[str(source)], params=params)
     stages: dict[str, float] = {}
     pool = ThreadPoolExecutor(max_workers=workers)
+    kw = dict(run_id=run_id, shot_id=shot_id)
     t = time.perf_counter()
-    ing = ingest(run_id=run_id, shot_id=shot_id, plate=str(plate), sources=[str(source)], chunk_size=params.chunk_size)
+    ing = ingest(**kw, plate=str(plate), sources=[str(source)], chunk_size=params.chunk_size)
     stages["ingest"] = time.perf_counter() - t
     total = ing.plate_info.frame_count
+    chunks = list(enumerate(ing.chunks))
     t = time.perf_counter()
-    src_f = pool.submit(analyze_source, run_id=run_id, shot_id=shot_id, source=ing.sources[0], name=str(source))
-    segs = list(pool.map(lambda ic: segment_chunk(run_id=run_id, shot_id=shot_id, chunk=ic[1], chunk_index=ic[0], face_selector="largest", total_frames=total), enumerate(ing.chunks)))
+    src_f = pool.submit(analyze_source, **kw, source=ing.sources[0], name=str(source), mode=mode, source_face=None)
+    segs = list(pool.map(lambda ic: segment_chunk(**kw, chunk=ic[1], chunk_index=ic[0], face_selector="largest", total_frames=total), chunks))
     src = src_f.result()
     stages["segment"] = time.perf_counter() - t
     t = time.perf_counter()
-    expr = retarget(run_id=run_id, shot_id=shot_id, segments=segs, source=src, strength=1.0)
+    track = track_person(**kw, ingest=ing, segments=segs, face_selector="largest")
+    stages["track"] = time.perf_counter() - t
+    backgrounds = [None] * len(chunks)
+    if mode == "head":
+        t = time.perf_counter()
+        backgrounds = list(reconstruct(**kw, ingest=ing, segments=segs, track=track).chunks)
+        stages["background"] = time.perf_counter() - t
+    t = time.perf_counter()
+    expr = retarget(**kw, track=track, source=src, expression="transfer", edits=[])
     stages["expression"] = time.perf_counter() - t
     t = time.perf_counter()
-    swaps = list(pool.map(lambda ic: swap_chunk(run_id=run_id, shot_id=shot_id, chunk=ic[1], chunk_index=ic[0], segment=segs[ic[0]], expression=expr,
-                                                source=src, backend="classic", mode="face", total_frames=total), enumerate(ing.chunks)))
+    swaps = list(pool.map(lambda ic: swap_chunk(**kw, chunk=ic[1], chunk_index=ic[0], segment=segs[ic[0]], track=track, expression=expr,
+                                                source=src, background=backgrounds[ic[0]], backend="classic", mode=mode, total_frames=total), chunks))
     stages["swap"] = time.perf_counter() - t
     t = time.perf_counter()
-    qc = score_shot(run_id=run_id, shot_id=shot_id, ingest=ing, segments=segs, swaps=swaps, source=src)
+    qc = score_shot(**kw, ingest=ing, segments=segs, track=track, swaps=swaps, source=src, mode=mode)
     stages["qc"] = time.perf_counter() - t
     t = time.perf_counter()
-    render_shot(run_id=run_id, shot_id=shot_id, ingest=ing, segments=segs, swaps=swaps, qc=qc)
+    render_shot(**kw, ingest=ing, segments=segs, swaps=swaps, qc=qc)
     stages["render"] = time.perf_counter() - t
     pool.shutdown()
     return {k: v * 1000 for k, v in stages.items()}
 
 
-def run_flow(plate: Path, source: Path, out: Path) -> dict:
-    from recast.contracts import ShotParams
+def run_flow(plate: Path, source: Path, out: Path, mode: str) -> dict:
+    from recast.contracts import Mode, ShotParams
     from recast.flows.swap_shot import swap_shot
     from recast.tasks import shots
 
-    shot_id, run_id = shots.submit_local_shot(plate=str(plate), sources=[str(source)], params=ShotParams())
+    shot_id, run_id = shots.submit_local_shot(plate=str(plate), sources=[str(source)], params=ShotParams(mode=Mode(mode)))
     return swap_shot(shot_id=shot_id, run_id=run_id, output_path=str(out))
 
 
@@ -115,6 +127,7 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--media", type=Path, default=REPO.parent / "shared" / "media")
     ap.add_argument("--only", choices=["512", "720"], default=None)
+    ap.add_argument("--mode", choices=["head", "face"], default="head")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="recast-bench-"))
@@ -134,7 +147,7 @@ def main() -> None:
     t = time.perf_counter()
     probe()
     per_flow = time.perf_counter() - t
-    print(f"prefect start-up (first flow, temporary server): {startup:.1f} s; an empty flow afterwards: {per_flow * 1000:.0f} ms")
+    print(f"mode {args.mode}; prefect start-up (first flow, temporary server): {startup:.1f} s; an empty flow afterwards: {per_flow * 1000:.0f} ms")
 
     cases = [
         ("512x512", args.media / "videos" / "liveportrait_d3.mp4", args.media / "images" / "deepface_img17.jpg"),
@@ -149,15 +162,15 @@ def main() -> None:
         use_data_dir(work / f"data-flow-{label}")
         workers = gs().worker_count
         t = time.perf_counter()
-        summary = run_flow(plate, source, work / f"out-{label}.mp4")
+        summary = run_flow(plate, source, work / f"out-{label}.mp4", args.mode)
         flow_s = time.perf_counter() - t
         use_data_dir(work / f"data-direct-{label}")
         t = time.perf_counter()
-        direct = run_direct(plate, source, workers)
+        direct = run_direct(plate, source, workers, args.mode)
         direct_s = time.perf_counter() - t
         n = summary["frames"]
         own, children = peak_rss_mb()
-        print(f"\n== {label}: {clip.name} looped to {n} frames, {workers} workers, chunk {gs().chunk_size}")
+        print(f"\n== {label} {args.mode} mode: {clip.name} looped to {n} frames, {workers} workers, chunk {gs().chunk_size}")
         print(f"end-to-end through Prefect: {flow_s:.1f} s = {n / flow_s:.2f} fps")
         print(f"same stages called directly: {direct_s:.1f} s = {n / direct_s:.2f} fps")
         print(f"orchestration overhead ratio (flow / direct): {flow_s / direct_s:.3f}")

@@ -262,6 +262,11 @@ def lineage(target: str = typer.Argument(..., help="a deliverable path, an asset
     _guarded(go)
 
 
+from recast.api.commands import register as _register_production_commands  # noqa: E402 - needs app defined
+
+_register_production_commands(app)
+
+
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Apply the database migrations (the embedded SQLite is upgraded automatically)."""

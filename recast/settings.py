@@ -39,8 +39,18 @@ class Settings(BaseSettings):
     qc_pose_error_review: float = 5.0
     qc_face_found_review: float = 0.8
     qc_identity_samples_per_second: float = 1.0
+    # trust: content credentials and watermark
+    c2pa_cert: Path | None = Field(default=None, description="studio signing certificate chain (PEM); default: a development CA under data_dir")
+    c2pa_key: Path | None = Field(default=None, description="private key of the signing certificate (PEM)")
+    c2pa_trust_anchors: Path | None = Field(default=None, description="CA certificates `recast verify` trusts (PEM); default: the development CA")
+    watermark_seed: int = Field(default=0x5EC4A57, description="secret key of the invisible watermark; keep it private to the studio")
+    watermark_strength: float = Field(default=2.5, gt=0, le=8, description="RMS luma change of the mark inside the head (2.5 ≈ 40 dB PSNR)")
+    scratch_enabled: bool = Field(default=True, description="allow the built-in 'scratch' project (no consent required) for local trials")
+    api_allowed_buckets: list[str] = Field(default_factory=list, description="S3 buckets the API accepts plate URIs from, besides the store's own")
+    api_max_json_bytes: int = Field(default=1 << 20, gt=0)
+    api_max_upload_bytes: int = Field(default=2 << 30, gt=0)
 
-    @field_validator("data_dir", "model_dir")
+    @field_validator("data_dir", "model_dir", "c2pa_cert", "c2pa_key", "c2pa_trust_anchors")
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
         return None if v is None else Path(v).expanduser()

@@ -96,6 +96,11 @@ def fail_run(run_id: str, exc: BaseException) -> None:
         status = "failed"
         text = str(exc) if isinstance(exc, RecastError) else f"{type(exc).__name__}: {exc}"
     with session_scope() as s:
+        run = repo.get_run(s, run_id)
+        if run.status == "cancelled" or getattr(run, "cancel_requested_at", None) is not None:
+            # a cancellation stops the flow with an exception: it stays a cancellation, not a failure
+            repo.set_run_status(s, run_id, "cancelled", error=run.error or "cancelled by request")
+            return
         repo.set_run_status(s, run_id, status, error=text[:4000])
 
 

@@ -52,7 +52,7 @@ def test_swap_face_json_keeps_frames_timing_audio_and_records_provenance(recast_
     for key in ("run_id", "shot_id", "output", "frames", "fps", "qc", "stages"):
         assert key in summary
     assert summary["frames"] == 40 and summary["fps"] == "25/1"
-    assert set(summary["stages"]) == {"ingest", "segment", "expression", "swap", "qc", "render"}
+    assert set(summary["stages"]) == {"ingest", "segment", "track", "expression", "swap", "qc", "render"}
     assert summary["qc"]["verdict"] in {"pass", "review", "fail"}
     assert Path(summary["output"]) == out.absolute() and out.exists()
 

@@ -35,6 +35,7 @@ TABLES = {
     "identity",
     "identity_photo",
     "consent",
+    "api_token",
     "shot",
     "run",
     "asset",
@@ -76,7 +77,7 @@ def no_diff(conn) -> list:
 def test_upgrade_creates_every_table_and_reaches_head(db_empty_url):
     assert migrate.current_revision(db_empty_url) is None
     assert migrate.upgrade(db_empty_url) == migrate.head_revision()
-    assert migrate.current_revision(db_empty_url) == migrate.head_revision() == "0001"
+    assert migrate.current_revision(db_empty_url) == migrate.head_revision() == "0002"
     engine = make_engine(db_empty_url)
     try:
         with engine.connect() as conn:
@@ -92,7 +93,7 @@ def test_upgrade_creates_every_table_and_reaches_head(db_empty_url):
             assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
     finally:
         engine.dispose()
-    assert migrate.upgrade(db_empty_url) == "0001"
+    assert migrate.upgrade(db_empty_url) == "0002"
 
 
 def test_orm_and_migrated_schema_do_not_differ(db_engine):
@@ -433,7 +434,7 @@ def test_stage_run_lifecycle_and_cache_lookup(db_session):
     out1 = asset(s, f"{tag}/lm1", "landmarks", [chunk.id])
     result = SegmentResult(
         chunk=FrameRange(start=0, end=48, rate=Rate(num=24, den=1)), analysis=repo.asset_ref(out1),
-        faces_found=48, models=tuple(models),
+        faces_found=48, max_faces_in_frame=1, models=tuple(models),
     )
     repo.finish_stage_run(s, first.id, status="done", output_asset_ids=[out1.id], result=result, metrics={"seconds": 1.5})
     second = start()

@@ -153,7 +153,7 @@ def test_content_key_parsing():
 def test_open_store_default_is_local_under_data_dir(recast_env):
     store = open_store()
     assert isinstance(store, LocalStore)
-    assert store.root == (recast_env / "objects").resolve()
+    assert store.root == (recast_env / "store").resolve()
     assert store.describe().startswith("file:///")
 
 
