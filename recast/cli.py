@@ -97,11 +97,12 @@ def _shot_params(*, mode: str, face: str, source_face: Optional[str], expression
                       chunk_size=chunk_size or get_settings().chunk_size)
 
 
-def _run_swap(*, plate: str, sources: list[str], out: Optional[Path], params: Any, as_json: bool, note: str | None = None) -> None:
+def _run_swap(*, plate: str, sources: list[str], out: Optional[Path], params: Any, as_json: bool, note: str | None = None,
+              project: Optional[str] = None, identity: Optional[str] = None) -> None:
     from recast.tasks import shots
 
     _prepare()
-    shot_id, run_id = shots.submit_local_shot(plate=plate, sources=sources, params=params)
+    shot_id, run_id = shots.submit_local_shot(plate=plate, sources=sources, params=params, project=project, identity=identity)
     typer.echo(f"[recast] run {run_id} (shot {shot_id})", err=True)
     try:
         if out is not None:
@@ -145,7 +146,9 @@ def _fmt(v: Any) -> str:
 @app.command()
 def swap(
     plate: str = typer.Option(..., "--plate", help="the filmed clip (path, file:// or s3:// URI)"),
-    source: list[str] = typer.Option(..., "--source", help="photo of the person whose face goes in (repeatable)"),
+    source: list[str] = typer.Option([], "--source", help="photo of the person whose head goes in (repeatable; default: the --identity's photos)"),
+    project: Optional[str] = typer.Option(None, "--project", help="production project (consent-gated); default: the built-in 'scratch' project"),
+    identity: Optional[str] = typer.Option(None, "--identity", help="registered identity whose consent covers the project"),
     out: Path = typer.Option(..., "--out", help="where to write the deliverable (.mp4)"),
     mode: str = typer.Option("head", "--mode", help="head (face, hair and head shape of the source) or face (the face only)"),
     face: str = typer.Option("largest", "--face", help="which person of the plate: largest | index:N (0 = largest) | reference:PHOTO"),
@@ -159,7 +162,7 @@ def swap(
 
     def go() -> None:
         params = _shot_params(mode=mode, face=face, source_face=source_face, expression=expression, edits=edit, chunk_size=chunk_size)
-        _run_swap(plate=plate, sources=source, out=out, params=params, as_json=as_json)
+        _run_swap(plate=plate, sources=source, out=out, params=params, as_json=as_json, project=project, identity=identity)
 
     _guarded(go)
 
@@ -251,9 +254,15 @@ def lineage(target: str = typer.Argument(..., help="a deliverable path, an asset
             typer.echo(json.dumps(tree, default=str, indent=2))
             return
 
+        seen: set[str] = set()
+
         def walk(node: dict[str, Any], depth: int) -> None:
             a = node["asset"]
-            typer.echo(f"{'  ' * depth}{'└─ ' if depth else ''}{a['role']}  {a['uri']}  sha256={a['sha256'][:16]}  ({a['id']})")
+            repeat = a["id"] in seen
+            typer.echo(f"{'  ' * depth}{'└─ ' if depth else ''}{a['role']}  {a['uri']}  sha256={a['sha256'][:16]}  ({a['id']})" + ("  [above]" if repeat and node.get("parents") else ""))
+            if repeat:
+                return  # an asset shared by several branches is expanded once
+            seen.add(a["id"])
             for p in node.get("parents", []):
                 walk(p, depth + 1)
 
@@ -265,6 +274,9 @@ def lineage(target: str = typer.Argument(..., help="a deliverable path, an asset
 from recast.api.commands import register as _register_production_commands  # noqa: E402 - needs app defined
 
 _register_production_commands(app)
+from recast.trust_commands import register as _register_trust_commands  # noqa: E402
+
+_register_trust_commands(app)
 
 
 @db_app.command("upgrade")

@@ -232,6 +232,7 @@ class RenderResult(Record):
     audio_copied: bool
     codec: str
     metrics: dict[str, float | int | None] = Field(default_factory=dict)
+    render_id: str = Field(description="the id the deliverable's watermark and C2PA manifest carry")
 
 
 class ShotOutcome(Record):

@@ -356,6 +356,12 @@ class Render(Timestamped, Base):
     approved: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     revoked_at: Mapped[datetime | None]
     delivered_to: Mapped[str | None] = mapped_column(Text)
+    # provenance of the deliverable itself: the invisible mark it carries (hex of the 64-bit
+    # payload, to find the render from a copy whose manifest was stripped), the consent it
+    # was made under (None: scratch project, no consent on record) and whether it is signed
+    watermark_payload: Mapped[str | None] = mapped_column(String(16), index=True)
+    consent_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("consent.id"))
+    signed: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class ApiToken(Timestamped, Base):

@@ -27,6 +27,7 @@ from recast.tasks.segment import analyze_source, segment_chunk
 from recast.tasks.track import track_person
 from recast.tasks.background import reconstruct
 from recast.tasks.swap import swap_chunk
+from recast.tasks.trust import require_consent
 
 ingest_task = stage_task(ingest, name="ingest")
 analyze_source_task = stage_task(analyze_source, name="segment-source")
@@ -74,6 +75,9 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
     run_id = shots.start_run(shot_id, run_id, str(flow_run.id) if flow_run.id else None)
     stages: dict[str, float] = {}
     try:
+        consent = require_consent(shot_id)  # policy gate before any work; render checks again
+        emit_progress(f"consent: {consent.identity} under consent {consent.consent_id}" if consent.consent_id
+                      else f"consent: none on record (project '{consent.project}' does not require it)")
         t = time.perf_counter()
         ing = ingest_task(run_id=run_id, shot_id=shot_id, plate=spec.plate, sources=list(spec.sources), chunk_size=spec.params.chunk_size)
         stages["ingest"] = _ms(t)

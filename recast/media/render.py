@@ -217,6 +217,7 @@ def render_h264(
     preset: str = "veryfast",
     threads: int = 0,
     progress: Progress | None = None,
+    transform: Callable[[np.ndarray, int], np.ndarray] | None = None,
 ) -> RenderInfo:
     """Encode the swapped chunks, in order, as H.264 (yuv420p) in mp4 with the plate's audio.
 
@@ -230,6 +231,7 @@ def render_h264(
     UnsupportedMediaError for odd plate sizes (yuv420p needs even width and height; the
     deliverable is not padded so its size always equals the plate's), and InternalError when
     the chunks do not hold exactly the plate's frames. On any failure no output is left.
+    ``transform(rgb, frame_index)`` may change each frame just before encoding (the watermark).
     """
     out_path = Path(out_path)
     plate = Path(plate)
@@ -251,7 +253,7 @@ def render_h264(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        audio_copied = _encode(frame_chunks, plate, tmp, info, crf=crf, preset=preset, threads=threads, progress=progress)
+        audio_copied = _encode(frame_chunks, plate, tmp, info, crf=crf, preset=preset, threads=threads, progress=progress, transform=transform)
         written = probe_media(tmp, role="render output")
         if written.frame_count != total:
             raise InternalError(f"render {out_path}: wrote {written.frame_count} frames, expected {total}")
@@ -279,6 +281,7 @@ def _encode(
     preset: str,
     threads: int,
     progress: Progress | None,
+    transform: Callable[[np.ndarray, int], np.ndarray] | None = None,
 ) -> bool:
     total = len(info.pts)
     tb = info.time_base
@@ -322,6 +325,8 @@ def _encode(
                 raise InternalError(
                     f"render: frame {n} is {rgb.shape[1]}x{rgb.shape[0]}, the plate is {info.width}x{info.height}"
                 )
+            if transform is not None:
+                rgb = transform(rgb, n)
             frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
                 format="yuv420p", dst_colorspace=matrix, dst_color_range=out_range, interpolation=SWS_ACCURATE
             )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -11,6 +12,8 @@ import numpy as np
 
 from recast.contracts import IngestResult, QCReport, Rate, RenderResult, SegmentResult, SwapChunkResult
 from recast.db import repository as repo
+from recast.db import trust as trust_repo
+from recast.db.trust import new_render_id
 from recast.db.session import session_scope
 from recast.errors import InternalError, OutputPathError
 from recast.media import check_output_writable, read_frames, render_h264
@@ -24,15 +27,40 @@ from recast.tasks.segment import load_analysis
 DELIVERABLE_MEDIA_TYPE = "video/mp4"
 
 
-def render_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult, segments: list[SegmentResult], swaps: list[SwapChunkResult], qc: QCReport) -> RenderResult:
-    """Encode the swapped chunks into an H.264 mp4 and check the delivered frames against the plate."""
+def render_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult, segments: list[SegmentResult], swaps: list[SwapChunkResult],
+                qc: QCReport, approved: bool | None = None) -> RenderResult:
+    """Encode the swapped chunks into a signed, watermarked H.264 mp4 and check it against the plate.
+
+    The consent gate runs again first, so a consent revoked while the shot was being swapped
+    stops delivery. The invisible mark (render id) goes only into the pixels the swap generated;
+    the C2PA manifest names the plate as parent ingredient, the models, the identity and its
+    consent (or says that none was on record, for the scratch project).
+    """
+    from recast.models.watermark import WatermarkEmbedder, WatermarkKey, payload_from_id
+    from recast.tasks.trust import require_consent, signing_identity
+
     settings = get_settings()
-    params = {"codec": "h264", "crf": settings.render_crf, "preset": settings.render_preset, "container": "mp4"}
+    consent = require_consent(shot_id)
+    from recast.tasks import shots
+
+    code = shots.shot_code(shot_id)
+    models = sorted({(m.name, m.version, m.sha256) for r in list(segments) + list(swaps) for m in r.models})
+    render_id = new_render_id()
+    params = {"codec": "h264", "crf": settings.render_crf, "preset": settings.render_preset, "container": "mp4",
+              "watermark": {"strength": settings.watermark_strength, "key": hashlib.sha256(str(settings.watermark_seed).encode()).hexdigest()[:16]},
+              "c2pa": True, "shot": code, "identity": consent.identity, "consent": consent.consent_id, "scratch": consent.scratch}
 
     def compute() -> RenderResult:
         total = ingest.plate_info.frame_count
         progress = progress_for(run_id, "render", total)
+        masks = np.concatenate([unpack_masks(**_mask_arrays(sw)) for sw in swaps])
+        embedder = WatermarkEmbedder(payload_from_id(render_id), WatermarkKey(seed=settings.watermark_seed, strength=settings.watermark_strength))
+
+        def mark(rgb: np.ndarray, index: int) -> np.ndarray:
+            return embedder.embed(rgb, masks[index], index) if masks[index].any() else rgb
+
         with scratch_dir("render-") as tmp:
+            encoded = tmp / "encoded.mp4"
             out = tmp / "deliverable.mp4"
             last = [0]
 
@@ -40,13 +68,19 @@ def render_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult
                 progress.advance(done - last[0])
                 last[0] = done
 
-            info = render_h264([fetch(s.video) for s in swaps], fetch(ingest.plate), out, crf=settings.render_crf,
-                               preset=settings.render_preset, progress=on_progress)
+            plate_path = fetch(ingest.plate)
+            info = render_h264([fetch(s.video) for s in swaps], plate_path, encoded, crf=settings.render_crf,
+                               preset=settings.render_preset, progress=on_progress, transform=mark)
+            from recast.media.credentials import sign_video
+
+            sign_video(encoded, out, identity=signing_identity(), parent=plate_path, parent_title=f"plate of shot {code}",
+                       render_id=render_id, shot=code, models=[{"name": n, "version": v, "sha256": h} for n, v, h in models],
+                       identity_name=consent.identity, consent=consent.manifest_entry(), scratch=consent.consent_id is None)
             metrics = _delivery_check(out, ingest, segments, swaps)
             ref = store_asset(out, media_type=DELIVERABLE_MEDIA_TYPE, role="deliverable", suffix=".mp4",
                               parents=[ingest.plate] + [s.video for s in swaps])
         return RenderResult(output=ref, frames=info.frames, rate=Rate.of(info.rate), avg_rate=Rate.of(info.avg_rate),
-                            audio_copied=info.audio_copied, codec=info.codec, metrics=metrics)
+                            audio_copied=info.audio_copied, codec=info.codec, metrics=metrics, render_id=render_id)
 
     result = run_stage(
         "render",
@@ -59,8 +93,20 @@ def render_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult
         compute=compute,
     )
     with session_scope() as s:
-        repo.record_render(s, run_id=run_id, shot_id=shot_id, asset_id=result.output.asset_id, approved=qc.verdict.value == "pass")
+        # a reused render keeps the id its mark and manifest carry; this run gets its own row
+        row_id = result.render_id if result.render_id == render_id else new_render_id()
+        trust_repo.create_render(s, render_id=row_id, run_id=run_id, asset_id=result.output.asset_id,
+                                 approved=qc.verdict.value == "pass" if approved is None else approved,
+                                 watermark_payload=f"{payload_from_id(result.render_id):016x}", consent_id=consent.consent_id, signed=True)
+        repo.add_audit_event(s, actor="recast", action="render.created", subject_type="render", subject_id=row_id,
+                             detail={"run_id": run_id, "asset": result.output.uri, "sha256": result.output.sha256,
+                                     "identity": consent.identity, "consent": consent.consent_id, "scratch": consent.scratch})
     return result
+
+
+def _mask_arrays(sw: SwapChunkResult) -> dict[str, np.ndarray]:
+    m = load_npz(fetch(sw.masks))
+    return {"bits": m["mask_bits"], "shape": m["mask_shape"]}
 
 
 def _delivery_check(out: Path, ingest: IngestResult, segments: list[SegmentResult], swaps: list[SwapChunkResult]) -> dict[str, float | int | None]:

@@ -15,7 +15,7 @@ from recast.db.session import session_scope
 from recast.errors import RecastError
 from recast.settings import get_settings
 
-SCRATCH_PROJECT = "scratch"
+from recast.tasks.trust import SCRATCH_PROJECT  # noqa: E402 - one name for the built-in project
 
 
 @dataclass(frozen=True)
@@ -37,13 +37,39 @@ def _as_input(value: str) -> str:
     return str(Path(value).expanduser().absolute())
 
 
-def submit_local_shot(*, plate: str, sources: list[str], params: ShotParams, project: str = SCRATCH_PROJECT, code: str | None = None, actor: str = "cli") -> tuple[str, str]:
-    """Record a shot and a queued run for it; returns (shot_id, run_id)."""
-    ensure_schema(get_settings())
+def submit_local_shot(*, plate: str, sources: list[str], params: ShotParams, project: str | None = None, identity: str | None = None,
+                      code: str | None = None, actor: str = "cli") -> tuple[str, str]:
+    """Record a shot and a queued run for it; returns (shot_id, run_id).
+
+    With no project the shot goes to the built-in ``scratch`` project (no consent required,
+    unless RECAST_SCRATCH_ENABLED=false turns it off). With an identity and no sources, the
+    identity's reference photos are the sources.
+    """
+    from recast.errors import PolicyError, UsageError
+
+    settings = get_settings()
+    ensure_schema(settings)
+    if project is None:
+        if not settings.scratch_enabled:
+            raise PolicyError("the scratch project is turned off (RECAST_SCRATCH_ENABLED=false): give --project P --identity NAME")
+        project = SCRATCH_PROJECT
+    identity_id = None
+    if identity is not None:
+        from recast.tasks.trust import identity_photo_paths
+
+        identity_id, photos = identity_photo_paths(identity)
+        sources = list(sources) or photos
+    if not sources:
+        raise UsageError("give at least one --source photo or an --identity with reference photos")
     plate_in = _as_input(plate)
     code = code or f"{Path(plate_in).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     with session_scope() as s:
-        proj = repo.get_or_create_project(s, project, consent_required=False if project == SCRATCH_PROJECT else True)
+        if project == SCRATCH_PROJECT:
+            proj = repo.get_or_create_project(s, project, consent_required=False)
+        else:
+            proj = repo.find_project(s, project)
+            if proj is None:
+                raise UsageError(f"--project '{project}': no such project (recast project create {project} --media film|ad)")
         shot = repo.create_shot(
             s,
             project_id=proj.id,
@@ -51,6 +77,7 @@ def submit_local_shot(*, plate: str, sources: list[str], params: ShotParams, pro
             plate_asset_id=None,
             params={"plate": plate_in, "sources": [_as_input(x) for x in sources], **params.model_dump(mode="json")},
             source_asset_ids=[],
+            identity_id=identity_id,
         )
         run = repo.create_run(s, shot.id, params=params.model_dump(mode="json"))
         repo.add_audit_event(s, actor=actor, action="shot.submitted", subject_type="shot", subject_id=str(shot.id), detail={"code": code, "project": project, "run_id": str(run.id)})

@@ -77,7 +77,7 @@ def no_diff(conn) -> list:
 def test_upgrade_creates_every_table_and_reaches_head(db_empty_url):
     assert migrate.current_revision(db_empty_url) is None
     assert migrate.upgrade(db_empty_url) == migrate.head_revision()
-    assert migrate.current_revision(db_empty_url) == migrate.head_revision() == "0002"
+    assert migrate.current_revision(db_empty_url) == migrate.head_revision() == "0003"
     engine = make_engine(db_empty_url)
     try:
         with engine.connect() as conn:
@@ -93,7 +93,7 @@ def test_upgrade_creates_every_table_and_reaches_head(db_empty_url):
             assert set(inspect(conn).get_table_names()) <= {"alembic_version"}
     finally:
         engine.dispose()
-    assert migrate.upgrade(db_empty_url) == "0002"
+    assert migrate.upgrade(db_empty_url) == "0003"
 
 
 def test_orm_and_migrated_schema_do_not_differ(db_engine):

@@ -417,3 +417,28 @@ def test_decide_verdict_unmeasured_metrics():
     # Stricter thresholds are honoured.
     verdict, reasons = M.decide_verdict(_GOOD, M.QCThresholds(identity_pass=0.99))
     assert verdict is Verdict.review and reasons == ("identity transfer 0.97 < 0.99 (review)",)
+
+
+def test_flicker_ratio_ignores_motion_that_the_plate_lacks_but_catches_pumping():
+    # A head swap's new hair moving over what was a static backdrop in the plate: the plain
+    # frame difference calls that flicker, the motion-compensated measure does not.
+    rng = np.random.default_rng(5)
+    backdrop = np.full((120, 160, 3), (40, 160, 60), np.uint8)  # static green screen
+    texture = cv2.GaussianBlur(rng.integers(0, 256, (60, 60, 3), dtype=np.uint8), (0, 0), 1.2)
+    plate, moving, pumping = [], [], []
+    for i in range(12):
+        plate.append(backdrop.copy())
+        f = backdrop.copy()
+        x = 40 + 2 * i  # the "hair" slides 2 px a frame
+        f[30:90, x:x + 60] = texture
+        moving.append(f)
+        g = f.copy()
+        g[30:90, x:x + 60] = np.clip(texture.astype(int) + (12 if i % 2 else -12), 0, 255).astype(np.uint8)
+        pumping.append(g)
+    mask = np.zeros((120, 160), bool)
+    mask[20:100, 30:130] = True
+    plain = (M.pixel_flicker(moving, mask) + 0.25) / (M.pixel_flicker(plate, mask) + 0.25)
+    assert plain > 10  # the old measure: a "flicker" of the static plate's backdrop
+    assert M.flicker_ratio(moving, plate, mask) < M.QCThresholds().flicker_ratio_review
+    assert M.flicker_ratio(pumping, plate, mask) > 3 * M.QCThresholds().flicker_ratio_review
+    assert M.temporal_noise(plate, mask) == 0.0 and M.temporal_noise(plate[:1], mask) is None

@@ -1,0 +1,349 @@
+"""Trust: projects and consent-gated identities, the consent gate of a shot, signing and marking
+deliverables, verification of a file, revocation and the audit trail.
+
+The consent gate runs inside the flow (the Prefect UI has no auth of its own, so it cannot live
+only in the API or the CLI): once before any work and again just before render, so a consent
+revoked mid-run stops delivery.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from recast.db import repository as repo
+from recast.db import trust as trust_repo
+from recast.db.session import session_scope
+from recast.errors import ConsentError, InputError, PolicyError, UsageError
+from recast.settings import get_settings
+
+SCRATCH_PROJECT = "scratch"
+MEDIA_TYPES = ("film", "ad")
+
+
+@dataclass(frozen=True)
+class ConsentUse:
+    """The consent a shot runs under (None fields: a project that needs none, e.g. scratch)."""
+
+    project: str
+    scratch: bool
+    identity: str | None
+    consent_id: str | None
+    scope: dict[str, Any] | None
+
+    def manifest_entry(self) -> dict[str, Any] | None:
+        if self.consent_id is None:
+            return None
+        return {"consent_id": self.consent_id, "scope": self.scope}
+
+
+def require_consent(shot_id: str) -> ConsentUse:
+    """The consent covering this shot now, or ConsentError (policy) saying why there is none."""
+    with session_scope() as s:
+        shot = repo.get_shot(s, shot_id)
+        project = repo.get_project(s, shot.project_id)
+        scratch = project.name == SCRATCH_PROJECT
+        if scratch and not get_settings().scratch_enabled:
+            raise PolicyError("the scratch project is turned off (RECAST_SCRATCH_ENABLED=false): use --project P --identity NAME")
+        identity = repo.get_identity(s, shot.identity_id) if shot.identity_id else None
+        if project.consent_required:
+            if identity is None:
+                raise ConsentError(f"project '{project.name}' requires consent: name an identity with consent on record (--identity NAME)")
+            consent = repo.check_consent(s, identity.id, project.id)
+        else:
+            consent = repo.find_covering_consent(s, identity.id, project.id) if identity else None
+        return ConsentUse(project=project.name, scratch=scratch, identity=identity.name if identity else None,
+                          consent_id=str(consent.id) if consent else None, scope=dict(consent.scope) if consent else None)
+
+
+def create_project(name: str, *, media: str | None, consent_required: bool, commercial: bool, actor: str) -> dict[str, Any]:
+    if media is not None and media not in MEDIA_TYPES:
+        raise UsageError(f"--media '{media}': choose from {', '.join(MEDIA_TYPES)}")
+    if name == SCRATCH_PROJECT:
+        raise UsageError("'scratch' is the built-in project for local trials; choose another name")
+    with session_scope() as s:
+        if repo.find_project(s, name) is not None:
+            raise UsageError(f"project '{name}' exists already")
+        p = repo.get_or_create_project(s, name, media_type=media, consent_required=consent_required, commercial=commercial)
+        repo.add_audit_event(s, actor=actor, action="project.created", subject_type="project", subject_id=str(p.id),
+                             detail={"name": name, "media": media, "consent_required": consent_required, "commercial": commercial})
+        if not consent_required:
+            repo.add_audit_event(s, actor=actor, action="project.consent_not_required", subject_type="project", subject_id=str(p.id),
+                                 detail={"name": name, "note": "explicit choice: swaps in this project need no consent"})
+        return {"id": str(p.id), "name": name, "media": media, "consent_required": consent_required, "commercial": commercial}
+
+
+def parse_scope(text: str) -> dict[str, list[str]]:
+    """``project=P[,media=ad|film][,territory=..]`` (repeat a key for several values) as a consent scope."""
+    scope: dict[str, list[str]] = {}
+    names = {"project": "projects", "projects": "projects", "media": "media", "territory": "territory"}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        if not sep or key.strip() not in names or not value.strip():
+            raise UsageError(f"--scope '{text}': expected project=P[,media=ad|film][,territory=T], got '{part}'")
+        for v in value.split("|"):
+            scope.setdefault(names[key.strip()], []).append(v.strip())
+    if "projects" not in scope:
+        raise UsageError(f"--scope '{text}': a consent must name at least one project (project=P)")
+    for m in scope.get("media", []):
+        if m not in MEDIA_TYPES + ("*",):
+            raise UsageError(f"--scope '{text}': media '{m}' is not one of {', '.join(MEDIA_TYPES)}")
+    return scope
+
+
+def parse_date(text: str, what: str) -> datetime:
+    try:
+        d = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"{what} '{text}': expected a date like 2027-06-30") from None
+    return d if d.tzinfo else d.replace(tzinfo=timezone.utc)
+
+
+def add_identity(name: str, *, photos: list[Path], consent_doc: Path | None, scope: str | None, valid_from: str | None,
+                 valid_until: str | None, actor: str) -> dict[str, Any]:
+    """Register a person: reference photos and (optionally) a signed release with its scope."""
+    from recast.media import probe_media, read_image
+    from recast.tasks.common import store_asset
+    from recast.storage import suffix_of
+
+    if not photos:
+        raise UsageError("identity add: give at least one --photo")
+    if (consent_doc is None) != (scope is None):
+        raise UsageError("identity add: --consent RELEASE and --scope go together")
+    parsed_scope = parse_scope(scope) if scope else None
+    start = parse_date(valid_from, "--valid-from") if valid_from else None
+    end = parse_date(valid_until, "--valid-until") if valid_until else None
+    refs = []
+    for p in photos:
+        if not p.is_file():
+            from recast.errors import InputNotFoundError
+
+            raise InputNotFoundError(f"photo '{p}': file not found")
+        info = probe_media(p, role="photo")
+        read_image(p, role="photo")
+        refs.append(store_asset(p, media_type="image/png" if suffix_of(p) == ".png" else "image/jpeg", role="identity_photo",
+                                suffix=suffix_of(p), media_info=info.model_dump(mode="json")))
+    release = None
+    if consent_doc is not None:
+        if not consent_doc.is_file():
+            from recast.errors import InputNotFoundError
+
+            raise InputNotFoundError(f"consent release '{consent_doc}': file not found")
+        release = store_asset(consent_doc, media_type="application/pdf" if consent_doc.suffix.lower() == ".pdf" else "application/octet-stream",
+                              role="consent_release", suffix=suffix_of(consent_doc))
+    with session_scope() as s:
+        identity = repo.create_identity(s, name=name, photo_asset_ids=[r.asset_id for r in refs])
+        repo.add_audit_event(s, actor=actor, action="identity.added", subject_type="identity", subject_id=str(identity.id),
+                             detail={"name": name, "photos": [r.sha256 for r in refs]})
+        consent_id = None
+        if parsed_scope is not None:
+            consent = repo.add_consent(s, identity_id=identity.id, scope=parsed_scope, valid_from=start, valid_until=end,
+                                       release_asset_id=release.asset_id if release else None)
+            consent_id = str(consent.id)
+            repo.add_audit_event(s, actor=actor, action="consent.added", subject_type="consent", subject_id=consent_id,
+                                 detail={"identity": name, "scope": parsed_scope, "valid_until": end, "release_sha256": release.sha256 if release else None})
+        return {"identity_id": str(identity.id), "name": name, "photos": [r.uri for r in refs], "consent_id": consent_id}
+
+
+def identity_photo_paths(name: str) -> tuple[str, list[str]]:
+    """(identity id, local paths or URIs of its reference photos) for a swap."""
+    with session_scope() as s:
+        identity = repo.find_identity(s, name)
+        if identity is None:
+            raise InputError(f"identity '{name}': not registered (recast identity add)")
+        assets = repo.get_assets(s, repo.identity_photo_ids(s, identity.id))
+        live = [a.uri for a in assets if a.deleted_at is None]
+        if not live:
+            raise ConsentError(f"identity '{name}': its reference photos were deleted (consent revoked)")
+        return str(identity.id), live
+
+
+def revoke(name: str, *, reason: str, actor: str) -> dict[str, Any]:
+    """Revoke every consent of an identity: withdraw its renders, delete its photos and face data."""
+    from recast.tasks.common import store
+
+    if not reason.strip():
+        raise UsageError("consent revoke: --reason must say why")
+    deleted: list[dict[str, str]] = []
+    with session_scope() as s:
+        identity = repo.find_identity(s, name)
+        if identity is None:
+            raise InputError(f"identity '{name}': not registered")
+        now = datetime.now(timezone.utc)
+        consents = [repo.revoke_consent(s, c.id, reason=reason, when=now) for c in repo.consents_for_identity(s, identity.id) if c.revoked_at is None]
+        renders = []
+        for render, shot, asset in trust_repo.renders_of_identity(s, identity.id):
+            if render.revoked_at is None:
+                repo.revoke_render(s, render.id, when=now)
+            renders.append({"render_id": str(render.id), "shot": shot.code, "output_uri": asset.uri, "delivered_to": render.delivered_to})
+        # reference photos and everything computed from them that holds the face (landmarks, head mattes, embeddings)
+        photo_ids = repo.identity_photo_ids(s, identity.id)
+        doomed = {}
+        for pid in photo_ids:
+            a = repo.get_asset(s, pid)
+            doomed[str(a.id)] = a
+            for child in _descendants(repo.asset_descendants(s, a.id)):
+                if child["role"] in ("source_analysis",):
+                    doomed[child["id"]] = repo.get_asset(s, child["id"])
+        for a in doomed.values():
+            if a.deleted_at is None:
+                deleted.append({"asset_id": str(a.id), "role": a.role, "sha256": a.sha256, "uri": a.uri})
+        repo.add_audit_event(s, actor=actor, action="consent.revoked", subject_type="identity", subject_id=str(identity.id),
+                             detail={"name": name, "reason": reason, "consents": [str(c.id) for c in consents],
+                                     "renders_revoked": [r["render_id"] for r in renders], "assets_deleted": [d["sha256"] for d in deleted]})
+    st = store()
+    for d in deleted:
+        st.delete(d["uri"])
+    with session_scope() as s:
+        for d in deleted:
+            repo.mark_asset_deleted(s, d["asset_id"])
+    return {"identity": name, "consents_revoked": len(consents), "renders": renders, "deleted": deleted}
+
+
+def _descendants(tree: dict[str, Any]):
+    for child in tree.get("children", []):
+        yield child["asset"]
+        yield from _descendants(child)
+
+
+def audit(since: str | None, limit: int | None = None) -> list[dict[str, Any]]:
+    when = parse_date(since, "--since") if since else None
+    with session_scope() as s:
+        return [repo.audit_event_to_dict(e) for e in repo.list_audit_events(s, since=when, limit=limit)]
+
+
+_DURATION = re.compile(r"^(\d+)([hd])$")
+
+
+def since_value(text: str | None) -> str | None:
+    """``--since`` accepts a date/time or a duration like 24h / 7d."""
+    if text is None:
+        return None
+    m = _DURATION.match(text.strip())
+    if m:
+        from datetime import timedelta
+
+        n, unit = int(m.group(1)), m.group(2)
+        return (datetime.now(timezone.utc) - (timedelta(hours=n) if unit == "h" else timedelta(days=n))).isoformat()
+    return text
+
+
+def signing_identity():
+    """The studio's signing certificate, or a development CA created under the data directory."""
+    from recast.media.credentials import ensure_dev_signing_identity, load_signing_identity
+    from recast.tasks.common import emit_progress
+
+    settings = get_settings()
+    if settings.c2pa_cert or settings.c2pa_key:
+        if not (settings.c2pa_cert and settings.c2pa_key):
+            raise UsageError("set both RECAST_C2PA_CERT and RECAST_C2PA_KEY (the certificate chain and its private key)")
+        return load_signing_identity(settings.c2pa_cert, settings.c2pa_key)
+    directory = settings.resolved_data_dir / "c2pa"
+    identity, created = ensure_dev_signing_identity(directory)
+    if created:
+        emit_progress(f"render: created a DEVELOPMENT signing CA and certificate under {directory} "
+                      "(set RECAST_C2PA_CERT and RECAST_C2PA_KEY to sign with the studio's certificate)")
+    return identity
+
+
+def trust_anchors() -> bytes | None:
+    from recast.media.credentials import dev_trust_anchor
+
+    settings = get_settings()
+    if settings.c2pa_trust_anchors:
+        return Path(settings.c2pa_trust_anchors).read_bytes()
+    return dev_trust_anchor(settings.resolved_data_dir / "c2pa")
+
+
+VERIFY_RESULTS = {"verified": 0, "watermark-only": 7, "tampered": 8, "unknown": 9}
+VERIFY_MAX_FRAMES = 150
+
+
+def verify_file(path: Path) -> dict[str, Any]:
+    """Provenance of a file: its C2PA manifest, its invisible mark, and what the database says.
+
+    Result: ``verified`` (manifest valid and signed by a trusted CA, and the mark, when it can be
+    read, names the same render), ``watermark-only`` (no usable manifest — e.g. stripped by a
+    re-encode — but the mark identifies a render), ``tampered`` (a manifest is present but the
+    content no longer matches it; the mark may still identify the render), ``unknown`` (neither).
+    """
+    import av
+
+    from recast.errors import InputNotFoundError, MediaDecodeError
+    from recast.media.credentials import read_credentials
+    from recast.models.watermark import WatermarkDecoder, WatermarkKey, payload_from_id
+
+    if not path.is_file():
+        raise InputNotFoundError(f"file '{path}': not found")
+    settings = get_settings()
+    reading = read_credentials(path, trust_anchors_pem=trust_anchors())
+    decoder = WatermarkDecoder(WatermarkKey(seed=settings.watermark_seed, strength=settings.watermark_strength))
+    try:
+        with av.open(str(path)) as c:
+            if not c.streams.video:
+                raise MediaDecodeError(f"file '{path}': has no video stream")
+            for i, frame in enumerate(c.decode(video=0)):
+                if i >= VERIFY_MAX_FRAMES:
+                    break
+                decoder.add_frame(frame.to_ndarray(format="rgb24"), i)
+    except av.error.FFmpegError as exc:
+        raise MediaDecodeError(f"file '{path}': not a readable video ({exc})") from None
+    mark = decoder.result()
+    mark_hex = f"{mark.payload:016x}" if mark.found and mark.payload is not None else None
+
+    manifest_render = reading.render_id if reading.present else None
+    agrees = mark_hex is None or manifest_render is None or mark_hex == f"{payload_from_id(manifest_render):016x}"
+    if reading.present and reading.tampered:
+        result = "tampered"
+    elif reading.present and reading.valid and reading.trusted and agrees:
+        result = "verified"
+    elif reading.present and reading.valid and reading.trusted and not agrees:
+        result = "tampered"  # a valid manifest on pixels that carry another render's mark
+    elif mark_hex is not None:
+        result = "watermark-only"
+    else:
+        result = "unknown"
+
+    render_info = None
+    with session_scope() as s:
+        rows = []
+        if manifest_render and result in ("verified", "tampered"):
+            try:
+                rows = [trust_repo.get_render(s, manifest_render)]
+            except Exception:
+                rows = []
+        if not rows and mark_hex:
+            rows = trust_repo.renders_by_payload(s, mark_hex)
+        if rows:
+            render = rows[-1]  # the render whose id the mark was made from is the oldest with that payload
+            render_info = trust_repo.render_context(s, render)
+            asset = repo.get_asset(s, render.asset_id)
+            render_info["output_uri"] = asset.uri
+            render_info["output_sha256"] = asset.sha256
+            render_info["lineage"] = repo.asset_lineage(s, asset.id, max_depth=4)
+            render_info["models"] = _render_models(s, render.run_id)
+    if render_info is None and result == "watermark-only":
+        result = "unknown"  # a mark of ours that this database does not know is no identification
+    assertion = reading.assertion or {}
+    return {
+        "file": str(path),
+        "result": result,
+        "exit_code": VERIFY_RESULTS[result],
+        "manifest": {"present": reading.present, "valid": reading.valid, "trusted": reading.trusted, "tampered": reading.tampered,
+                     "render_id": reading.render_id, "signer": reading.signer, "actions": list(reading.actions),
+                     "digital_source_types": list(reading.digital_source_types), "message": reading.message,
+                     "consent": assertion.get("consent"), "identity": assertion.get("identity")},
+        "watermark": {"found": mark.found, "payload": mark_hex, "confidence": round(mark.confidence, 3), "frames_used": mark.frames_used},
+        "render": render_info,
+    }
+
+
+def _render_models(s, run_id) -> list[dict[str, Any]]:
+    seen: dict[tuple, dict[str, Any]] = {}
+    for sr in repo.stage_runs_for_run(s, run_id):
+        for m in sr.models or []:
+            seen[(m.get("name"), m.get("version"), m.get("sha256"))] = m
+    return list(seen.values())
