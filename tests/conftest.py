@@ -75,11 +75,19 @@ def no_face_photo(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def short_plate(tmp_path_factory) -> Path:
     """The first 40 frames of a real talking-head clip with audio (keeps flow tests quick)."""
+    return first_frames(VIDEOS / "aniportrait_pose_ref_video.mp4", 40, tmp_path_factory.mktemp("plates") / "short_plate.mp4")
+
+
+@pytest.fixture(scope="session")
+def short_plate_glasses(tmp_path_factory) -> Path:
+    """The first 40 frames of a frontal talking clip (round glasses, plain wall) with audio."""
+    return first_frames(VIDEOS / "liveportrait_d19.mp4", 40, tmp_path_factory.mktemp("plates") / "short_plate_glasses.mp4")
+
+
+def first_frames(src: Path, count: int, out: Path) -> Path:
+    """The first ``count`` frames of a clip, re-encoded, with its audio up to that point."""
     import av
 
-
-    src = VIDEOS / "aniportrait_pose_ref_video.mp4"
-    out = tmp_path_factory.mktemp("plates") / "short_plate.mp4"
     with av.open(str(src)) as inp, av.open(str(out), "w") as outp:
         vin = inp.streams.video[0]
         ain = inp.streams.audio[0] if inp.streams.audio else None
@@ -89,7 +97,7 @@ def short_plate(tmp_path_factory) -> Path:
         aout = outp.add_stream("aac", rate=ain.rate) if ain is not None else None
         n = 0
         for frame in inp.decode(video=0):
-            if n >= 40:
+            if n >= count:
                 break
             frame.pts = None
             for p in vout.encode(frame):
@@ -99,7 +107,7 @@ def short_plate(tmp_path_factory) -> Path:
             outp.mux(p)
         if aout is not None:
             inp.seek(0)
-            limit = Fraction(40) / Fraction(vin.average_rate)
+            limit = Fraction(count) / Fraction(vin.average_rate)
             for af in inp.decode(audio=0):
                 if af.time is not None and af.time > limit:
                     break

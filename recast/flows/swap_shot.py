@@ -21,7 +21,10 @@ from recast.tasks import shots
 from recast.tasks.common import emit_progress, stage_task
 from recast.tasks.expression import retarget
 from recast.tasks.ingest import ingest
+from recast.flows.review import review_gate
 from recast.tasks.qc import score_shot
+from recast.tasks.report import build_report, publish_qc
+from recast.tasks.review import approve_renders, prepare_rerun, reject_run
 from recast.tasks.render import publish, render_shot
 from recast.tasks.segment import analyze_source, segment_chunk
 from recast.tasks.track import track_person
@@ -38,6 +41,8 @@ expression_task = stage_task(retarget, name="expression")
 swap_task = stage_task(swap_chunk, name="swap")
 qc_task = stage_task(score_shot, name="qc")
 render_task = stage_task(render_shot, name="render")
+report_task = stage_task(build_report, name="report")
+publish_qc_task = stage_task(publish_qc, name="qc-record")
 
 
 def _run_name() -> str:
@@ -69,8 +74,13 @@ def _gather(futures: list[Any]) -> list[Any]:
     persist_result=False,
     validate_parameters=True,
 )
-def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None = None) -> dict[str, Any]:
-    """Swap the source face into every frame of a shot's plate; returns the run's summary."""
+def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None = None, review: str = "auto") -> dict[str, Any]:
+    """Swap the source face into every frame of a shot's plate; returns the run's summary.
+
+    ``review``: ``auto`` pauses for a supervisor when the QC verdict is ``review`` and a
+    deployment started the run, ``pause`` always does, ``never`` does not (see
+    :mod:`recast.flows.review`).
+    """
     spec = shots.load_shot(shot_id)
     run_id = shots.start_run(shot_id, run_id, str(flow_run.id) if flow_run.id else None)
     stages: dict[str, float] = {}
@@ -131,7 +141,31 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
         stages["qc"] = _ms(t)
 
         t = time.perf_counter()
+        report = report_task(run_id=run_id, shot_id=shot_id, shot=spec.code, plate=list(ing.chunks), outputs=[s.video for s in swaps], qc=qc)
+        qc_out = publish_qc_task(run_id=run_id, shot_id=shot_id, shot=spec.code, qc=qc, report=report)
+        stages["report"] = _ms(t)
+
+        decision = review_gate(run_id=run_id, shot=spec.code, qc=qc, review=review)
+        review_info = None if decision is None else {"decision": decision.decision, "reviewer": decision.reviewer, "note": decision.note,
+                                                     "params": decision.params}
+        if decision is not None and decision.decision == "reject":
+            summary = {"run_id": run_id, "shot_id": shot_id, "shot": spec.code, "status": "rejected", "output": None, "mode": mode,
+                       "params": params.model_dump(mode="json"), "qc": {**qc.metrics, "verdict": qc.verdict.value, "reasons": list(qc.reasons),
+                                                                       "report": qc_out["report"]},
+                       "review": review_info, "stages": stages}
+            reject_run(run_id, reason=f"rejected in review by {decision.reviewer or 'unknown'}" + (f": {decision.note}" if decision.note else ""),
+                       summary=summary)
+            return summary
+        if decision is not None and decision.decision == "rerun":
+            new_run_id, _ = prepare_rerun(shot_id, decision.params)
+            reject_run(run_id, reason=f"superseded by run {new_run_id} (re-run in review with {decision.params or {}})")
+            # a subflow: a new run of the same shot; unchanged stages are reused from the stage cache
+            return swap_shot(shot_id=shot_id, run_id=new_run_id, output_path=output_path, review=review)
+
+        t = time.perf_counter()
         rendered = render_task(run_id=run_id, shot_id=shot_id, ingest=ing, segments=segments, swaps=swaps, qc=qc)
+        if decision is not None:  # approved by a supervisor: the deliverable is approved whatever the verdict
+            approve_renders(run_id)
         output = str(publish(rendered, Path(output_path))) if output_path else rendered.output.uri
         stages["render"] = _ms(t)
 
@@ -152,7 +186,9 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
             "passthrough_frames": sum(s.passthrough_frames for s in swaps),
             "mode": mode,
             "params": params.model_dump(mode="json"),
-            "qc": {**qc.metrics, **rendered.metrics, "verdict": qc.verdict.value, "reasons": list(qc.reasons)},
+            "qc": {**qc.metrics, **rendered.metrics, "verdict": qc.verdict.value, "reasons": list(qc.reasons), "report": qc_out["report"]},
+            "approved": qc.verdict.value == "pass" or decision is not None,
+            "review": review_info,
             "stages": stages,
         }
         shots.finish_run(run_id, output_asset_id=rendered.output.asset_id, summary=summary)

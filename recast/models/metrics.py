@@ -33,6 +33,7 @@ __all__ = [
     "expression_error",
     "expression_features",
     "flicker_ratio",
+    "TemporalNoiseMeter",
     "temporal_noise",
     "temporal_noise_pairs",
     "head_pose",
@@ -383,13 +384,81 @@ def pixel_flicker(frames: np.ndarray | Iterable[np.ndarray], mask: np.ndarray) -
     return total / count if count else None
 
 
+class TemporalNoiseMeter:
+    """Streaming form of :func:`temporal_noise_pairs`: feed frames one at a time with
+    :meth:`add` (so a caller that decodes a shot once for several metrics need not decode it
+    again for this one). ``mask`` is one ``(H, W)`` region for all frames."""
+
+    def __init__(self, mask: np.ndarray, *, search_px: int = 2, block_px: int = 8, max_side: int = 128) -> None:
+        m = np.asarray(mask) > 0
+        if m.ndim != 2:
+            raise ValueError(f"TemporalNoiseMeter needs one (H, W) mask, got shape {m.shape}")
+        self.empty = not m.any()
+        self._prev: np.ndarray | None = None
+        if self.empty:
+            return
+        ys, xs = np.nonzero(m)
+        self._y0, self._y1, self._x0, self._x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
+        self._scale = min(1.0, max_side / max(self._y1 - self._y0, self._x1 - self._x0))
+        self._cw = max(1, round((self._x1 - self._x0) * self._scale))
+        self._ch = max(1, round((self._y1 - self._y0) * self._scale))
+        # pad to whole blocks; padded pixels are outside the mask and never counted
+        self._ph, self._pw = -self._ch % block_px, -self._cw % block_px
+        self._block = block_px
+        self._r = int(search_px)
+        r = self._r
+        self._shifts = [(0, 0)] + [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if (dy, dx) != (0, 0)]
+        mc = m[self._y0:self._y1, self._x0:self._x1]
+        if self._scale < 1.0:
+            mc = cv2.resize(mc.astype(np.uint8), (self._cw, self._ch), interpolation=cv2.INTER_NEAREST) > 0
+        self._mask = np.pad(mc, ((0, self._ph), (0, self._pw)))
+        self._n = int(self._mask.sum())
+
+    def _prep(self, frame: np.ndarray) -> np.ndarray:
+        a = np.asarray(frame)[self._y0:self._y1, self._x0:self._x1]
+        if a.ndim == 3:
+            # channel mean in one OpenCV pass (float32 avoids the uint8 rounding of cvtColor)
+            g = cv2.transform(np.ascontiguousarray(a).astype(np.float32), np.full((1, a.shape[2]), 1.0 / a.shape[2], np.float32))
+            g = g.reshape(a.shape[:2])
+        else:
+            g = a.astype(np.float32)
+        if self._scale < 1.0:
+            g = cv2.resize(g, (self._cw, self._ch), interpolation=cv2.INTER_AREA)
+        return np.pad(g, ((0, self._ph), (0, self._pw)), mode="edge")
+
+    def add(self, frame: np.ndarray) -> tuple[float, int] | None:
+        """Feed the next frame; returns (sum, count) of its residual against the previous frame
+        (None for the first frame, or with an empty mask)."""
+        if self.empty:
+            return None
+        cur = self._prep(frame)
+        prev, self._prev = self._prev, cur
+        if prev is None:
+            return None
+        r, b = self._r, self._block
+        padded = np.pad(prev, r, mode="edge")
+        h, w = cur.shape
+        bw, bh = w // b, h // b
+        best = np.full((bh, bw), np.inf, np.float32)
+        residual = np.zeros_like(cur)
+        for dy, dx in self._shifts:
+            d = cv2.absdiff(cur, padded[r + dy:r + dy + h, r + dx:r + dx + w])
+            bm = cv2.resize(d, (bw, bh), interpolation=cv2.INTER_AREA)  # exact block means
+            better = bm < best
+            if better.any():
+                np.copyto(best, bm, where=better)
+                px = cv2.resize(better.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).view(bool)
+                np.copyto(residual, d, where=px)
+        return float(residual[self._mask].sum()), self._n
+
+
 def temporal_noise_pairs(
     frames: np.ndarray | Iterable[np.ndarray],
     mask: np.ndarray,
     *,
-    search_px: int = 3,
+    search_px: int = 2,
     block_px: int = 8,
-    max_side: int = 256,
+    max_side: int = 128,
 ) -> list[tuple[float, int]]:
     """Per consecutive frame pair: (sum, count) of the motion-compensated change inside ``mask``.
 
@@ -400,69 +469,19 @@ def temporal_noise_pairs(
     smallest mean absolute difference wins; no shift wins ties, so a static scene is compared in
     place); what is left after that smooth local motion is removed, the mean absolute residual in
     grey levels (mean of the channels), is the frame's *temporal noise*: brightness pumping,
-    boiling texture, popping edges. Crops larger than ``max_side`` are downscaled first (area
-    average) so the cost does not grow with the resolution; that averages out single-pixel noise
-    in plate and output alike, so their ratio stays fair.
+    boiling texture, popping edges. The region's crop is downscaled to ``max_side`` pixels first
+    (area average) so the cost does not grow with the resolution (~1-2 ms a pair); that averages
+    out single-pixel noise in plate and output alike, so their ratio stays fair, and the search
+    range grows with the downscale (±2 px at 128 px is ±8 px on a 512 px face).
     """
-    m_all = np.asarray(mask) > 0
-    per_frame = m_all.ndim == 3
-    if not m_all.any():
+    meter = TemporalNoiseMeter(mask, search_px=search_px, block_px=block_px, max_side=max_side)
+    if meter.empty:
         return []
-    any_m = m_all.any(axis=0) if per_frame else m_all
-    ys, xs = np.nonzero(any_m)
-    y0, y1, x0, x1 = int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1
-    scale = min(1.0, max_side / max(y1 - y0, x1 - x0))
-    ch, cw = max(1, round((y1 - y0) * scale)), max(1, round((x1 - x0) * scale))
-    # pad to whole blocks; padded pixels are outside the mask and never counted
-    ph, pw = -ch % block_px, -cw % block_px
-    r = int(search_px)
-    shifts = [(0, 0)] + [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if (dy, dx) != (0, 0)]
-
-    def prep(frame: np.ndarray) -> np.ndarray:
-        a = np.asarray(frame)[y0:y1, x0:x1]
-        if a.ndim == 3:
-            # channel mean in one OpenCV pass (float32 avoids the uint8 rounding of cvtColor)
-            g = cv2.transform(np.ascontiguousarray(a).astype(np.float32), np.full((1, a.shape[2]), 1.0 / a.shape[2], np.float32))
-            g = g.reshape(a.shape[:2])
-        else:
-            g = a.astype(np.float32)
-        if scale < 1.0:
-            g = cv2.resize(g, (cw, ch), interpolation=cv2.INTER_AREA)
-        return np.pad(g, ((0, ph), (0, pw)), mode="edge")
-
-    def prep_mask(m: np.ndarray) -> np.ndarray:
-        m = m[y0:y1, x0:x1]
-        if scale < 1.0:
-            m = cv2.resize(m.astype(np.uint8), (cw, ch), interpolation=cv2.INTER_NEAREST) > 0
-        return np.pad(m, ((0, ph), (0, pw)))
-
-    static_m = None if per_frame else prep_mask(m_all)
-    out: list[tuple[float, int]] = []
-    prev = prev_m = None
-    for i, frame in enumerate(frames):
-        cur = prep(frame)
-        cur_m = prep_mask(m_all[i]) if per_frame else static_m
-        if prev is not None:
-            m = cur_m & prev_m
-            n = int(m.sum())
-            if n:
-                padded = np.pad(prev, r, mode="edge")
-                h, w = cur.shape
-                best = np.full((h // block_px, w // block_px), np.inf, np.float32)
-                residual = np.zeros_like(cur)
-                bw, bh = w // block_px, h // block_px
-                for dy, dx in shifts:
-                    d = cv2.absdiff(cur, padded[r + dy:r + dy + h, r + dx:r + dx + w])
-                    bm = cv2.resize(d, (bw, bh), interpolation=cv2.INTER_AREA)  # exact block means
-                    better = bm < best
-                    if better.any():
-                        np.copyto(best, bm, where=better)
-                        px = cv2.resize(better.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).view(bool)
-                        np.copyto(residual, d, where=px)
-                out.append((float(residual[m].sum()), n))
-            else:
-                out.append((0.0, 0))
-        prev, prev_m = cur, cur_m
+    out = []
+    for frame in frames:
+        got = meter.add(frame)
+        if got is not None:
+            out.append(got)
     return out
 
 

@@ -234,22 +234,67 @@ def _find_reusable(stage: str, key: str, result_type: type[R]) -> R | None:
 
 
 class Progress:
-    """Progress of a long stage, printed to stderr (throttled) and summed over parallel chunks."""
+    """Progress of a long stage, summed over parallel chunks: printed to stderr and, inside a
+    Prefect flow run, shown in the Prefect UI as a progress artifact.
 
-    def __init__(self, stage: str, total: int) -> None:
+    The artifact is created once per (run, stage) on the first advance and updated at most every
+    :attr:`ARTIFACT_EVERY_S` seconds (and at 100%): an API call per frame would cost more than the
+    work it reports on. Outside a flow run (unit tests, ``recast qc --plate``) there is no
+    artifact. A failing Prefect API never fails the stage: progress is advisory.
+    """
+
+    #: seconds between two updates of the progress artifact
+    ARTIFACT_EVERY_S = 2.0
+
+    def __init__(self, stage: str, total: int, run_id: str | None = None) -> None:
         self.stage = stage
         self.total = max(1, total)
+        self.run_id = run_id
         self.done = 0
         self._lock = threading.Lock()
         self._last = 0.0
+        self._artifact_id: Any = None
+        self._artifact_failed = False
+        self._artifact_last = 0.0
 
     def advance(self, n: int = 1) -> None:
+        """Count ``n`` more frames done."""
         with self._lock:
             self.done += n
             now = time.monotonic()
-            if self.done >= self.total or now - self._last > 1.0:
+            finished = self.done >= self.total
+            if finished or now - self._last > 1.0:
                 self._last = now
                 emit_progress(f"{self.stage}: {self.done}/{self.total} frames ({100.0 * self.done / self.total:.0f}%)")
+            if finished or now - self._artifact_last >= self.ARTIFACT_EVERY_S or self._artifact_id is None:
+                self._artifact_last = now
+                self._publish(min(100.0, 100.0 * self.done / self.total))
+
+    def _publish(self, percent: float) -> None:
+        # called under self._lock: one creation per (run, stage) even with parallel chunk tasks
+        if self._artifact_failed or not _in_prefect_run():
+            return
+        try:
+            from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+            desc = f"{self.stage}: {self.done}/{self.total} frames"
+            if self._artifact_id is None:
+                self._artifact_id = create_progress_artifact(progress=percent, key=f"{self.stage}-progress", description=desc)
+            else:
+                update_progress_artifact(self._artifact_id, progress=percent, description=desc)
+        except Exception as exc:  # advisory: never fail a stage because the UI could not be told
+            self._artifact_failed = True
+            log.warning("progress artifact for %s not published: %s", self.stage, exc)
+
+
+def _in_prefect_run() -> bool:
+    """Whether this thread runs inside a Prefect flow or task run (artifacts need one)."""
+    try:
+        from prefect.context import FlowRunContext, TaskRunContext
+
+        return FlowRunContext.get() is not None or TaskRunContext.get() is not None
+    except Exception:  # pragma: no cover - Prefect missing or broken: no artifacts
+        return False
 
 
 _progress_registry: dict[str, Progress] = {}
@@ -261,8 +306,10 @@ def progress_for(run_id: str | None, stage: str, total: int) -> Progress:
     key = f"{run_id}:{stage}"
     with _progress_lock:
         p = _progress_registry.get(key)
-        if p is None or p.total != max(1, total):
-            p = Progress(stage, total)
+        # a finished counter is not reused: the same stage of another file (``recast qc --plate
+        # --output`` segments both) or a re-run would otherwise count on past 100%
+        if p is None or p.total != max(1, total) or p.done >= p.total:
+            p = Progress(stage, total, run_id)
             _progress_registry[key] = p
         return p
 
