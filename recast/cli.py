@@ -76,7 +76,8 @@ def _prepare() -> None:
     ensure_schema(get_settings())
 
 
-def _shot_params(*, mode: str, face: str, source_face: Optional[str], expression: str, edits: list[str], chunk_size: Optional[int]):
+def _shot_params(*, mode: str, face: str, source_face: Optional[str], expression: str, edits: list[str], chunk_size: Optional[int],
+                 backend: str = "classic"):
     """Validate the swap options early, naming the offending value."""
     from recast.contracts import Mode, ShotParams
     from recast.models.retarget import MODES, parse_edit
@@ -93,8 +94,12 @@ def _shot_params(*, mode: str, face: str, source_face: Optional[str], expression
     parse_face_selector(face)
     if source_face is not None and parse_face_selector(source_face).kind != "index":
         raise errors.UsageError(f"--source-face '{source_face}': use index:N (0 = the largest face of the source photo)")
+    from recast.tasks.swap import BACKENDS
+
+    if backend not in BACKENDS:
+        raise errors.UsageError(f"--backend '{backend}': choose from {', '.join(BACKENDS)}")
     return ShotParams(mode=mode_value, face=face, source_face=source_face, expression=expression, edits=tuple(edits),
-                      chunk_size=chunk_size or get_settings().chunk_size)
+                      chunk_size=chunk_size or get_settings().chunk_size, backend=backend)
 
 
 def _run_swap(*, plate: str, sources: list[str], out: Optional[Path], params: Any, as_json: bool, note: str | None = None,
@@ -155,13 +160,14 @@ def swap(
     source_face: Optional[str] = typer.Option(None, "--source-face", help="which face of a source photo showing several people: index:N"),
     expression: str = typer.Option("transfer", "--expression", help="transfer (the plate's performance) | keep_source | neutral"),
     edit: list[str] = typer.Option([], "--edit", help="expression edit, repeatable: smile|mouth_open|eye_open|brow_raise|gaze=AMOUNT[@START-END], e.g. smile=+0.3"),
+    backend: str = typer.Option("classic", "--backend", help="classic (CPU) | inswapper (face, ONNX) | diffusion (head, GPU); weights from RECAST_MODEL_DIR"),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="frames per chunk (default RECAST_CHUNK_SIZE, 48)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
     """Swap the source head (or face) onto the chosen person in every frame of the plate; progress goes to stderr."""
 
     def go() -> None:
-        params = _shot_params(mode=mode, face=face, source_face=source_face, expression=expression, edits=edit, chunk_size=chunk_size)
+        params = _shot_params(mode=mode, face=face, source_face=source_face, expression=expression, edits=edit, chunk_size=chunk_size, backend=backend)
         _run_swap(plate=plate, sources=source, out=out, params=params, as_json=as_json, project=project, identity=identity)
 
     _guarded(go)
@@ -277,6 +283,30 @@ _register_production_commands(app)
 from recast.trust_commands import register as _register_trust_commands  # noqa: E402
 
 _register_trust_commands(app)
+
+
+models_app = typer.Typer(no_args_is_help=True, help="Model weights in RECAST_MODEL_DIR (never downloaded).")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(as_json: bool = typer.Option(False, "--json")) -> None:
+    """What each registered model needs, whether its files are present and their checksums verified."""
+
+    def go() -> None:
+        from recast.models.registry import list_models
+
+        rows = list_models(get_settings().model_dir)
+        if as_json:
+            typer.echo(json.dumps([r.__dict__ for r in rows], default=str))
+            return
+        typer.echo(f"model directory: {get_settings().model_dir or '(RECAST_MODEL_DIR not set)'}")
+        for r in rows:
+            state = "verified" if r.verified else ("present" if r.present else "missing")
+            use = "commercial use ok" if r.commercial_use else "NON-COMMERCIAL"
+            typer.echo(f"{r.name:<28} {state:<9} {r.device:<5} {use:<18} {r.problem or ''}")
+
+    _guarded(go)
 
 
 @db_app.command("upgrade")

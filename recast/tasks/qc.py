@@ -50,7 +50,6 @@ from recast.models.metrics import (
     expression_features,
     head_pose,
     inter_ocular_distance,
-    jitter_ratio,
     pose_error,
     seam_score,
 )
@@ -62,6 +61,9 @@ from recast.tasks.segment import ANALYSIS_MEDIA_TYPE, load_analysis, load_source
 log = logging.getLogger("recast")
 
 BACKGROUND_DILATE_PX = 15
+#: part of the qc stage's work key: bump when a metric's definition changes, so cached QC
+#: results of the old definition are not reused
+QC_VERSION = "3"
 WORST_FRAMES = 3
 #: at most this many frames are named per reason
 REASON_FRAMES = 12
@@ -331,7 +333,7 @@ def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds,
         d = np.abs((pose_plate - pose_out + 180.0) % 360.0 - 180.0)
         pose_err = np.where(np.isfinite(d).all(axis=1), d.mean(axis=1), np.nan)
     expr_err = _expression_per_frame(plate_lms, out_lms, judged)
-    jitter_excess = _jitter_excess(out_lms, plate_lms)
+    jitter_excess = _landmark_acceleration(out_lms) - _landmark_acceleration(plate_lms)
     flicker_pf = (flick_out + 0.25) / (flick_plate + 0.25)
 
     # the worst frames by the cheap metrics, taken in turn from each ranking, WORST_FRAMES in all
@@ -363,7 +365,13 @@ def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds,
     t = identity.match_distance
     measured = np.isfinite(d_src) & np.isfinite(d_plate)
     transferred = measured & (d_src < t) & (d_plate > t)
-    jr = jitter_ratio(out_lms[judged], plate_lms[judged]) if judged.sum() > 2 else None
+    acc_out, acc_plate = _landmark_acceleration(out_lms), _landmark_acceleration(plate_lms)
+    both = judged & np.isfinite(acc_out) & np.isfinite(acc_plate)
+    # jitter as shake, not motion: mean landmark acceleration (second difference) of the output
+    # over the plate's; a head that jumps for one frame scores high, a head that moves smoothly
+    # with the plate does not (the first difference of metrics.landmark_jitter averages a
+    # one-frame jump away among the plate's own motion: 1.17 for a 20 px jump on the test plate)
+    jr = float((acc_out[both].mean() + _JITTER_FLOOR) / (acc_plate[both].mean() + _JITTER_FLOOR)) if both.sum() >= 2 else None
     pe = pose_error([tuple(p) for p in pose_plate[judged]], [tuple(p) for p in pose_out[judged]]) if judged.any() else None
     from recast.models.metrics import expression_error
 
@@ -444,7 +452,7 @@ def score_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult,
     models = (identity.model,) + tuple(FaceAnalyzer.MODELS)
     params = {"samples_per_second": settings.qc_identity_samples_per_second, "background_dilate_px": BACKGROUND_DILATE_PX,
               "worst_frames": WORST_FRAMES, "seam_every": SEAM_EVERY, "thresholds": dataclasses.asdict(thresholds), "mode": mode,
-              "flicker": "temporal_noise"}
+              "flicker": "temporal_noise", "qc_version": QC_VERSION}
 
     def compute() -> QCReport:
         total = ingest.plate_info.frame_count
@@ -544,7 +552,7 @@ def score_files(*, plate: str, output: str, source: str, mode: str = "face", fac
     models = (identity.model,) + tuple(FaceAnalyzer.MODELS)
     params = {"samples_per_second": settings.qc_identity_samples_per_second, "background_dilate_px": BACKGROUND_DILATE_PX,
               "worst_frames": WORST_FRAMES, "seam_every": SEAM_EVERY, "thresholds": dataclasses.asdict(thresholds), "mode": mode,
-              "flicker": "temporal_noise", "what": "files", "change_threshold": CHANGE_THRESHOLD}
+              "flicker": "temporal_noise", "qc_version": QC_VERSION, "what": "files", "change_threshold": CHANGE_THRESHOLD}
 
     def compute() -> QCReport:
         tr = load_npz(fetch(track.tracks))
@@ -656,19 +664,22 @@ def _expression_per_frame(plate_lms: np.ndarray, out_lms: np.ndarray, judged: np
     return out
 
 
-def _jitter_excess(out_lms: np.ndarray, plate_lms: np.ndarray) -> np.ndarray:
-    """Per frame: landmark motion from the previous frame in the output minus that of the plate
-    (inter-ocular units); where the swap adds shake it is positive."""
-    def motion(lm: np.ndarray) -> np.ndarray:
-        m = np.full(len(lm), np.nan)
-        if len(lm) > 1:
-            iod = np.asarray(inter_ocular_distance(lm), dtype=float)
-            disp = np.linalg.norm(lm[1:, :, :2] - lm[:-1, :, :2], axis=2).mean(axis=1)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                m[1:] = disp / ((iod[1:] + iod[:-1]) / 2.0)
-        return m
+#: floor under both accelerations (inter-ocular units), below MediaPipe's noise on a still face
+_JITTER_FLOOR = 1e-3
 
-    return motion(out_lms) - motion(plate_lms)
+
+def _landmark_acceleration(lms: np.ndarray) -> np.ndarray:
+    """Per frame t: mean |x[t+1] - 2 x[t] + x[t-1]| of the 2D landmarks in inter-ocular units
+    (NaN at the ends and where a frame has no face); smooth motion gives ~0, shake does not."""
+    out = np.full(len(lms), np.nan)
+    if len(lms) < 3:
+        return out
+    xy = np.asarray(lms, float)[:, :, :2]
+    iod = np.asarray(inter_ocular_distance(lms), dtype=float)
+    acc = np.linalg.norm(xy[2:] - 2 * xy[1:-1] + xy[:-2], axis=2).mean(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out[1:-1] = acc / iod[1:-1]
+    return out
 
 
 def _worst(values: np.ndarray, among: np.ndarray, k: int) -> list[int]:

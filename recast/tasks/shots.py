@@ -136,3 +136,10 @@ def attach_inputs(shot_id: str, *, plate_asset_id: str, source_asset_ids: list[s
     with session_scope() as s:
         repo.set_shot_plate(s, shot_id, plate_asset_id)
         repo.set_shot_sources(s, shot_id, source_asset_ids)
+
+
+def project_of(shot_id: str) -> tuple[str, bool]:
+    """(project name, whether the project is commercial) of a shot."""
+    with session_scope() as s:
+        project = repo.get_project(s, repo.get_shot(s, shot_id).project_id)
+        return project.name, bool(project.commercial)

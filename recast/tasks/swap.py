@@ -17,7 +17,31 @@ from recast.tasks.common import fetch, progress_for, run_stage, scratch_dir, sto
 from recast.tasks.ingest import CHUNK_MEDIA_TYPE
 from recast.tasks.segment import ANALYSIS_MEDIA_TYPE, load_analysis, load_source_head
 
-BACKENDS = ("classic",)
+BACKENDS = ("classic", "inswapper", "diffusion")
+GPU_BACKENDS = ("inswapper", "diffusion")
+
+
+def learned_backend(backend: str, mode: str, shot_id: str | None):
+    """Load a learned swap engine from RECAST_MODEL_DIR (files, checksums and licence checked)."""
+    from recast.errors import ModelMissingError
+    from recast.settings import get_settings
+    from recast.tasks.shots import project_of
+
+    settings = get_settings()
+    if settings.model_dir is None:
+        raise ModelMissingError(f"backend '{backend}': RECAST_MODEL_DIR is not set; place the model files there (see `recast models list`)")
+    project, commercial = project_of(shot_id) if shot_id else (None, False)
+    if backend == "inswapper":
+        if mode != Mode.face.value:
+            raise UsageError("backend 'inswapper' swaps faces only: use --mode face (or --backend classic|diffusion for heads)")
+        from recast.models.inswapper import InswapperBackend
+
+        return InswapperBackend.from_model_dir(settings.model_dir, commercial_project=commercial, project=project)
+    if mode != Mode.head.value:
+        raise UsageError("backend 'diffusion' repaints the whole head: use --mode head")
+    from recast.models.diffusion_swap import DiffusionHeadSwapper
+
+    return DiffusionHeadSwapper.from_model_dir(settings.model_dir, commercial_project=commercial, project=project, device=settings.device)
 
 
 def swap_chunk(
@@ -41,7 +65,11 @@ def swap_chunk(
     head = mode == Mode.head.value
     if head and background is None:
         raise UsageError("head mode needs the reconstructed background of the chunk")
-    models = (HeadSwapper.MODEL,) + tuple(OcclusionDetector.MODELS) if head else (ClassicFaceSwapper.MODEL,) + tuple(OcclusionDetector.MODELS)
+    engine = learned_backend(backend, mode, shot_id) if backend in GPU_BACKENDS else None
+    if engine is not None:
+        models = tuple(engine.models) + tuple(OcclusionDetector.MODELS)
+    else:
+        models = (HeadSwapper.MODEL,) + tuple(OcclusionDetector.MODELS) if head else (ClassicFaceSwapper.MODEL,) + tuple(OcclusionDetector.MODELS)
     start, end = chunk.frames.start, chunk.frames.end
     inputs = [chunk.video, segment.analysis, track.tracks, expression.targets, source.source, source.analysis]
     if background is not None:
@@ -56,13 +84,20 @@ def swap_chunk(
         plate_stats = tr["skin_stats"][start:end]
         seg = load_analysis(segment.analysis)
         person = unpack_masks(seg["person_mask_bits"], seg["mask_shape"])
-        if head:
+        if engine is not None:
+            src = load_analysis(source.analysis)
+            source_rgb = read_image(fetch(source.source), role="source")
+            if backend == "inswapper":
+                engine.set_source([(source_rgb, src["landmarks"])])
+            else:
+                return _diffusion_chunk(engine, chunk, targets, plate_lms, source_rgb, src["landmarks"], progress)
+        if head and engine is None:
             source_head = load_source_head(source.analysis)
             swapper = HeadSwapper(source_head)
             source_stats = skin_colour_stats(source_head.rgb, source_head.landmarks)
             bg_frames = read_frames(fetch(background.video))
             known = load_known(background)
-        else:
+        elif engine is None:
             src = load_analysis(source.analysis)
             face_swapper = ClassicFaceSwapper(read_image(fetch(source.source), role="source"), src["landmarks"])
         out_frames: list[np.ndarray] = []
@@ -80,7 +115,9 @@ def swap_chunk(
                     continue
                 # in head mode the plate's own hair is replaced, so only hands count as occluders there
                 occlusion = occluder.hand_mask(frame, p) if head else occluder.occlusion_mask(frame, p, person[i])
-                if head:
+                if engine is not None:
+                    result = engine.swap(frame, t, p, occlusion_mask=occlusion)
+                elif head:
                     colour = None if np.isnan(plate_stats[i]).all() else ColourMatch(source_stats=source_stats, plate_stats=plate_stats[i])
                     result = swapper.swap(frame, target_landmarks=t, plate_landmarks=p, plate_person_mask=person[i], background=bg,
                                           background_known=known[i], occlusion_mask=occlusion, colour=colour)
@@ -90,6 +127,16 @@ def swap_chunk(
                 masks.append(result.mask > 0)
                 swapped += 1
                 progress.advance()
+        return _store_chunk(out_frames, masks, swapped, passthrough)
+
+    def _diffusion_chunk(engine, chunk, targets, plate_lms, source_rgb, source_lms, progress) -> SwapChunkResult:
+        frames = list(read_frames(fetch(chunk.video)))
+        results = engine.swap_batch(frames, list(targets), list(plate_lms), source_rgb, source_lms)
+        valid = [not (np.isnan(t).any() or np.isnan(p).any()) for t, p in zip(targets, plate_lms)]
+        progress.advance(len(frames))
+        return _store_chunk([r.frame for r in results], [r.mask > 0 for r in results], sum(valid), len(valid) - sum(valid))
+
+    def _store_chunk(out_frames, masks, swapped, passthrough) -> SwapChunkResult:
         with scratch_dir("swap-") as tmp:
             write_lossless(tmp / "swapped.mkv", out_frames, chunk.frames.rate)
             video = store_asset(tmp / "swapped.mkv", media_type=CHUNK_MEDIA_TYPE, role="swapped_chunk", suffix=".mkv", parents=inputs)
@@ -97,6 +144,16 @@ def swap_chunk(
             mask_path = save_npz(tmp / "masks.npz", mask_bits=mp["bits"], mask_shape=mp["shape"])
             mask_ref = store_asset(mask_path, media_type=ANALYSIS_MEDIA_TYPE, role="swap_masks", suffix=".npz", parents=[video])
         return SwapChunkResult(chunk=chunk.frames, video=video, masks=mask_ref, swapped_frames=swapped, passthrough_frames=passthrough, models=models)
+
+    def guarded() -> SwapChunkResult:
+        if engine is None:
+            return compute()
+        # learned engines hold a GPU: at most as many chunks at once as the "gpu" global
+        # concurrency limit allows (created by `recast deploy` with the number of GPUs)
+        from prefect.concurrency.sync import concurrency
+
+        with concurrency("gpu", occupy=1, strict=False):
+            return compute()
 
     return run_stage(
         "swap",
@@ -106,7 +163,7 @@ def swap_chunk(
         params={"backend": backend, "mode": mode, "frames": [start, end]},
         models=models,
         result_type=SwapChunkResult,
-        compute=compute,
+        compute=guarded,
         chunk_index=chunk_index,
         frames=(start, end),
     )
