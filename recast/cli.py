@@ -114,9 +114,10 @@ def _run_swap(*, plate: str, sources: list[str], out: Optional[Path], params: An
             from recast.media import check_output_writable
 
             check_output_writable(out)
-        from recast.flows.swap_shot import swap_shot
+        from recast.flows.swap_shot import swap_shot, task_runner_for
 
-        summary = swap_shot(shot_id=shot_id, run_id=run_id, output_path=str(out.absolute()) if out else None)
+        flow = swap_shot.with_options(task_runner=task_runner_for()) if get_settings().dask_address else swap_shot
+        summary = flow(shot_id=shot_id, run_id=run_id, output_path=str(out.absolute()) if out else None)
     except BaseException as exc:
         shots.fail_run(run_id, exc)
         raise

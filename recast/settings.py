@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     device: str = "cpu"
     chunk_size: int = Field(default=48, ge=1, le=10_000)
     workers: int = Field(default=0, ge=0, description="parallel chunk tasks on this machine; 0 = number of CPU cores")
+    dask_address: str | None = Field(default=None, description="scheduler address of a Dask cluster to run chunk tasks on (tcp://host:8786); needs PostgreSQL")
     render_crf: int = Field(default=16, ge=0, le=51)
     render_preset: str = "veryfast"
     # QC thresholds (defaults; projects may override them in the database)
@@ -74,6 +75,10 @@ class Settings(BaseSettings):
     @property
     def worker_count(self) -> int:
         return self.workers or max(1, os.cpu_count() or 1)
+
+    @property
+    def database_is_sqlite(self) -> bool:
+        return self.resolved_database_url.startswith("sqlite")
 
     @property
     def prefect_home(self) -> Path:

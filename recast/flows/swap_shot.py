@@ -15,7 +15,7 @@ from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from recast.errors import NoFaceError
+from recast.errors import NoFaceError, UsageError
 from recast.settings import get_settings
 from recast.tasks import shots
 from recast.tasks.common import emit_progress, stage_task
@@ -67,10 +67,29 @@ def _gather(futures: list[Any]) -> list[Any]:
     return results
 
 
+def task_runner_for(settings=None):
+    """Chunk tasks run on threads of this process, or on a Dask cluster (RECAST_DASK_ADDRESS).
+
+    Work spread over several processes or machines shares the database: SQLite cannot be shared
+    that way, so a Dask cluster needs PostgreSQL and recast refuses SQLite there.
+    """
+    settings = settings or get_settings()
+    if not settings.dask_address:
+        return ThreadPoolTaskRunner(max_workers=settings.worker_count)
+    if settings.database_is_sqlite:
+        raise UsageError(f"RECAST_DASK_ADDRESS={settings.dask_address} needs a shared database: set RECAST_DATABASE_URL to PostgreSQL "
+                         "(SQLite cannot be shared by several processes or machines)")
+    from prefect_dask import DaskTaskRunner
+
+    return DaskTaskRunner(address=settings.dask_address)
+
+
 @flow(
     name="swap_shot",
     flow_run_name=_run_name,
-    task_runner=ThreadPoolTaskRunner(max_workers=get_settings().worker_count),
+    # deployments read RECAST_DASK_ADDRESS when the worker imports the flow; the refusal of
+    # SQLite with Dask happens when the flow starts (an import must not fail)
+    task_runner=task_runner_for() if get_settings().dask_address and not get_settings().database_is_sqlite else ThreadPoolTaskRunner(max_workers=get_settings().worker_count),
     persist_result=False,
     validate_parameters=True,
 )
@@ -85,6 +104,8 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
     run_id = shots.start_run(shot_id, run_id, str(flow_run.id) if flow_run.id else None)
     stages: dict[str, float] = {}
     try:
+        if get_settings().dask_address:
+            task_runner_for()  # refuses SQLite with a clear error before any work
         consent = require_consent(shot_id)  # policy gate before any work; render checks again
         emit_progress(f"consent: {consent.identity} under consent {consent.consent_id}" if consent.consent_id
                       else f"consent: none on record (project '{consent.project}' does not require it)")

@@ -40,14 +40,14 @@ from recast.models.metrics import QCThresholds
 from recast.tasks.arrays import load_npz
 from recast.tasks.common import emit_progress, fetch, run_stage, scratch_dir, store_asset
 
-REPORT_VERSION = "1"
+REPORT_VERSION = "2"
 #: rows of the contact sheet: at most this many worst frames, then regular points up to ROWS
 WORST_ROWS = 4
 ROWS = 8
 #: width of one tile of the contact sheet
 TILE_W = 320
 #: the Prefect UI thumbnail (JPEG): small enough to embed as a data: URI in a markdown artifact
-THUMB_W = 480
+THUMB_W = 360
 #: difference heat map: this many grey levels of difference saturate the colour map
 HEAT_RANGE = 64.0
 
@@ -194,7 +194,7 @@ def contact_sheet(rows: Sequence[tuple[int, np.ndarray, np.ndarray, str]], tile_
     return sheet
 
 
-def thumbnail_jpeg(sheet: np.ndarray, width: int = THUMB_W, quality: int = 70) -> bytes:
+def thumbnail_jpeg(sheet: np.ndarray, width: int = THUMB_W, quality: int = 60) -> bytes:
     """A small JPEG of the contact sheet (for a data: URI in the Prefect UI)."""
     h, w = sheet.shape[:2]
     small = cv2.resize(sheet, (width, max(1, int(round(h * width / w)))), interpolation=cv2.INTER_AREA)
@@ -389,7 +389,9 @@ def create_qc_artifacts(shot: str, qc: QCReport, thresholds: QCThresholds, reaso
     if report is not None:
         thumb = base64.b64encode(fetch(report.thumbnail).read_bytes()).decode()
         # a data: URI keeps the artifact self-contained (the UI cannot reach file:// object stores)
-        lines += ["", f"![QC contact sheet: plate | output | difference](data:image/jpeg;base64,{thumb})", "",
-                  "plate | output | difference heat map, frames " + ", ".join(map(str, report.frames)), "",
+        # no "|" in the alt text or the caption: the UI's markdown reads a line with pipes as a
+        # table row and then drops the image
+        lines += ["", f"![QC contact sheet](data:image/jpeg;base64,{thumb})", "",
+                  "Columns: plate, output, difference heat map. Frames " + ", ".join(map(str, report.frames)) + ".", "",
                   f"Full report: `{report.html.uri}`", "", f"Contact sheet: `{report.contact_sheet.uri}`"]
     create_markdown_artifact("\n".join(lines), key=f"{key}-sheet", description=f"QC contact sheet of {shot}")

@@ -38,6 +38,12 @@ def run_rows(run_id: str):
         return run.status, run.error, stages
 
 
+def swapped_chunk_shas(run_id: str) -> list[str]:
+    shown = json.loads(invoke("show", run_id, "--json").stdout)
+    return [o["sha256"] for sr in sorted((x for x in shown["stages"] if x["stage"] == "swap"), key=lambda x: x["chunk_index"])
+            for o in sr["outputs"] if o["role"] == "swapped_chunk"]
+
+
 def latest_run():
     from recast.reports import recent_runs
 
@@ -130,9 +136,11 @@ def test_a_crashed_run_resumes_without_redoing_finished_chunks(recast_env, short
 
     reset_settings()
     clean_out = tmp_path / "clean.mp4"
-    clean = invoke("swap", "--plate", short_plate, "--source", SOURCE, "--out", clean_out, "--chunk-size", "16")
+    clean = invoke("swap", "--plate", short_plate, "--source", SOURCE, "--out", clean_out, "--chunk-size", "16", "--json")
     assert clean.exit_code == 0, clean.stderr
-    assert out.read_bytes() == clean_out.read_bytes()
+    # every swapped pixel is the same (each deliverable carries its own render id in its mark
+    # and manifest, so the mp4 bytes differ by design)
+    assert swapped_chunk_shas(json.loads(clean.stdout)["run_id"]) == swapped_chunk_shas(summary["run_id"])
 
 
 @pytest.fixture()
