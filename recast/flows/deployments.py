@@ -243,11 +243,42 @@ def build_deployments(
     return [swap, batch]
 
 
+def gpu_count() -> int:
+    """GPUs on this machine (0 without torch or CUDA)."""
+    try:
+        import torch
+
+        return int(torch.cuda.device_count())
+    except Exception:  # no torch installed: no GPU work here
+        return 0
+
+
+def ensure_gpu_concurrency_limit(limit: int | None = None) -> int:
+    """The global concurrency limit "gpu" that learned swap engines occupy one slot of.
+
+    Its size is the number of GPUs (at least 1, so GPU tasks queued from a CPU-only machine still
+    run one at a time on the GPU workers).
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+
+    limit = max(1, gpu_count() if limit is None else limit)
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_global_concurrency_limit_by_name("gpu")
+            client.update_global_concurrency_limit("gpu", GlobalConcurrencyLimitUpdate(limit=limit))
+        except Exception:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name="gpu", limit=limit))
+    return limit
+
+
 def register_deployments(**kwargs: Any) -> dict[str, str]:
-    """Create the work pools and register (create or update) both deployments; ``{name: id}``."""
+    """Create the work pools and the "gpu" concurrency limit, and register (create or update) both
+    deployments; ``{name: id}``."""
     prefect_api_url()
     pools = {kwargs.get("swap_pool", POOL_CPU), kwargs.get("batch_pool", POOL_CPU), *POOLS}
     ensure_work_pools(sorted(pools))
+    ensure_gpu_concurrency_limit()
     out = {}
     for dep in build_deployments(**kwargs):
         out[f"{dep.flow_name}/{dep.name}"] = str(dep.apply())

@@ -65,3 +65,15 @@ def test_missing_weights_name_the_files(recast_env, tmp_path, short_plate, monke
                "--mode", "head", "--backend", "diffusion")
     assert r.exit_code == 3
     assert "sd15_inpainting" in r.stderr and "unet" in r.stderr
+
+
+def test_recast_deploy_sets_a_gpu_concurrency_limit():
+    """GPU-tagged swap chunks occupy the global "gpu" limit; its size is the number of GPUs (≥ 1)."""
+    from prefect.client.orchestration import get_client
+
+    from recast.flows.deployments import ensure_gpu_concurrency_limit, gpu_count
+
+    assert ensure_gpu_concurrency_limit() == max(1, gpu_count())
+    assert ensure_gpu_concurrency_limit(3) == 3
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name("gpu").limit == 3
