@@ -7,7 +7,7 @@ run in parallel, so wall time is shorter) against the ``qc`` stage's (one task, 
 and the ``report`` stage's. Prints ms per frame and the ratio; exits 1 when QC costs more than
 20% of the swap. Usage:
 
-    .venv/bin/python benchmarks/qc.py [--frames 150] [--mode face|head|both] [--media ../shared/media]
+    .venv/bin/python benchmarks/qc.py [--frames 300] [--mode face|head|both] [--media ../shared/media]
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def run(mode: str, plate: Path, source: Path, workdir: Path) -> dict[str, float]
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--frames", type=int, default=150)
+    ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--mode", choices=("face", "head", "both"), default="both")
     ap.add_argument("--media", type=Path, default=REPO.parent / "shared" / "media")
     args = ap.parse_args()

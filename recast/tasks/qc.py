@@ -63,7 +63,7 @@ log = logging.getLogger("recast")
 BACKGROUND_DILATE_PX = 15
 #: part of the qc stage's work key: bump when a metric's definition changes, so cached QC
 #: results of the old definition are not reused
-QC_VERSION = "3"
+QC_VERSION = "4"
 WORST_FRAMES = 3
 #: at most this many frames are named per reason
 REASON_FRAMES = 12
@@ -295,7 +295,10 @@ def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds,
             hair[f] = np.nan if verdict is None else float(verdict)
 
     # pass 1, every frame, one decode of plate and output: output landmarks, background PSNR,
-    # seam, flicker, and identity on the regular samples
+    # seam, flicker, and identity on the regular samples. The frames that look worst by the cheap
+    # metrics so far are kept (WORST_FRAMES of them, whole frames) so that identity can be checked
+    # on them afterwards without decoding the shot a second time (decoding was a third of QC).
+    keep = _WorstFrames(WORST_FRAMES)
     analyzer = FaceAnalyzer(static_images=False, max_faces=2) if any(c.out_landmarks is None for c in inputs.chunks) else None
     try:
         for chunk in inputs.chunks:
@@ -322,6 +325,8 @@ def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds,
                     seam[f] = _nan(seam_score(out_frame, chunk.change[i]))
                 if f in regular or f in plate_frames_for_id:
                     identity_at(f, plate_frame, out_frame)
+                elif judged[f]:
+                    keep.offer(f, plate_frame, out_frame, _badness(f, plate_lms, out_lms, seam, (h, w), thresholds))
                 advance(1)
     finally:
         if analyzer is not None:
@@ -336,24 +341,11 @@ def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds,
     jitter_excess = _landmark_acceleration(out_lms) - _landmark_acceleration(plate_lms)
     flicker_pf = (flick_out + 0.25) / (flick_plate + 0.25)
 
-    # the worst frames by the cheap metrics, taken in turn from each ranking, WORST_FRAMES in all
-    rankings = [_worst(v, judged, WORST_FRAMES) for v in (pose_err, jitter_excess, seam)]
-    worst: list[int] = []
-    for k in range(WORST_FRAMES):
-        for ranking in rankings:
-            if k < len(ranking) and ranking[k] not in worst and len(worst) < WORST_FRAMES:
-                worst.append(ranking[k])
-    samples = sample_frames(judged, inputs.rate, samples_per_second, np.asarray(sorted(worst), dtype=int))
-
-    # pass 2: the worst frames not embedded in pass 1 (identity, and hair in head mode)
-    wanted = set(int(x) for x in samples) - set(out_embs)
-    for chunk in inputs.chunks:
-        n = len(chunk.change)
-        if not any(chunk.start <= f < chunk.start + n for f in wanted):
-            continue
-        for i, (plate_frame, out_frame) in enumerate(zip(read_frames(chunk.plate), read_frames(chunk.output))):
-            if chunk.start + i in wanted:
-                identity_at(chunk.start + i, plate_frame, out_frame)
+    # the worst frames by the cheap metrics (kept during pass 1): identity is checked there too
+    worst = sorted(keep.frames)
+    samples = sample_frames(judged, inputs.rate, samples_per_second, np.asarray(worst, dtype=int))
+    for f, plate_frame, out_frame in keep.items():
+        identity_at(f, plate_frame, out_frame)
 
     plate_person = np.mean(plate_embs, axis=0) if plate_embs else None
     for f, out_emb in out_embs.items():
@@ -625,6 +617,50 @@ def _change_masks(plate: Path, output: Path, boxes: np.ndarray, present: np.ndar
 # --- helpers ---------------------------------------------------------------------------------
 def _rate(ingest: IngestResult) -> float:
     return float(ingest.plate_info.rate.fraction) if ingest.plate_info.rate else 25.0
+
+
+class _WorstFrames:
+    """The ``k`` frames with the highest badness seen so far, with their plate and output."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self._items: list[tuple[float, int, np.ndarray, np.ndarray]] = []
+
+    def offer(self, f: int, plate: np.ndarray, out: np.ndarray, badness: float) -> None:
+        if not np.isfinite(badness) or badness <= 0:
+            return
+        if len(self._items) < self.k:
+            self._items.append((badness, f, plate, out))
+        else:
+            low = min(range(len(self._items)), key=lambda i: self._items[i][0])
+            if badness <= self._items[low][0]:
+                return
+            self._items[low] = (badness, f, plate, out)
+
+    @property
+    def frames(self) -> list[int]:
+        return [f for _, f, _, _ in self._items]
+
+    def items(self):
+        return [(f, p, o) for _, f, p, o in sorted(self._items, key=lambda t: t[1])]
+
+
+def _badness(f: int, plate_lms: np.ndarray, out_lms: np.ndarray, seam: np.ndarray, size: tuple[int, int], t: QCThresholds) -> float:
+    """How bad frame ``f`` looks by the cheap metrics known when it is decoded, each in units of
+    its review bound: pose error, landmark jump from the previous frame beyond the plate's, seam."""
+    worst = 0.0
+    pp, po = head_pose(plate_lms[f], size), head_pose(out_lms[f], size)
+    if pp is not None and po is not None:
+        err = float(np.mean([abs((a - b + 180.0) % 360.0 - 180.0) for a, b in zip(pp, po)]))
+        worst = max(worst, err / t.pose_error_review)
+    if f > 0 and np.isfinite(out_lms[f - 1:f + 1]).all() and np.isfinite(plate_lms[f - 1:f + 1]).all():
+        iod = float(inter_ocular_distance(plate_lms[f])) or 1.0
+        jump = (np.linalg.norm(out_lms[f, :, :2] - out_lms[f - 1, :, :2], axis=1).mean()
+                - np.linalg.norm(plate_lms[f, :, :2] - plate_lms[f - 1, :, :2], axis=1).mean()) / iod
+        worst = max(worst, float(jump) / 0.05)  # a jump of 5% of the eye distance beyond the plate's
+    if np.isfinite(seam[f]):
+        worst = max(worst, float(seam[f]) / t.seam_review)
+    return worst
 
 
 def _grow(mask: np.ndarray, px: int) -> np.ndarray:

@@ -154,9 +154,12 @@ def _frames_at(chunks: list[tuple[int, Any]], wanted: list[int]) -> dict[int, np
         end = chunks[i + 1][0] if i + 1 < len(chunks) else None
         if not any(f >= start and (end is None or f < end) for f in want):
             continue
+        last = max(f for f in want if f >= start and (end is None or f < end))
         for k, frame in enumerate(read_frames(path)):
             if start + k in want:
                 out[start + k] = frame
+            if start + k >= last:  # the rest of the chunk is not needed
+                break
     return out
 
 

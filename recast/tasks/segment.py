@@ -114,7 +114,30 @@ def analyze_source(*, run_id: str | None, shot_id: str | None, source: AssetRef,
         pose = head_pose(face.landmarks, rgb.shape[:2])
         arrays: dict[str, np.ndarray] = {"landmarks": face.landmarks.astype(np.float32), "box": np.asarray(face.box, dtype=np.int32)}
         if mode == Mode.head.value:
-            head = extract_source_head(rgb, face.landmarks, role_name=name)
+            person = None
+            others = [f for f in faces if f is not face]
+            if others:
+                # in a group photo the person mask covers everyone: keep only the chosen person's
+                # head by removing the head regions of the others, nearest-face-wins
+                from recast.models.head import head_region
+
+                # segment a crop around the chosen head: on a whole group photo the 256 px
+                # segmentation model is too coarse and merges people and wall into one blob
+                x0, y0, x1, y1 = face.box
+                fw, fh = x1 - x0, y1 - y0
+                cx0, cy0 = max(0, int(x0 - 1.2 * fw)), max(0, int(y0 - 1.6 * fh))
+                cx1, cy1 = min(rgb.shape[1], int(x1 + 1.0 * fw)), min(rgb.shape[0], int(y1 + 1.6 * fh))
+                person = np.zeros(rgb.shape[:2], np.uint8)
+                with PersonSegmenter() as segmenter:
+                    person[cy0:cy1, cx0:cx1] = segmenter.segment(np.ascontiguousarray(rgb[cy0:cy1, cx0:cx1]))
+                ys, xs = np.mgrid[0: rgb.shape[0], 0: rgb.shape[1]]
+                own_c = face.landmarks[:, :2].mean(axis=0)
+                own_d = np.hypot(xs - own_c[0], ys - own_c[1])
+                for other in others:
+                    c = other.landmarks[:, :2].mean(axis=0)
+                    closer = np.hypot(xs - c[0], ys - c[1]) < own_d
+                    person[(head_region(other.landmarks, rgb.shape[:2], cut_below_chin=1.0) > 0) | closer] = 0
+            head = extract_source_head(rgb, face.landmarks, person_mask=person, role_name=name)
             arrays.update(head_rgb=head.rgb, head_landmarks=head.landmarks.astype(np.float32), head_alpha=head.alpha.astype(np.float32),
                           head_hair=head.hair, head_neck_line=np.asarray(head.neck_line, dtype=np.float32))
         with scratch_dir("source-") as tmp:
