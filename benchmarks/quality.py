@@ -40,22 +40,9 @@ KEYS = ["identity_transfer_rate", "hair_transfer_rate", "pose_error_deg", "expre
 
 def trimmed(src: Path, frames: int, out: Path) -> Path:
     """The first ``frames`` frames of a clip (with its audio), so the benchmark stays short."""
-    import av
+    from recast.media.synthetic import first_frames
 
-    with av.open(str(src)) as inp, av.open(str(out), "w") as outp:
-        vin = inp.streams.video[0]
-        vout = outp.add_stream("libx264", rate=vin.average_rate)
-        vout.width, vout.height, vout.pix_fmt = vin.width, vin.height, "yuv420p"
-        vout.options = {"crf": "16", "preset": "veryfast"}
-        for n, frame in enumerate(inp.decode(video=0)):
-            if n >= frames:
-                break
-            frame.pts = None
-            for p in vout.encode(frame):
-                outp.mux(p)
-        for p in vout.encode():
-            outp.mux(p)
-    return out
+    return first_frames(src, frames, out, crf=16)
 
 
 def contact_sheet(plate: Path, output: Path, path: Path, n: int = 6) -> None:

@@ -85,38 +85,9 @@ def short_plate_glasses(tmp_path_factory) -> Path:
 
 
 def first_frames(src: Path, count: int, out: Path) -> Path:
-    """The first ``count`` frames of a clip, re-encoded, with its audio up to that point."""
-    import av
+    from recast.media.synthetic import first_frames as trim
 
-    with av.open(str(src)) as inp, av.open(str(out), "w") as outp:
-        vin = inp.streams.video[0]
-        ain = inp.streams.audio[0] if inp.streams.audio else None
-        vout = outp.add_stream("libx264", rate=vin.average_rate)
-        vout.width, vout.height, vout.pix_fmt = vin.width, vin.height, "yuv420p"
-        vout.options = {"crf": "18", "preset": "veryfast"}
-        aout = outp.add_stream("aac", rate=ain.rate) if ain is not None else None
-        n = 0
-        for frame in inp.decode(video=0):
-            if n >= count:
-                break
-            frame.pts = None
-            for p in vout.encode(frame):
-                outp.mux(p)
-            n += 1
-        for p in vout.encode():
-            outp.mux(p)
-        if aout is not None:
-            inp.seek(0)
-            limit = Fraction(count) / Fraction(vin.average_rate)
-            for af in inp.decode(audio=0):
-                if af.time is not None and af.time > limit:
-                    break
-                af.pts = None
-                for p in aout.encode(af):
-                    outp.mux(p)
-            for p in aout.encode():
-                outp.mux(p)
-    return out
+    return trim(src, count, out)
 
 
 @pytest.fixture()

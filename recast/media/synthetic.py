@@ -50,3 +50,37 @@ def write_h264(frames: np.ndarray, path: Path, rate: Fraction = Fraction(25), cr
         for packet in stream.encode():
             container.mux(packet)
     return path
+
+
+def first_frames(src: Path, count: int, out: Path, *, crf: int = 18) -> Path:
+    """The first ``count`` frames of a clip, re-encoded (H.264), with its audio up to that point
+    (short plates for tests and benchmarks)."""
+    with av.open(str(src)) as inp, av.open(str(out), "w") as outp:
+        vin = inp.streams.video[0]
+        ain = inp.streams.audio[0] if inp.streams.audio else None
+        vout = outp.add_stream("libx264", rate=vin.average_rate)
+        vout.width, vout.height, vout.pix_fmt = vin.width, vin.height, "yuv420p"
+        vout.options = {"crf": str(crf), "preset": "veryfast"}
+        aout = outp.add_stream("aac", rate=ain.rate) if ain is not None else None
+        n = 0
+        for frame in inp.decode(video=0):
+            if n >= count:
+                break
+            frame.pts = None
+            for p in vout.encode(frame):
+                outp.mux(p)
+            n += 1
+        for p in vout.encode():
+            outp.mux(p)
+        if aout is not None:
+            inp.seek(0)
+            limit = Fraction(count) / Fraction(vin.average_rate)
+            for af in inp.decode(audio=0):
+                if af.time is not None and af.time > limit:
+                    break
+                af.pts = None
+                for p in aout.encode(af):
+                    outp.mux(p)
+            for p in aout.encode():
+                outp.mux(p)
+    return out

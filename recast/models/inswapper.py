@@ -41,9 +41,9 @@ import numpy as np
 
 from recast.contracts import ModelRef
 from recast.errors import InputError, ModelMissingError, UsageError
-from recast.models.masks import erode_mask, feather_mask
+from recast.models.masks import erode_mask
 from recast.models.mesh_topology import FACE_OVAL, LEFT_EYE, MOUTH_CORNERS, NUM_LANDMARKS, RIGHT_EYE
-from recast.models.swap_classic import ClassicFaceSwapper, SwapFrame, _laplacian_blend
+from recast.models.swap_classic import ClassicFaceSwapper, SwapFrame, paste_roi
 
 __all__ = [
     "ARCFACE_DST", "five_points", "similarity_transform", "arcface_template", "align_face",
@@ -442,25 +442,8 @@ class InswapperBackend:
             hard[occ >= 0.5] = 0
         if not hard.any():
             return passthrough
-        alpha = feather_mask(hard, max(1.0, self.FEATHER * face))
         src_f = np.where(covered[..., None], warped_u8, plate_roi).astype(np.float32)
-        dst_f = plate_roi.astype(np.float32)
-        levels = int(np.clip(np.log2(max(face, 16) / 8), 1, 5))
-        blended = _laplacian_blend(src_f, dst_f, alpha, levels)
-        # the low bands of the pyramid spread past the hard mask: let them fade out over a
-        # short spill, and nowhere further (see ClassicFaceSwapper.swap)
-        spill = max(1, round(self.SPILL * face))
-        d_out = cv2.distanceTransform(cv2.bitwise_not(hard), cv2.DIST_L2, 5)
-        t = np.clip(1.0 - d_out / spill, 0.0, 1.0)
-        reach = t * t * (3.0 - 2.0 * t)
-        if occ is not None:
-            reach *= 1.0 - np.clip(occ, 0.0, 1.0)
-        out_roi = dst_f + reach[..., None] * (blended - dst_f)
-        out = frame.copy()
-        out[y0:y1, x0:x1] = np.clip(out_roi + 0.5, 0, 255).astype(np.uint8)
-        mask = np.zeros((h, w), np.uint8)
-        mask[y0:y1, x0:x1][reach > 0] = 255
-        return SwapFrame(frame=out, mask=mask)
+        return paste_roi(frame, (x0, y0, x1, y1), src_f, hard, face, feather_frac=self.FEATHER, spill_frac=self.SPILL, occlusion=occ)
 
     def swap_batch(
         self,

@@ -156,6 +156,35 @@ def _laplacian_blend(a: np.ndarray, b: np.ndarray, alpha: np.ndarray, levels: in
     return out
 
 
+def paste_roi(frame: np.ndarray, roi: tuple[int, int, int, int], source_roi: np.ndarray, hard: np.ndarray, face: float, *,
+              feather_frac: float, spill_frac: float, occlusion: np.ndarray | None) -> "SwapFrame":
+    """Blend ``source_roi`` (float32) into ``frame`` inside ``roi`` under the ``hard`` mask.
+
+    Multi-band blend with a feathered mask; the pyramid's low bands spread beyond the hard mask,
+    so they fade out over ``spill_frac`` of the face size (a smoothstep of the distance to the
+    mask) and nowhere further. Occluded pixels stay the frame's. Shared by every engine that
+    pastes a face back (classic, inswapper).
+    """
+    x0, y0, x1, y1 = roi
+    h, w = frame.shape[:2]
+    alpha = feather_mask(hard, max(1.0, feather_frac * face))
+    dst_f = frame[y0:y1, x0:x1].astype(np.float32)
+    levels = int(np.clip(np.log2(max(face, 16) / 8), 1, 5))
+    blended = _laplacian_blend(source_roi, dst_f, alpha, levels)
+    spill = max(1, round(spill_frac * face))
+    d_out = cv2.distanceTransform(cv2.bitwise_not(hard), cv2.DIST_L2, 5)
+    t = np.clip(1.0 - d_out / spill, 0.0, 1.0)
+    reach = t * t * (3.0 - 2.0 * t)
+    if occlusion is not None:
+        reach *= 1.0 - np.clip(occlusion, 0.0, 1.0)
+    out_roi = dst_f + reach[..., None] * (blended - dst_f)
+    out = frame.copy()
+    out[y0:y1, x0:x1] = np.clip(out_roi + 0.5, 0, 255).astype(np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    mask[y0:y1, x0:x1][reach > 0] = 255
+    return SwapFrame(frame=out, mask=mask)
+
+
 def _usable_face_mask(rgb: np.ndarray, lm: np.ndarray) -> np.ndarray:
     """uint8 mask of a source photo: 255 where its face can be used, 0 on hair (or a hat)
     hanging over the forehead inside the face oval.
@@ -339,29 +368,9 @@ class ClassicFaceSwapper:
                 raise UsageError(f"occlusion mask shape {om.shape} does not match the frame {frame.shape}")
             occ = om[y0:y1, x0:x1].astype(np.float32) / (255.0 if om.dtype == np.uint8 else 1.0)
             hard[occ >= 0.5] = 0
-        feather = max(1.0, self.FEATHER * face)
-        alpha = feather_mask(hard, feather)
-
         # fill what the warp did not reach with the plate, so the pyramid sees no black edges
         src_f = np.where(covered[..., None], corrected, plate_roi).astype(np.float32)
-        dst_f = plate_roi.astype(np.float32)
-        levels = int(np.clip(np.log2(max(face, 16) / 8), 1, 5))
-        blended = _laplacian_blend(src_f, dst_f, alpha, levels)
-
-        # confine the multi-band result: its low bands spread beyond the hard mask; let them
-        # fade out over ``spill`` pixels (a smoothstep of the distance to the hard mask)
-        spill = max(1, round(self.SPILL * face))
-        d_out = cv2.distanceTransform(cv2.bitwise_not(hard), cv2.DIST_L2, 5)
-        t = np.clip(1.0 - d_out / spill, 0.0, 1.0)
-        reach = t * t * (3.0 - 2.0 * t)
-        if occ is not None:
-            reach *= 1.0 - np.clip(occ, 0.0, 1.0)
-        out_roi = dst_f + reach[..., None] * (blended - dst_f)
-        out = frame.copy()
-        out[y0:y1, x0:x1] = np.clip(out_roi + 0.5, 0, 255).astype(np.uint8)
-        mask = np.zeros((h, w), np.uint8)
-        mask[y0:y1, x0:x1][reach > 0] = 255
-        return SwapFrame(frame=out, mask=mask)
+        return paste_roi(frame, (x0, y0, x1, y1), src_f, hard, face, feather_frac=self.FEATHER, spill_frac=self.SPILL, occlusion=occ)
 
     @staticmethod
     def _colour_transfer(warped: np.ndarray, covered: np.ndarray, plate_roi: np.ndarray, t_roi: np.ndarray, p_roi: np.ndarray,

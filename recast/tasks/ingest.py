@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recast.contracts import AssetRef, FrameRange, IngestResult, MediaInfo, PlateChunk, Rate
+from recast.contracts import AssetRef, IngestResult, MediaInfo, PlateChunk
 from recast.errors import InputNotFoundError, UnsupportedMediaError
 from recast.media import probe_media, read_image, read_timing, split_plate
 from recast.storage import fetch_any, suffix_of

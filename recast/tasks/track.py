@@ -18,7 +18,7 @@ from recast.models.identity import DlibFaceEmbedder
 from recast.models.temporal import scene_cuts, smooth_landmarks, smooth_series
 from recast.models.tracking import choose_track, link_tracks, mean_track_embeddings, parse_face_selector
 from recast.tasks.arrays import save_npz
-from recast.tasks.common import fetch, run_stage, scratch_dir, store_asset
+from recast.tasks.common import run_stage, scratch_dir, store_asset
 from recast.tasks.ingest import _local_input
 from recast.tasks.segment import ANALYSIS_MEDIA_TYPE, load_analysis
 
