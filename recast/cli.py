@@ -103,7 +103,7 @@ def _shot_params(*, mode: str, face: str, source_face: Optional[str], expression
 
 
 def _run_swap(*, plate: str, sources: list[str], out: Optional[Path], params: Any, as_json: bool, note: str | None = None,
-              project: Optional[str] = None, identity: Optional[str] = None) -> None:
+              project: Optional[str] = None, identity: Optional[str] = None, review: str = "auto") -> None:
     from recast.tasks import shots
 
     _prepare()
@@ -117,7 +117,7 @@ def _run_swap(*, plate: str, sources: list[str], out: Optional[Path], params: An
         from recast.flows.swap_shot import swap_shot, task_runner_for
 
         flow = swap_shot.with_options(task_runner=task_runner_for()) if get_settings().dask_address else swap_shot
-        summary = flow(shot_id=shot_id, run_id=run_id, output_path=str(out.absolute()) if out else None)
+        summary = flow(shot_id=shot_id, run_id=run_id, output_path=str(out.absolute()) if out else None, review=review)
     except BaseException as exc:
         shots.fail_run(run_id, exc)
         raise
@@ -161,6 +161,7 @@ def swap(
     source_face: Optional[str] = typer.Option(None, "--source-face", help="which face of a source photo showing several people: index:N"),
     expression: str = typer.Option("transfer", "--expression", help="transfer (the plate's performance) | keep_source | neutral"),
     edit: list[str] = typer.Option([], "--edit", help="expression edit, repeatable: smile|mouth_open|eye_open|brow_raise|gaze=AMOUNT[@START-END], e.g. smile=+0.3"),
+    review: str = typer.Option("auto", "--review", help="auto: a local swap never waits (pauses only in deployment runs) | pause: wait for `recast review` or the Prefect UI on a review verdict | never"),
     backend: str = typer.Option("classic", "--backend", help="classic (CPU) | inswapper (face, ONNX) | diffusion (head, GPU); weights from RECAST_MODEL_DIR"),
     chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="frames per chunk (default RECAST_CHUNK_SIZE, 48)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
@@ -168,8 +169,12 @@ def swap(
     """Swap the source head (or face) onto the chosen person in every frame of the plate; progress goes to stderr."""
 
     def go() -> None:
+        from recast.flows.review import REVIEW_MODES
+
+        if review not in REVIEW_MODES:
+            raise errors.UsageError(f"--review '{review}': choose from {', '.join(REVIEW_MODES)}")
         params = _shot_params(mode=mode, face=face, source_face=source_face, expression=expression, edits=edit, chunk_size=chunk_size, backend=backend)
-        _run_swap(plate=plate, sources=source, out=out, params=params, as_json=as_json, project=project, identity=identity)
+        _run_swap(plate=plate, sources=source, out=out, params=params, as_json=as_json, project=project, identity=identity, review=review)
 
     _guarded(go)
 
@@ -284,6 +289,9 @@ _register_production_commands(app)
 from recast.trust_commands import register as _register_trust_commands  # noqa: E402
 
 _register_trust_commands(app)
+from recast.qc_commands import register as _register_qc_commands  # noqa: E402
+
+_register_qc_commands(app)
 
 
 models_app = typer.Typer(no_args_is_help=True, help="Model weights in RECAST_MODEL_DIR (never downloaded).")

@@ -131,6 +131,7 @@ def test_a_crashed_run_resumes_without_redoing_finished_chunks(recast_env, short
     assert by[("swap", 1)] == "done"
 
     # the resumed output is the one an uninterrupted run makes
+    resumed_chunks = swapped_chunk_shas(summary["run_id"])
     monkeypatch.setenv("RECAST_DATA_DIR", str(tmp_path / "fresh-data"))
     from recast.settings import reset_settings
 
@@ -140,7 +141,7 @@ def test_a_crashed_run_resumes_without_redoing_finished_chunks(recast_env, short
     assert clean.exit_code == 0, clean.stderr
     # every swapped pixel is the same (each deliverable carries its own render id in its mark
     # and manifest, so the mp4 bytes differ by design)
-    assert swapped_chunk_shas(json.loads(clean.stdout)["run_id"]) == swapped_chunk_shas(summary["run_id"])
+    assert swapped_chunk_shas(json.loads(clean.stdout)["run_id"]) == resumed_chunks
 
 
 @pytest.fixture()
