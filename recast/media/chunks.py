@@ -53,7 +53,9 @@ class LosslessWriter:
         self.path = Path(path)
         self.width, self.height = int(width), int(height)
         rate_f = _as_fraction(rate)
-        self._container = av.open(str(self.path), "w", format="matroska")
+        # bitexact: no random segment UID, no muxing date, no library version string, so the
+        # same frames always make the same bytes and land on the same content-addressed key
+        self._container = av.open(str(self.path), "w", format="matroska", options={"fflags": "+bitexact"})
         try:
             stream = self._container.add_stream(LOSSLESS_CODEC, rate=rate_f)
             stream.width, stream.height = self.width, self.height
@@ -65,6 +67,7 @@ class LosslessWriter:
             stream.codec_context.gop_size = 1
             # Level 3 allows slices (threads) and per-slice CRCs, so a damaged chunk is detected.
             stream.codec_context.options = {"level": "3", "slicecrc": "1"}
+            stream.codec_context.flags |= av.codec.context.Flags.bitexact
         except Exception:
             self._container.close()
             raise

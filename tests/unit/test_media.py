@@ -418,3 +418,17 @@ def test_output_dir_not_writable(tmp_path):
         assert _files(ro) == []
     finally:
         ro.chmod(0o755)
+
+
+def test_lossless_intermediates_are_byte_identical_for_identical_frames(tmp_path):
+    """Content-addressed keys rely on it: the same frames always make the same chunk bytes."""
+    import hashlib
+
+    rng = np.random.default_rng(7)
+    frames = [rng.integers(0, 256, (48, 64, 3), dtype=np.uint8) for _ in range(4)]
+    digests = []
+    for i in range(2):
+        path = tmp_path / f"c{i}.mkv"
+        write_lossless(path, frames, 25)
+        digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
+    assert digests[0] == digests[1]
