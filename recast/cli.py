@@ -116,8 +116,12 @@ def _run_swap(*, plate: str, sources: list[str], out: Optional[Path], params: An
             check_output_writable(out)
         from recast.flows.swap_shot import swap_shot, task_runner_for
 
+        from prefect import tags
+
         flow = swap_shot.with_options(task_runner=task_runner_for()) if get_settings().dask_address else swap_shot
-        summary = flow(shot_id=shot_id, run_id=run_id, output_path=str(out.absolute()) if out else None, review=review)
+        # the same tags as deployment runs, so the Prefect UI filters local runs alike
+        with tags(f"project:{project or 'scratch'}", f"mode:{params.mode.value}", f"backend:{params.backend}", "priority:0", "recast"):
+            summary = flow(shot_id=shot_id, run_id=run_id, output_path=str(out.absolute()) if out else None, review=review)
     except BaseException as exc:
         shots.fail_run(run_id, exc)
         raise
