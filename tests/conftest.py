@@ -80,8 +80,9 @@ def short_plate(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def short_plate_glasses(tmp_path_factory) -> Path:
-    """The first 40 frames of a frontal talking clip (round glasses, plain wall) with audio."""
-    return first_frames(VIDEOS / "liveportrait_d19.mp4", 40, tmp_path_factory.mktemp("plates") / "short_plate_glasses.mp4")
+    """The first 90 frames (3 s) of a frontal talking clip (round glasses, plain wall) with audio:
+    enough frames for the watermark's evidence to add up after a delivery re-encode."""
+    return first_frames(VIDEOS / "liveportrait_d19.mp4", 90, tmp_path_factory.mktemp("plates") / "short_plate_glasses.mp4")
 
 
 def first_frames(src: Path, count: int, out: Path) -> Path:

@@ -37,7 +37,7 @@ def test_swap_on_s3_and_postgres(tmp_path, monkeypatch, s3_bucket, postgres_url,
 
     with session_scope() as s:
         stage_runs = repo.stage_runs_for_run(s, summary["run_id"])
-        assert {r.stage for r in stage_runs} == {"ingest", "segment", "track", "background", "expression", "swap", "qc", "render"}
+        assert {r.stage for r in stage_runs} == {"ingest", "segment", "track", "background", "expression", "swap", "qc", "report", "render"}
         for r in stage_runs:
             for a in repo.get_assets(s, r.output_asset_ids or []):
                 assert a.uri.startswith(f"s3://{bucket}/studio/")
