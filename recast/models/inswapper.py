@@ -43,7 +43,7 @@ from recast.contracts import ModelRef
 from recast.errors import InputError, ModelMissingError, UsageError
 from recast.models.masks import erode_mask
 from recast.models.mesh_topology import FACE_OVAL, LEFT_EYE, MOUTH_CORNERS, NUM_LANDMARKS, RIGHT_EYE
-from recast.models.swap_classic import ClassicFaceSwapper, SwapFrame, paste_roi
+from recast.models.swap_classic import ClassicFaceSwapper, SwapFrame, hard_blend_mask, paste_roi
 
 __all__ = [
     "ARCFACE_DST", "five_points", "similarity_transform", "arcface_template", "align_face",
@@ -429,17 +429,8 @@ class InswapperBackend:
         if self.colour_match:
             warped_u8 = ClassicFaceSwapper._colour_transfer(warped_u8, covered, plate_roi, p_roi, p_roi, roi_shape, face)
 
-        oval_mask = np.zeros(roi_shape, np.uint8)
-        cv2.fillPoly(oval_mask, [np.round((oval - (x0, y0)) * 16).astype(np.int32)], 255, shift=4)
-        hard = erode_mask(oval_mask, max(1, round(self.ERODE * face)))
-        hard[~covered] = 0
-        occ = None
-        if occlusion_mask is not None:
-            om = np.asarray(occlusion_mask)
-            if om.shape[:2] != (h, w):
-                raise UsageError(f"occlusion mask shape {om.shape} does not match the frame {frame.shape}")
-            occ = om[y0:y1, x0:x1].astype(np.float32) / (255.0 if om.dtype == np.uint8 else 1.0)
-            hard[occ >= 0.5] = 0
+        hard, occ = hard_blend_mask(oval, (x0, y0, x1, y1), roi_shape, covered, max(1, round(self.ERODE * face)),
+                                    occlusion_mask, frame.shape)
         if not hard.any():
             return passthrough
         src_f = np.where(covered[..., None], warped_u8, plate_roi).astype(np.float32)

@@ -156,6 +156,25 @@ def _laplacian_blend(a: np.ndarray, b: np.ndarray, alpha: np.ndarray, levels: in
     return out
 
 
+def hard_blend_mask(oval_points: np.ndarray, roi: tuple[int, int, int, int], shape: tuple[int, int], covered: np.ndarray,
+                    erode_px: int, occlusion_mask: np.ndarray | None, frame_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The region a pasted face replaces: the face oval pulled in by ``erode_px``, where the warp
+    has content, minus occluders; also the occlusion (0..1, on the ROI) for :func:`paste_roi`."""
+    x0, y0, x1, y1 = roi
+    oval = np.zeros(shape, np.uint8)
+    cv2.fillPoly(oval, [np.round((oval_points - (x0, y0)) * 16).astype(np.int32)], 255, shift=4)
+    hard = erode_mask(oval, erode_px)
+    hard[~covered] = 0
+    occ = None
+    if occlusion_mask is not None:
+        om = np.asarray(occlusion_mask)
+        if om.shape[:2] != tuple(frame_shape[:2]):
+            raise UsageError(f"occlusion mask shape {om.shape} does not match the frame {tuple(frame_shape)}")
+        occ = om[y0:y1, x0:x1].astype(np.float32) / (255.0 if om.dtype == np.uint8 else 1.0)
+        hard[occ >= 0.5] = 0
+    return hard, occ
+
+
 def paste_roi(frame: np.ndarray, roi: tuple[int, int, int, int], source_roi: np.ndarray, hard: np.ndarray, face: float, *,
               feather_frac: float, spill_frac: float, occlusion: np.ndarray | None) -> "SwapFrame":
     """Blend ``source_roi`` (float32) into ``frame`` inside ``roi`` under the ``hard`` mask.
@@ -357,17 +376,8 @@ class ClassicFaceSwapper:
 
         # hard blend region: the target oval pulled in a little, where the warp has content,
         # minus occluders
-        oval = np.zeros(shape, np.uint8)
-        cv2.fillPoly(oval, [np.round((tgt[_OVAL, :2] - (x0, y0)) * 16).astype(np.int32)], 255, shift=4)
-        hard = erode_mask(oval, max(1, round(self.ERODE * face)))
-        hard[~covered] = 0
-        occ = None
-        if occlusion_mask is not None:
-            om = np.asarray(occlusion_mask)
-            if om.shape[:2] != (h, w):
-                raise UsageError(f"occlusion mask shape {om.shape} does not match the frame {frame.shape}")
-            occ = om[y0:y1, x0:x1].astype(np.float32) / (255.0 if om.dtype == np.uint8 else 1.0)
-            hard[occ >= 0.5] = 0
+        hard, occ = hard_blend_mask(tgt[_OVAL, :2], (x0, y0, x1, y1), shape, covered, max(1, round(self.ERODE * face)),
+                                    occlusion_mask, frame.shape)
         # fill what the warp did not reach with the plate, so the pyramid sees no black edges
         src_f = np.where(covered[..., None], corrected, plate_roi).astype(np.float32)
         return paste_roi(frame, (x0, y0, x1, y1), src_f, hard, face, feather_frac=self.FEATHER, spill_frac=self.SPILL, occlusion=occ)
