@@ -207,9 +207,11 @@ class SwapChunkResult(Record):
     chunk: FrameRange
     video: AssetRef
     masks: AssetRef = Field(description="npz: mask (N,H,W) packed bits of the pixels the swap changed")
+    observations: AssetRef = Field(description="npz: QC's per-frame measurements of these frames (recast.models.qc_frames)")
     swapped_frames: int
     passthrough_frames: int
     models: tuple[ModelRef, ...]
+    metrics: dict[str, float] = Field(default_factory=dict, description="qc_observe_ms: time spent on QC's measurements, counted as QC's")
 
 
 class QCReport(Record):

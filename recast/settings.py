@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     qc_pose_error_review: float = 5.0
     qc_face_found_review: float = 0.8
     qc_identity_samples_per_second: float = 1.0
+    review_timeout_s: int = Field(default=3 * 24 * 3600, gt=0, description="how long a run paused for review waits for a decision (default 3 days, a weekend); then it ends as rejected, nothing rendered")
     # trust: content credentials and watermark
     c2pa_cert: Path | None = Field(default=None, description="studio signing certificate chain (PEM); default: a development CA under data_dir")
     c2pa_key: Path | None = Field(default=None, description="private key of the signing certificate (PEM)")

@@ -34,8 +34,6 @@ from prefect.input import RunInput
 from recast.contracts import QCReport
 from recast.errors import UsageError
 
-#: how long a paused run waits for a decision before Prefect times it out (3 days: a weekend)
-REVIEW_TIMEOUT_S = 3 * 24 * 3600
 REVIEW_MODES = ("auto", "pause", "never")
 
 
@@ -67,10 +65,18 @@ def should_pause(verdict: str, review: str) -> bool:
     return review == "pause" or started_by_deployment()
 
 
-def review_gate(*, run_id: str, shot: str, qc: QCReport, review: str, timeout: int = REVIEW_TIMEOUT_S) -> ReviewDecision | None:
-    """Pause for a decision when :func:`should_pause` says so, record it and return it (None: no pause)."""
-    from prefect import pause_flow_run
+def review_gate(*, run_id: str, shot: str, qc: QCReport, review: str, timeout: int | None = None) -> ReviewDecision | None:
+    """Pause for a decision when :func:`should_pause` says so, record it and return it (None: no pause).
 
+    ``timeout`` (seconds; default ``RECAST_REVIEW_TIMEOUT_S``, 3 days): with no decision by then
+    the run is rejected on the supervisors' behalf (recorded as reviewer ``recast``, via
+    ``timeout``, the note naming the wait), so nothing unreviewed is ever rendered and the run
+    does not hang as paused for ever; the shot can be submitted again.
+    """
+    from prefect import pause_flow_run
+    from prefect.exceptions import FlowPauseTimeout
+
+    from recast.settings import get_settings
     from recast.tasks.common import emit_progress
     from recast.tasks.review import mark_awaiting_review, record_decision
 
@@ -80,12 +86,19 @@ def review_gate(*, run_id: str, shot: str, qc: QCReport, review: str, timeout: i
     emit_progress(f"review: {shot} waits for a supervisor (Prefect UI, or `recast review {shot} --approve|--reject`)")
     description = (f"QC of **{shot}** asks for review:\n\n" + "\n".join(f"- {r}" for r in qc.reasons)
                    + "\n\nApprove to render, reject to end the run, or rerun with changed parameters.")
-    decision = pause_flow_run(wait_for_input=ReviewDecision.with_initial_data(description=description, decision="approve"),
-                              timeout=timeout)
+    timeout = int(timeout if timeout is not None else get_settings().review_timeout_s)
+    via = "prefect"
+    try:
+        decision = pause_flow_run(wait_for_input=ReviewDecision.with_initial_data(description=description, decision="approve"),
+                                  timeout=timeout)
+    except FlowPauseTimeout:
+        via = "timeout"
+        decision = ReviewDecision(decision="reject", reviewer="recast",
+                                  note=f"no review decision within {timeout} s (RECAST_REVIEW_TIMEOUT_S); submit the shot again to retry")
     record_decision(run_id, decision=decision.decision, reviewer=decision.reviewer, note=decision.note, params=decision.params,
-                    via="prefect")
+                    via=via)
     emit_progress(f"review: {decision.decision} by {decision.reviewer or 'unknown'}" + (f" ({decision.note})" if decision.note else ""))
     return decision
 
 
-__all__ = ["REVIEW_MODES", "REVIEW_TIMEOUT_S", "ReviewDecision", "review_gate", "should_pause", "started_by_deployment"]
+__all__ = ["REVIEW_MODES", "ReviewDecision", "review_gate", "should_pause", "started_by_deployment"]

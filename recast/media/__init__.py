@@ -11,6 +11,7 @@ from recast.media.chunks import (
     chunk_ranges,
     read_all_frames,
     read_frames,
+    read_frames_at,
     split_plate,
     write_lossless,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "probe_media",
     "read_all_frames",
     "read_frames",
+    "read_frames_at",
     "read_image",
     "read_timing",
     "render_h264",

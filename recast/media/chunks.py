@@ -169,6 +169,41 @@ def read_frames(path: Path, *, role: str = "chunk") -> Iterator[np.ndarray]:
             ) from exc
 
 
+def read_frames_at(path: Path, indices: Iterable[int], *, role: str = "chunk") -> dict[int, np.ndarray]:
+    """Decode only the frames ``indices`` (0-based, within the file) of an intra-only chunk.
+
+    Every frame of a chunk is a keyframe, so each wanted frame costs one seek and one decode,
+    not the decode of everything before it (QC embeds a dozen frames of a shot; decoding whole
+    FFV1 chunks for them cost more than the embeddings). Indices past the end are left out.
+    """
+    path = Path(path)
+    wanted = sorted({int(i) for i in indices if int(i) >= 0})
+    out: dict[int, np.ndarray] = {}
+    if not wanted:
+        return out
+    with open_input(path, role) as container:
+        stream = video_stream(container, path, role)
+        tb = stream.time_base
+        rate = stream.average_rate or stream.base_rate or stream.guessed_rate
+        if tb is None or not rate:
+            raise MediaDecodeError(f"{_label(role, path)}: no time base or frame rate to seek by")
+        first_pts = stream.start_time or 0
+        try:
+            for target in wanted:
+                if target in out:
+                    continue
+                container.seek(first_pts + int(Fraction(target) / Fraction(rate) / tb), stream=stream, backward=True)
+                for frame in container.decode(stream):
+                    index = round((frame.pts - first_pts) * tb * Fraction(rate)) if frame.pts is not None else -1
+                    if index in wanted and index not in out:
+                        out[index] = _frame_to_rgb(frame)
+                    if index >= target:
+                        break
+        except av.error.FFmpegError as exc:
+            raise MediaDecodeError(f"{_label(role, path)}: truncated or corrupt near frame {target} ({_short(exc)})") from exc
+    return out
+
+
 def read_all_frames(path: Path, *, role: str = "chunk") -> np.ndarray:
     """All frames of a video as one (N, H, W, 3) uint8 array (for chunks: small by design)."""
     frames = list(read_frames(path, role=role))

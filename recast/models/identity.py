@@ -75,6 +75,10 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+_SHARED_LOCK = threading.Lock()
+_SHARED: "DlibFaceEmbedder | None" = None
+
+
 class DlibFaceEmbedder:
     """128-D face descriptors with dlib's ResNet model, aligned by dlib's 5-point predictor.
 
@@ -117,6 +121,21 @@ class DlibFaceEmbedder:
         self._rectangle = dlib.rectangle
         self._lock = threading.Lock()
         self._model: ModelRef | None = None
+
+    @classmethod
+    def shared(cls) -> "DlibFaceEmbedder":
+        """One embedder per process on the installed models, created on first use.
+
+        Loading costs ~0.2 s and hashing the model ~50 ms; segment chunks, track and QC each built
+        their own, which on a 300-frame shot cost more than a second. :meth:`embed` holds a lock,
+        so callers in parallel threads share it safely (their embeddings run one at a time; they
+        are a small, sampled part of those stages).
+        """
+        with _SHARED_LOCK:
+            global _SHARED
+            if _SHARED is None:
+                _SHARED = cls()
+            return _SHARED
 
     @property
     def model(self) -> ModelRef:

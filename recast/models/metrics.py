@@ -37,6 +37,7 @@ __all__ = [
     "temporal_noise",
     "temporal_noise_pairs",
     "head_pose",
+    "head_pose_array",
     "head_poses",
     "inter_ocular_distance",
     "jitter_ratio",
@@ -173,8 +174,68 @@ def head_poses(
     landmarks: np.ndarray, image_size: tuple[int, int]
 ) -> list[tuple[float, float, float] | None]:
     """:func:`head_pose` of each frame of ``(F, 478, 3)`` landmarks (None where no face)."""
+    arr = head_pose_array(landmarks, image_size)
+    return [None if not np.isfinite(row).all() else (float(row[0]), float(row[1]), float(row[2])) for row in arr]
+
+
+def head_pose_array(landmarks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
+    """:func:`head_pose` of every frame of ``(F, 468|478, 2|3)`` landmarks as an ``(F, 3)``
+    array of yaw, pitch, roll (NaN rows where no face or no fit).
+
+    The same fit as :func:`head_pose` (EPnP, then Levenberg-Marquardt), with the rotations to
+    angles done for all frames at once: QC poses every frame of plate and output, and the
+    per-frame Python around the two OpenCV calls cost twice the calls themselves.
+    """
     lm = _lm_array(landmarks)
-    return [head_pose(f, image_size) for f in lm.reshape(-1, *lm.shape[-2:])]
+    lm = lm.reshape(-1, *lm.shape[-2:])
+    out = np.full((len(lm), 3), np.nan)
+    pts_all = lm[:, _POSE_IDX, :2]
+    valid = np.flatnonzero(np.isfinite(pts_all).all(axis=(1, 2)))
+    if not valid.size:
+        return out
+    h, w = int(image_size[0]), int(image_size[1])
+    cam = np.array([[float(w), 0.0, w / 2.0], [0.0, float(w), h / 2.0], [0.0, 0.0, 1.0]])
+    rvecs = np.full((len(lm), 3), np.nan)
+    tvecs = np.full((len(lm), 3), np.nan)
+    for i in valid:
+        pts = np.ascontiguousarray(pts_all[i]).reshape(-1, 1, 2)
+        ok, rvec, tvec = cv2.solvePnP(_POSE_MODEL, pts, cam, None, flags=cv2.SOLVEPNP_EPNP)
+        if not ok:
+            continue
+        rvec, tvec = cv2.solvePnPRefineLM(_POSE_MODEL, pts, cam, None, rvec, tvec)
+        rvecs[i], tvecs[i] = rvec.ravel(), tvec.ravel()
+    good = np.isfinite(rvecs).all(axis=1) & np.isfinite(tvecs).all(axis=1)
+    good[good] = tvecs[good, 2] > 0
+    idx = np.flatnonzero(good)
+    if not idx.size:
+        return out
+    rot = _rodrigues(rvecs[idx])
+    # rotation taking the optical axis onto the ray towards the face (see _ray_rotation)
+    r = tvecs[idx] / np.linalg.norm(tvecs[idx], axis=1, keepdims=True)
+    axis = np.stack([-r[:, 1], r[:, 0], np.zeros(len(r))], axis=1)  # z x r
+    s = np.linalg.norm(axis, axis=1)
+    angle = np.arctan2(s, r[:, 2])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ray = _rodrigues(np.where(s[:, None] < 1e-12, 0.0, axis / s[:, None] * angle[:, None]))
+    rot = np.transpose(ray, (0, 2, 1)) @ rot
+    nose = -rot[:, :, 2]
+    eyes = rot[:, :, 0]
+    out[idx, 0] = np.degrees(np.arctan2(nose[:, 0], -nose[:, 2]))
+    out[idx, 1] = np.degrees(np.arctan2(-nose[:, 1], np.hypot(nose[:, 0], nose[:, 2])))
+    out[idx, 2] = np.degrees(np.arctan2(eyes[:, 1], eyes[:, 0]))
+    return out
+
+
+def _rodrigues(rvecs: np.ndarray) -> np.ndarray:
+    """Rotation matrices ``(N, 3, 3)`` of rotation vectors ``(N, 3)`` (cv2.Rodrigues, batched)."""
+    theta = np.linalg.norm(rvecs, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        k = np.where(theta[:, None] > 1e-12, rvecs / theta[:, None], 0.0)
+    kx, ky, kz = k[:, 0], k[:, 1], k[:, 2]
+    zero = np.zeros_like(kx)
+    K = np.stack([np.stack([zero, -kz, ky], 1), np.stack([kz, zero, -kx], 1), np.stack([-ky, kx, zero], 1)], 1)
+    sin, cos = np.sin(theta)[:, None, None], np.cos(theta)[:, None, None]
+    return np.eye(3)[None] + sin * K + (1.0 - cos) * (K @ K)
 
 
 def _angle_diff(a: float, b: float) -> float:
@@ -413,18 +474,20 @@ class TemporalNoiseMeter:
             mc = cv2.resize(mc.astype(np.uint8), (self._cw, self._ch), interpolation=cv2.INTER_NEAREST) > 0
         self._mask = np.pad(mc, ((0, self._ph), (0, self._pw)))
         self._n = int(self._mask.sum())
+        hp, wp = self._mask.shape
+        self._mask_blocks = self._mask.astype(np.float32).reshape(hp // block_px, block_px, wp // block_px, block_px)
+        self._diffs = np.empty((len(self._shifts), hp, wp), np.float32)
+        self._means = np.empty((len(self._shifts), hp // block_px, wp // block_px), np.float32)
 
     def _prep(self, frame: np.ndarray) -> np.ndarray:
-        a = np.asarray(frame)[self._y0:self._y1, self._x0:self._x1]
-        if a.ndim == 3:
-            # channel mean in one OpenCV pass (float32 avoids the uint8 rounding of cvtColor)
-            g = cv2.transform(np.ascontiguousarray(a).astype(np.float32), np.full((1, a.shape[2]), 1.0 / a.shape[2], np.float32))
-            g = g.reshape(a.shape[:2])
-        else:
-            g = a.astype(np.float32)
+        a = np.asarray(frame)[self._y0:self._y1, self._x0:self._x1].astype(np.float32)
+        # downscale first, then the channel mean: both are linear, so the order does not change
+        # the result, and the mean then runs on the small image (float32 avoids uint8 rounding)
         if self._scale < 1.0:
-            g = cv2.resize(g, (self._cw, self._ch), interpolation=cv2.INTER_AREA)
-        return np.pad(g, ((0, self._ph), (0, self._pw)), mode="edge")
+            a = cv2.resize(a, (self._cw, self._ch), interpolation=cv2.INTER_AREA)
+        if a.ndim == 3:
+            a = cv2.transform(a, np.full((1, a.shape[2]), 1.0 / a.shape[2], np.float32)).reshape(a.shape[:2])
+        return cv2.copyMakeBorder(a, 0, self._ph, 0, self._pw, cv2.BORDER_REPLICATE)
 
     def add(self, frame: np.ndarray) -> tuple[float, int] | None:
         """Feed the next frame; returns (sum, count) of its residual against the previous frame
@@ -436,20 +499,17 @@ class TemporalNoiseMeter:
         if prev is None:
             return None
         r, b = self._r, self._block
-        padded = np.pad(prev, r, mode="edge")
+        padded = cv2.copyMakeBorder(prev, r, r, r, r, cv2.BORDER_REPLICATE)
         h, w = cur.shape
         bw, bh = w // b, h // b
-        best = np.full((bh, bw), np.inf, np.float32)
-        residual = np.zeros_like(cur)
-        for dy, dx in self._shifts:
-            d = cv2.absdiff(cur, padded[r + dy:r + dy + h, r + dx:r + dx + w])
-            bm = cv2.resize(d, (bw, bh), interpolation=cv2.INTER_AREA)  # exact block means
-            better = bm < best
-            if better.any():
-                np.copyto(best, bm, where=better)
-                px = cv2.resize(better.view(np.uint8), (w, h), interpolation=cv2.INTER_NEAREST).view(bool)
-                np.copyto(residual, d, where=px)
-        return float(residual[self._mask].sum()), self._n
+        diffs, means = self._diffs, self._means
+        for k, (dy, dx) in enumerate(self._shifts):
+            cv2.absdiff(cur, padded[r + dy:r + dy + h, r + dx:r + dx + w], dst=diffs[k])
+            means[k] = cv2.resize(diffs[k], (bw, bh), interpolation=cv2.INTER_AREA)  # exact block means
+        best = np.argmin(means, axis=0)  # the first minimum: no shift (index 0) wins ties
+        # the winning shift's difference in every block, counted on the mask's pixels only
+        won = np.take_along_axis(diffs.reshape(len(self._shifts), bh, b, bw, b), best[None, :, None, :, None], axis=0)[0]
+        return float((won * self._mask_blocks).sum(dtype=np.float64)), self._n
 
 
 def temporal_noise_pairs(
@@ -513,15 +573,18 @@ def flicker_ratio(
 
 
 # --- seam ------------------------------------------------------------------------------------
-def _normal_gradient(frame: np.ndarray, nx: np.ndarray, ny: np.ndarray) -> np.ndarray:
+def _normal_gradient_at(frame: np.ndarray, ys: np.ndarray, xs: np.ndarray, nx: np.ndarray, ny: np.ndarray) -> np.ndarray:
+    """At pixels (ys, xs): the magnitude of the image gradient (Sobel) projected on the normal
+    direction (nx, ny) (normalised here), summed over channels (a colour seam with no luma step
+    still shows)."""
     f = np.asarray(frame, dtype=np.float32)
     if f.ndim == 2:
         f = f[:, :, None]
-    gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3).reshape(f.shape)
-    gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3).reshape(f.shape)
-    gn = gx * nx[:, :, None] + gy * ny[:, :, None]
-    # Summed over channels: a colour seam with no luma step still shows.
-    return np.sqrt((gn * gn).sum(axis=2))
+    gx = cv2.Sobel(f, cv2.CV_32F, 1, 0, ksize=3).reshape(f.shape)[ys, xs]
+    gy = cv2.Sobel(f, cv2.CV_32F, 0, 1, ksize=3).reshape(f.shape)[ys, xs]
+    norm = np.sqrt(nx * nx + ny * ny) + 1e-6
+    gn = gx * (nx / norm)[:, None] + gy * (ny / norm)[:, None]
+    return np.sqrt((gn * gn).sum(axis=1))
 
 
 def seam_score(frame: np.ndarray, mask: np.ndarray, ring_px: int = 1, band_px: int = 6) -> float | None:
@@ -571,9 +634,11 @@ def seam_score(frame: np.ndarray, mask: np.ndarray, ring_px: int = 1, band_px: i
     sds = cv2.GaussianBlur(sd, (0, 0), 1.5)
     nx = cv2.Sobel(sds, cv2.CV_32F, 1, 0, ksize=3)
     ny = cv2.Sobel(sds, cv2.CV_32F, 0, 1, ksize=3)
-    norm = np.sqrt(nx * nx + ny * ny) + 1e-6
-    g = _normal_gradient(frame, nx / norm, ny / norm)
-    return float(g[ring].mean()) / max(float(g[bands].mean()), 1.0)
+    # the normal gradient only where it is averaged (ring and bands, a few % of the crop)
+    ys, xs = np.nonzero(ring | bands)
+    on_ring = ring[ys, xs]
+    g = _normal_gradient_at(frame, ys, xs, nx[ys, xs], ny[ys, xs])
+    return float(g[on_ring].mean()) / max(float(g[~on_ring].mean()), 1.0)
 
 
 # --- expression ------------------------------------------------------------------------------

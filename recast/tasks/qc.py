@@ -4,7 +4,15 @@ swapped shot, a verdict with reasons, and the per-frame values reports are drawn
 Cheap metrics (pose, expression, landmark jitter, flicker, background, seam) are computed on
 every frame; costly ones (identity embeddings, hair colour) on sampled frames:
 ``qc_identity_samples_per_second`` per second plus the worst frames by the cheap metrics (pose
-error, landmark jitter, seam), so a bad moment is never missed by the identity check.
+error, landmark jump, seam), so a bad moment is never missed by the identity check.
+
+Where the work happens: the every-frame measurements need plate and output pixels side by side,
+and decoding both FFV1 chunks again cost more than all of QC's arithmetic. So they are taken by
+:func:`recast.models.qc_frames.observe_chunk` where the frames are already decoded: inside each
+swap chunk (stored as its ``qc_observations`` asset, timed apart as ``qc_observe_ms``), and in
+:func:`score_files` on the freshly decoded pair. The ``qc`` stage (:func:`measure`) reads those
+arrays, computes the shot-level values, picks the identity samples and decodes only those frames
+(by seeking in the intra-only chunks).
 
 Identity model: insightface ArcFace (``buffalo_l/w600k_r50.onnx``) when its file is in
 ``RECAST_MODEL_DIR`` (resolved and checksum-verified through :mod:`recast.models.registry`), dlib's
@@ -30,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -39,19 +48,17 @@ import numpy as np
 
 from recast.contracts import AssetRef, IngestResult, Mode, ModelRef, QCReport, SegmentResult, SourceFaceResult, SwapChunkResult, TrackResult, Verdict
 from recast.errors import InputError, ModelMissingError, UsageError
-from recast.media import read_frames, read_image
+from recast.media import read_frames, read_frames_at, read_image
 from recast.models.face import FaceAnalyzer
+from recast.models.qc_frames import BACKGROUND_DILATE_PX, OBSERVE_VERSION, QC_POINTS, SEAM_EVERY, ChunkObservations, observe_chunk
 from recast.models.identity import IDENTITY_MATCH_THRESHOLD, DlibFaceEmbedder, cosine_similarity, face_distance
 from recast.models.metrics import (
     QCThresholds,
-    TemporalNoiseMeter,
-    psnr,
     decide_verdict,
     expression_features,
-    head_pose,
+    head_pose_array,
     inter_ocular_distance,
     pose_error,
-    seam_score,
 )
 from recast.settings import get_settings
 from recast.tasks.arrays import load_npz, save_npz, unpack_masks
@@ -60,15 +67,12 @@ from recast.tasks.segment import ANALYSIS_MEDIA_TYPE, load_analysis, load_source
 
 log = logging.getLogger("recast")
 
-BACKGROUND_DILATE_PX = 15
 #: part of the qc stage's work key: bump when a metric's definition changes, so cached QC
 #: results of the old definition are not reused
-QC_VERSION = "4"
+QC_VERSION = "5"
 WORST_FRAMES = 3
 #: at most this many frames are named per reason
 REASON_FRAMES = 12
-#: seam every Nth swapped frame: it is the costliest cheap metric and a seam does not come and go
-SEAM_EVERY = 3
 #: frames of the plate whose person embeddings are averaged into the plate identity
 PLATE_ID_FRAMES = 3
 #: ArcFace: same person when the cosine similarity of two embeddings is above 0.35, i.e. the
@@ -98,7 +102,7 @@ class DlibIdentity:
     match_distance = IDENTITY_MATCH_THRESHOLD
 
     def __init__(self) -> None:
-        self._embedder = DlibFaceEmbedder()
+        self._embedder = DlibFaceEmbedder.shared()
         self.model = self._embedder.model
 
     def embed(self, rgb: np.ndarray, landmarks: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -218,26 +222,23 @@ def explain_verdict(metrics: dict[str, Any], thresholds: QCThresholds, frames_by
 # --- measuring -------------------------------------------------------------------------------
 @dataclass
 class QCChunk:
-    """One chunk of plate and output: decoded lazily, with the masks that belong to it."""
+    """Where one chunk's plate and output frames are (for the few frames decoded again)."""
 
     start: int
     plate: Path
     output: Path
-    exclude: np.ndarray  # (n, H, W) person/head pixels background preservation leaves out
-    change: np.ndarray  # (n, H, W) pixels the swap changed (blend region)
-    out_landmarks: np.ndarray | None = None  # (n, 478, 3) when already known (score_files)
 
 
 @dataclass
 class QCInputs:
-    """Everything the measuring pass needs about a shot, as arrays and local paths."""
+    """Everything the shot-level measure needs about a shot, as arrays and local paths."""
 
     chunks: list[QCChunk]
+    observations: list[ChunkObservations]
     total: int
     rate: float
     size: tuple[int, int]
     plate_landmarks: np.ndarray  # (F, 478, 3) raw, NaN where the chosen person is absent
-    plate_boxes: np.ndarray  # (F, 4)
     face_found: np.ndarray  # (F,) bool
     source_rgb: np.ndarray
     source_landmarks: np.ndarray
@@ -248,34 +249,100 @@ class QCInputs:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+def frames_at(chunks: list[QCChunk], wanted: dict[int, bool]) -> dict[int, tuple[np.ndarray | None, np.ndarray]]:
+    """Decode the frames ``wanted`` (frame -> whether its plate frame is needed too) by seeking
+    in the intra-only chunks, the chunks in parallel threads (decoding releases the GIL):
+    {frame: (plate or None, output)}."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    starts = [c.start for c in chunks]
+
+    def one(k: int) -> dict[int, tuple[np.ndarray | None, np.ndarray]]:
+        chunk, end = chunks[k], starts[k + 1] if k + 1 < len(chunks) else None
+        mine = {f: need for f, need in wanted.items() if f >= chunk.start and (end is None or f < end)}
+        if not mine:
+            return {}
+        outs = read_frames_at(chunk.output, [f - chunk.start for f in mine])
+        plates = read_frames_at(chunk.plate, [f - chunk.start for f, need in mine.items() if need])
+        return {f: (plates.get(f - chunk.start), outs[f - chunk.start]) for f in mine if f - chunk.start in outs}
+
+    out: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
+    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="qc-frames") as pool:
+        for part in pool.map(one, range(len(chunks))):
+            out.update(part)
+    return out
+
+
+def badness(plate_lms: np.ndarray, out_lms: np.ndarray, pose_err: np.ndarray, seam: np.ndarray, t: QCThresholds) -> np.ndarray:
+    """How bad each frame looks by the cheap metrics, each in units of its review bound: pose
+    error, landmark jump from the previous frame beyond the plate's (5% of the eye distance is
+    one unit), seam. NaN where none of them is known."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        jump = np.full(len(plate_lms), np.nan)
+        if len(plate_lms) > 1:
+            step_out = np.linalg.norm(np.diff(out_lms[:, :, :2], axis=0), axis=2).mean(axis=1)
+            step_plate = np.linalg.norm(np.diff(plate_lms[:, :, :2], axis=0), axis=2).mean(axis=1)
+            iod = np.asarray(inter_ocular_distance(plate_lms), float)[1:]
+            jump[1:] = (step_out - step_plate) / np.where(iod > 0, iod, 1.0) / 0.05
+        terms = np.stack([pose_err / t.pose_error_review, jump, seam / t.seam_review])
+        any_known = np.isfinite(terms).any(axis=0)
+        worst = np.nanmax(np.where(np.isfinite(terms), terms, -np.inf), axis=0)
+    return np.where(any_known, worst, np.nan)
+
+
 def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds, *, samples_per_second: float,
             advance: Callable[[int], None] = lambda n: None) -> tuple[dict[str, Any], dict[str, np.ndarray], list[dict[str, Any]], Verdict]:
-    """All QC metrics of a shot: (metrics, per-frame arrays, reasons, verdict)."""
-    cv2.setNumThreads(1)
+    """All QC metrics of a shot from its chunks' observations: (metrics, per-frame arrays,
+    reasons, verdict). Only the frames embedded for identity are decoded here."""
     total, (h, w) = inputs.total, inputs.size
-    plate_lms, plate_boxes = inputs.plate_landmarks, inputs.plate_boxes
-    out_lms = np.full_like(plate_lms, np.nan)
-    bg_psnr = np.full(total, np.nan)
-    seam = np.full(total, np.nan)
-    flick_out = np.full(total, np.nan)
-    flick_plate = np.full(total, np.nan)
-    swapped = np.zeros(total, dtype=bool)
-    f_sum_out = f_cnt_out = f_sum_plate = f_cnt_plate = 0.0
+    plate_lms = np.asarray(inputs.plate_landmarks, np.float64)[:, :QC_POINTS]
+    obs = inputs.observations
+    covered = sum(len(o) for o in obs)
+    if covered != total:
+        raise ValueError(f"QC observations cover {covered} frames, the shot has {total}")
+    out_lms = np.concatenate([o.out_landmarks for o in obs]).astype(np.float64) if obs else np.full_like(plate_lms, np.nan)
+    swapped = np.concatenate([o.swapped for o in obs]).astype(bool) if obs else np.zeros(total, bool)
+    bg_psnr = np.concatenate([o.background_psnr for o in obs]) if obs else np.full(total, np.nan)
+    seam = np.concatenate([o.seam for o in obs]) if obs else np.full(total, np.nan)
+    flick_out = np.concatenate([o.flicker_output for o in obs]) if obs else np.full(total, np.nan)
+    flick_plate = np.concatenate([o.flicker_plate for o in obs]) if obs else np.full(total, np.nan)
+    f_sum_out, f_cnt_out, f_sum_plate, f_cnt_plate = (np.sum([o.flicker_sums for o in obs], axis=0) if obs else np.zeros(4)).tolist()
 
-    # the identity samples: one a second among the judged frames, known before decoding, so they
-    # are embedded in pass 1; the worst frames by the cheap metrics are only known after it
-    swapped_known = np.concatenate([c.change.reshape(len(c.change), -1).any(axis=1) for c in inputs.chunks]) if inputs.chunks else swapped
-    judged = swapped_known & inputs.face_found
+    judged = swapped & inputs.face_found
     if not judged.any():  # nothing was swapped (an output identical to its plate): judge every face frame
         judged = inputs.face_found.copy()
-    regular = set(int(x) for x in sample_frames(judged, inputs.rate, samples_per_second))
+
+    pose_plate = head_pose_array(plate_lms, (h, w)).reshape(total, 3)
+    pose_out = head_pose_array(out_lms, (h, w)).reshape(total, 3)
+    with np.errstate(invalid="ignore"):
+        d = np.abs((pose_plate - pose_out + 180.0) % 360.0 - 180.0)
+        pose_err = np.where(np.isfinite(d).all(axis=1), d.mean(axis=1), np.nan)
+    expr_err = _expression_per_frame(plate_lms, out_lms, judged)
+    acc_out, acc_plate = _landmark_acceleration(out_lms), _landmark_acceleration(plate_lms)
+    jitter_excess = acc_out - acc_plate
+    flicker_pf = (flick_out + 0.25) / (flick_plate + 0.25)
+
+    # identity samples: one a second among the judged frames plus the worst frames by the cheap
+    # metrics (not already sampled), so a bad moment is never missed by the identity check
+    regular = sample_frames(judged, inputs.rate, samples_per_second)
+    bad = badness(plate_lms, out_lms, pose_err, seam, thresholds)
+    candidates = judged & np.isfinite(bad) & (np.nan_to_num(bad, nan=0.0) > 0)
+    candidates[regular] = False
+    worst = _worst(bad, candidates, WORST_FRAMES)
+    samples = sample_frames(judged, inputs.rate, samples_per_second, np.asarray(worst, dtype=int))
     # the plate's person is one identity: embedded on a few regular samples and averaged, rather
     # than once per sampled frame (halves the embedding cost, the costliest part of QC)
-    plate_frames_for_id = set(sorted(regular)[:: max(1, len(regular) // PLATE_ID_FRAMES)][:PLATE_ID_FRAMES])
-    src_embedding = identity.embed(inputs.source_rgb, inputs.source_landmarks, inputs.source_box)
+    plate_frames_for_id = [int(f) for f in sorted(regular)[:: max(1, len(regular) // PLATE_ID_FRAMES)][:PLATE_ID_FRAMES]
+                           if np.isfinite(plate_lms[f]).all()]
     head = inputs.mode == Mode.head.value and inputs.source_head is not None
     if head:
         from recast.models.head import hair_colour_transfer
+    wanted = {int(f): head or int(f) in plate_frames_for_id for f in samples}
+    for f in plate_frames_for_id:
+        wanted[f] = True
+    decoded = frames_at(inputs.chunks, wanted)
+
+    src_embedding = identity.embed(inputs.source_rgb, inputs.source_landmarks, inputs.source_box)
     d_src = np.full(total, np.nan)
     d_plate = np.full(total, np.nan)
     cos_src = np.full(total, np.nan)
@@ -283,69 +350,18 @@ def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds,
     hair = np.full(total, np.nan)
     out_embs: dict[int, np.ndarray] = {}
     plate_embs: list[np.ndarray] = []
-
-    def identity_at(f: int, plate_frame: np.ndarray, out_frame: np.ndarray) -> None:
-        if f in plate_frames_for_id and np.isfinite(plate_lms[f]).all():
+    sample_set = set(int(f) for f in samples)
+    for f in sorted(decoded):
+        plate_frame, out_frame = decoded[f]
+        if f in plate_frames_for_id and plate_frame is not None:
             plate_embs.append(identity.embed(plate_frame, plate_lms[f], _box(plate_lms[f], plate_frame.shape)))
-        if np.isnan(out_lms[f]).any():
-            return
+        if f not in sample_set or np.isnan(out_lms[f]).any():
+            continue
         out_embs[f] = identity.embed(out_frame, out_lms[f], _box(out_lms[f], out_frame.shape))
-        if head and np.isfinite(plate_lms[f]).all():
+        if head and plate_frame is not None and np.isfinite(plate_lms[f]).all():
             verdict = hair_colour_transfer(out_frame, out_lms[f], inputs.source_head, plate_frame, plate_lms[f])
             hair[f] = np.nan if verdict is None else float(verdict)
-
-    # pass 1, every frame, one decode of plate and output: output landmarks, background PSNR,
-    # seam, flicker, and identity on the regular samples. The frames that look worst by the cheap
-    # metrics so far are kept (WORST_FRAMES of them, whole frames) so that identity can be checked
-    # on them afterwards without decoding the shot a second time (decoding was a third of QC).
-    keep = _WorstFrames(WORST_FRAMES)
-    analyzer = FaceAnalyzer(static_images=False, max_faces=2) if any(c.out_landmarks is None for c in inputs.chunks) else None
-    try:
-        for chunk in inputs.chunks:
-            n = len(chunk.change)
-            region = chunk.change.any(axis=0)
-            if not region.any():  # nothing changed (e.g. an output identical to the plate): the face is the region
-                region = _face_region(plate_lms[chunk.start:chunk.start + n], (h, w))
-            meter_out, meter_plate = TemporalNoiseMeter(region), TemporalNoiseMeter(region)
-            for i, (plate_frame, out_frame) in enumerate(zip(read_frames(chunk.plate), read_frames(chunk.output))):
-                f = chunk.start + i
-                po, pp = meter_out.add(out_frame), meter_plate.add(plate_frame)
-                if po is not None and pp is not None and po[1]:
-                    flick_out[f], flick_plate[f] = po[0] / po[1], pp[0] / pp[1]
-                    f_sum_out, f_cnt_out, f_sum_plate, f_cnt_plate = f_sum_out + po[0], f_cnt_out + po[1], f_sum_plate + pp[0], f_cnt_plate + pp[1]
-                swapped[f] = bool(chunk.change[i].any())
-                bg_psnr[f] = _nan(psnr(plate_frame, out_frame, ~_grow(chunk.exclude[i] | chunk.change[i], BACKGROUND_DILATE_PX)))
-                if chunk.out_landmarks is not None:
-                    out_lms[f] = chunk.out_landmarks[i]
-                elif swapped[f] and inputs.face_found[f]:
-                    face = _nearest_face(analyzer.detect(out_frame), plate_boxes[f])
-                    if face is not None:
-                        out_lms[f] = face.landmarks
-                if swapped[f] and f % SEAM_EVERY == 0:
-                    seam[f] = _nan(seam_score(out_frame, chunk.change[i]))
-                if f in regular or f in plate_frames_for_id:
-                    identity_at(f, plate_frame, out_frame)
-                elif judged[f]:
-                    keep.offer(f, plate_frame, out_frame, _badness(f, plate_lms, out_lms, seam, (h, w), thresholds))
-                advance(1)
-    finally:
-        if analyzer is not None:
-            analyzer.close()
-
-    pose_plate = np.array([head_pose(l, (h, w)) or (np.nan,) * 3 for l in plate_lms], dtype=float).reshape(total, 3)
-    pose_out = np.array([head_pose(l, (h, w)) or (np.nan,) * 3 for l in out_lms], dtype=float).reshape(total, 3)
-    with np.errstate(invalid="ignore"):
-        d = np.abs((pose_plate - pose_out + 180.0) % 360.0 - 180.0)
-        pose_err = np.where(np.isfinite(d).all(axis=1), d.mean(axis=1), np.nan)
-    expr_err = _expression_per_frame(plate_lms, out_lms, judged)
-    jitter_excess = _landmark_acceleration(out_lms) - _landmark_acceleration(plate_lms)
-    flicker_pf = (flick_out + 0.25) / (flick_plate + 0.25)
-
-    # the worst frames by the cheap metrics (kept during pass 1): identity is checked there too
-    worst = sorted(keep.frames)
-    samples = sample_frames(judged, inputs.rate, samples_per_second, np.asarray(worst, dtype=int))
-    for f, plate_frame, out_frame in keep.items():
-        identity_at(f, plate_frame, out_frame)
+    advance(total)
 
     plate_person = np.mean(plate_embs, axis=0) if plate_embs else None
     for f, out_emb in out_embs.items():
@@ -357,7 +373,6 @@ def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds,
     t = identity.match_distance
     measured = np.isfinite(d_src) & np.isfinite(d_plate)
     transferred = measured & (d_src < t) & (d_plate > t)
-    acc_out, acc_plate = _landmark_acceleration(out_lms), _landmark_acceleration(plate_lms)
     both = judged & np.isfinite(acc_out) & np.isfinite(acc_plate)
     # jitter as shake, not motion: mean landmark acceleration (second difference) of the output
     # over the plate's; a head that jumps for one frame scores high, a head that moves smoothly
@@ -409,7 +424,7 @@ def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds,
         "swapped": swapped, "face_found": inputs.face_found, "d_source": d_src, "d_plate": d_plate, "similarity_source": cos_src, "similarity_plate": cos_plate, "transferred": transferred,
         "sampled": samples, "pose_plate": pose_plate, "pose_output": pose_out, "pose_error": pose_err, "expression_error": expr_err,
         "jitter_excess": jitter_excess, "flicker_output": flick_out, "flicker_plate": flick_plate, "flicker_ratio": flicker_pf,
-        "seam": seam, "background_psnr": bg_psnr, "hair": hair, "output_landmarks": out_lms.astype(np.float32),
+        "seam": seam, "background_psnr": bg_psnr, "hair": hair, "badness": bad,
         "identity_match_distance": np.asarray([t]),
     }
     return metrics, per_frame, reasons, verdict
@@ -444,33 +459,30 @@ def score_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult,
     models = (identity.model,) + tuple(FaceAnalyzer.MODELS)
     params = {"samples_per_second": settings.qc_identity_samples_per_second, "background_dilate_px": BACKGROUND_DILATE_PX,
               "worst_frames": WORST_FRAMES, "seam_every": SEAM_EVERY, "thresholds": dataclasses.asdict(thresholds), "mode": mode,
-              "flicker": "temporal_noise", "qc_version": QC_VERSION}
+              "flicker": "temporal_noise", "qc_version": QC_VERSION, "observe_version": OBSERVE_VERSION}
 
     def compute() -> QCReport:
         total = ingest.plate_info.frame_count
         progress = progress_for(run_id, "qc", total)
         tr = load_npz(fetch(track.tracks))
-        chunks = []
-        for chunk, seg, sw in zip(ingest.chunks, segments, swaps):
-            person = _unpack(load_analysis(seg.analysis), "person_mask_bits")
-            smask = _unpack(load_npz(fetch(sw.masks)), "mask_bits")
-            chunks.append(QCChunk(start=chunk.frames.start, plate=fetch(chunk.video), output=fetch(sw.video), exclude=person, change=smask))
         src = load_analysis(source.analysis)
         inputs = QCInputs(
-            chunks=chunks, total=total, rate=_rate(ingest), size=(ingest.plate_info.height, ingest.plate_info.width),
-            plate_landmarks=tr["raw_landmarks"], plate_boxes=tr["boxes"], face_found=tr["chosen"] >= 0,
+            chunks=[QCChunk(start=c.frames.start, plate=fetch(c.video), output=fetch(sw.video)) for c, sw in zip(ingest.chunks, swaps)],
+            observations=[ChunkObservations.load(fetch(sw.observations)) for sw in swaps],
+            total=total, rate=_rate(ingest), size=(ingest.plate_info.height, ingest.plate_info.width),
+            plate_landmarks=tr["raw_landmarks"], face_found=tr["chosen"] >= 0,
             source_rgb=read_image(fetch(source.source), role="source"), source_landmarks=src["landmarks"],
             source_box=tuple(int(v) for v in src["box"]), mode=mode,
             source_head=load_source_head(source.analysis) if mode == Mode.head.value else None, cuts=tuple(track.cuts),
         )
-        return _finish(inputs, identity, thresholds, models, parents=[sw.video for sw in swaps] + [source.source, track.tracks],
+        return _finish(inputs, identity, thresholds, models, parents=[sw.video for sw in swaps] + [sw.observations for sw in swaps] + [source.source, track.tracks],
                        advance=progress.advance, samples_per_second=settings.qc_identity_samples_per_second)
 
     return run_stage(
         "qc",
         run_id=run_id,
         shot_id=shot_id,
-        inputs=[c.video for c in ingest.chunks] + [s.analysis for s in segments] + [track.tracks] + [s.video for s in swaps] + [source.source, source.analysis],
+        inputs=[c.video for c in ingest.chunks] + [track.tracks] + [s.video for s in swaps] + [s.observations for s in swaps] + [source.source, source.analysis],
         params=params,
         models=models,
         result_type=QCReport,
@@ -544,12 +556,12 @@ def score_files(*, plate: str, output: str, source: str, mode: str = "face", fac
     models = (identity.model,) + tuple(FaceAnalyzer.MODELS)
     params = {"samples_per_second": settings.qc_identity_samples_per_second, "background_dilate_px": BACKGROUND_DILATE_PX,
               "worst_frames": WORST_FRAMES, "seam_every": SEAM_EVERY, "thresholds": dataclasses.asdict(thresholds), "mode": mode,
-              "flicker": "temporal_noise", "qc_version": QC_VERSION, "what": "files", "change_threshold": CHANGE_THRESHOLD}
+              "flicker": "temporal_noise", "qc_version": QC_VERSION, "observe_version": OBSERVE_VERSION, "what": "files", "change_threshold": CHANGE_THRESHOLD}
 
     def compute() -> QCReport:
         tr = load_npz(fetch(track.tracks))
         plate_lms, boxes, chosen = tr["raw_landmarks"], tr["boxes"], tr["chosen"]
-        chunks = []
+        chunks, observations = [], []
         for pc, oc, sp, so in zip(ing_p.chunks, ing_o.chunks, seg_p, seg_o):
             ap, ao = load_analysis(sp.analysis), load_analysis(so.analysis)
             start, n = pc.frames.start, pc.frames.count
@@ -562,11 +574,15 @@ def score_files(*, plate: str, output: str, source: str, mode: str = "face", fac
                 if k is not None:
                     out_lms[i] = ao["faces_landmarks"][i, k]
             persons = _unpack(ap, "person_mask_bits") | _unpack(ao, "person_mask_bits")
-            change = _change_masks(fetch(pc.video), fetch(oc.video), boxes[start:start + n], chosen[start:start + n] >= 0)
-            chunks.append(QCChunk(start=start, plate=fetch(pc.video), output=fetch(oc.video), exclude=persons, change=change, out_landmarks=out_lms))
+            plate_path, out_path = fetch(pc.video), fetch(oc.video)
+            change = _change_masks(plate_path, out_path, boxes[start:start + n], chosen[start:start + n] >= 0)
+            observations.append(observe_chunk(start=start, plate_frames=read_frames(plate_path), out_frames=read_frames(out_path), exclude=persons,
+                                              change=change, plate_boxes=boxes[start:start + n], face_found=chosen[start:start + n] >= 0,
+                                              plate_landmarks=plate_lms[start:start + n], out_landmarks=out_lms))
+            chunks.append(QCChunk(start=start, plate=plate_path, output=out_path))
         s = load_analysis(src.analysis)
         inputs = QCInputs(
-            chunks=chunks, total=total, rate=_rate(ing_p), size=(pi.height, pi.width), plate_landmarks=plate_lms, plate_boxes=boxes,
+            chunks=chunks, observations=observations, total=total, rate=_rate(ing_p), size=(pi.height, pi.width), plate_landmarks=plate_lms,
             face_found=chosen >= 0, source_rgb=read_image(fetch(src.source), role="source"), source_landmarks=s["landmarks"],
             source_box=tuple(int(v) for v in s["box"]), mode=mode,
             source_head=load_source_head(src.analysis) if mode == Mode.head.value else None, cuts=tuple(track.cuts),
@@ -619,75 +635,6 @@ def _rate(ingest: IngestResult) -> float:
     return float(ingest.plate_info.rate.fraction) if ingest.plate_info.rate else 25.0
 
 
-class _WorstFrames:
-    """The ``k`` frames with the highest badness seen so far, with their plate and output."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-        self._items: list[tuple[float, int, np.ndarray, np.ndarray]] = []
-
-    def offer(self, f: int, plate: np.ndarray, out: np.ndarray, badness: float) -> None:
-        if not np.isfinite(badness) or badness <= 0:
-            return
-        if len(self._items) < self.k:
-            self._items.append((badness, f, plate, out))
-        else:
-            low = min(range(len(self._items)), key=lambda i: self._items[i][0])
-            if badness <= self._items[low][0]:
-                return
-            self._items[low] = (badness, f, plate, out)
-
-    @property
-    def frames(self) -> list[int]:
-        return [f for _, f, _, _ in self._items]
-
-    def items(self):
-        return [(f, p, o) for _, f, p, o in sorted(self._items, key=lambda t: t[1])]
-
-
-def _badness(f: int, plate_lms: np.ndarray, out_lms: np.ndarray, seam: np.ndarray, size: tuple[int, int], t: QCThresholds) -> float:
-    """How bad frame ``f`` looks by the cheap metrics known when it is decoded, each in units of
-    its review bound: pose error, landmark jump from the previous frame beyond the plate's, seam."""
-    worst = 0.0
-    pp, po = head_pose(plate_lms[f], size), head_pose(out_lms[f], size)
-    if pp is not None and po is not None:
-        err = float(np.mean([abs((a - b + 180.0) % 360.0 - 180.0) for a, b in zip(pp, po)]))
-        worst = max(worst, err / t.pose_error_review)
-    if f > 0 and np.isfinite(out_lms[f - 1:f + 1]).all() and np.isfinite(plate_lms[f - 1:f + 1]).all():
-        iod = float(inter_ocular_distance(plate_lms[f])) or 1.0
-        jump = (np.linalg.norm(out_lms[f, :, :2] - out_lms[f - 1, :, :2], axis=1).mean()
-                - np.linalg.norm(plate_lms[f, :, :2] - plate_lms[f - 1, :, :2], axis=1).mean()) / iod
-        worst = max(worst, float(jump) / 0.05)  # a jump of 5% of the eye distance beyond the plate's
-    if np.isfinite(seam[f]):
-        worst = max(worst, float(seam[f]) / t.seam_review)
-    return worst
-
-
-def _grow(mask: np.ndarray, px: int) -> np.ndarray:
-    """``mask`` dilated by at least ``px`` pixels, computed at a quarter of the resolution: a
-    full-resolution elliptic dilation of a person mask was the costliest step of the background
-    measure (~3 ms a 512 px frame, ~30 ms at 1080p); at 1/4 it is ~0.2 ms and errs on the side of
-    excluding a few more pixels."""
-    m = np.asarray(mask, bool)
-    if not m.any():
-        return m
-    h, w = m.shape
-    q = 4
-    small = cv2.resize(m.astype(np.uint8), ((w + q - 1) // q, (h + q - 1) // q), interpolation=cv2.INTER_AREA) > 0
-    r = int(np.ceil(px / q)) + 1
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-    grown = cv2.dilate(small.astype(np.uint8), k)
-    return (cv2.resize(grown, (w, h), interpolation=cv2.INTER_NEAREST) > 0) | m
-
-
-def _face_region(landmarks: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    region = np.zeros(size, np.uint8)
-    for lm in landmarks:
-        if np.isfinite(lm[:, :2]).all():
-            cv2.fillConvexPoly(region, cv2.convexHull(lm[:, :2].astype(np.int32)), 1)
-    return region > 0
-
-
 def _expression_per_frame(plate_lms: np.ndarray, out_lms: np.ndarray, judged: np.ndarray) -> np.ndarray:
     """Per-frame centred expression difference (as :func:`expression_error` averages it)."""
     fp, fo = expression_features(plate_lms), expression_features(out_lms)
@@ -728,14 +675,6 @@ def _order(values: np.ndarray, cond: np.ndarray, *, ascending: bool = False) -> 
     idx = np.flatnonzero(cond & np.isfinite(values))
     idx = idx[np.argsort(values[idx])]
     return [int(f) for f in (idx if ascending else idx[::-1])]
-
-
-def _nearest_face(faces, box: np.ndarray):
-    """The detected output face that sits where the chosen plate face was."""
-    if not faces:
-        return None
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    return min(faces, key=lambda f: (f.box[0] + f.box[2] - 2 * cx) ** 2 + (f.box[1] + f.box[3] - 2 * cy) ** 2)
 
 
 def _nearest_index(boxes: np.ndarray, box: np.ndarray) -> int | None:

@@ -35,10 +35,10 @@ import cv2
 import numpy as np
 
 from recast.contracts import AssetRef, PlateChunk, QCReport, Record
-from recast.media import read_frames
+from recast.media import read_frames_at
 from recast.models.metrics import QCThresholds
 from recast.tasks.arrays import load_npz
-from recast.tasks.common import emit_progress, fetch, run_stage, scratch_dir, store_asset
+from recast.tasks.common import emit_progress, fetch, run_stage, scratch_dir, store, store_asset
 
 REPORT_VERSION = "2"
 #: rows of the contact sheet: at most this many worst frames, then regular points up to ROWS
@@ -147,19 +147,14 @@ def choose_frames(pf: dict[str, np.ndarray], reasons: list[dict[str, Any]], tota
 
 
 def _frames_at(chunks: list[tuple[int, Any]], wanted: list[int]) -> dict[int, np.ndarray]:
-    """Decode only the chunks that hold a wanted frame; keep just those frames."""
+    """Only the wanted frames, by seeking in the chunks that hold them (intra-only chunks)."""
     out: dict[int, np.ndarray] = {}
-    want = set(wanted)
+    want = set(int(f) for f in wanted)
     for i, (start, path) in enumerate(chunks):
         end = chunks[i + 1][0] if i + 1 < len(chunks) else None
-        if not any(f >= start and (end is None or f < end) for f in want):
-            continue
-        last = max(f for f in want if f >= start and (end is None or f < end))
-        for k, frame in enumerate(read_frames(path)):
-            if start + k in want:
-                out[start + k] = frame
-            if start + k >= last:  # the rest of the chunk is not needed
-                break
+        mine = [f - start for f in want if f >= start and (end is None or f < end)]
+        if mine:
+            out.update({start + k: frame for k, frame in read_frames_at(path, mine).items()})
     return out
 
 
@@ -377,11 +372,38 @@ def publish_qc(*, run_id: str | None, shot_id: str | None, shot: str, qc: QCRepo
            "contact_sheet": report.contact_sheet.uri if report else None}
     if _in_prefect_run():
         thresholds = thresholds_for_shot(shot_id)
-        create_qc_artifacts(shot, qc, thresholds, reasons, report)
+        links = report_links(run_id, shot_id, report) if report is not None else {}
+        create_qc_artifacts(shot, qc, thresholds, reasons, report, links=links)
     return out
 
 
-def create_qc_artifacts(shot: str, qc: QCReport, thresholds: QCThresholds, reasons: list[dict[str, Any]], report: QCReportFiles | None) -> None:
+#: how long the report links in the Prefect UI stay valid (S3 SigV4's longest: 7 days)
+REPORT_LINK_EXPIRES_S = 7 * 24 * 3600
+
+
+def report_links(run_id: str | None, shot_id: str | None, report: QCReportFiles) -> dict[str, str]:
+    """Links a browser can open for the HTML report and the contact sheet: presigned URLs when
+    the object store issues them (S3), each recorded as a ``download_link.issued`` audit event;
+    empty for a local store (a Prefect UI page cannot open file:// links)."""
+    from recast.db import repository as repo
+    from recast.db.session import session_scope
+
+    st = store()
+    links = {}
+    for name, ref in (("report", report.html), ("contact_sheet", report.contact_sheet)):
+        url = st.presign(ref.uri, REPORT_LINK_EXPIRES_S)
+        if url:
+            links[name] = url
+    if links and (run_id or shot_id):
+        with session_scope() as s:
+            repo.add_audit_event(s, actor="recast", action="download_link.issued", subject_type="shot" if shot_id else "run",
+                                 subject_id=shot_id or run_id, detail={"what": "qc_report", "run_id": run_id, "uris": [report.html.uri,
+                                 report.contact_sheet.uri], "expires_s": REPORT_LINK_EXPIRES_S, "shown_in": "prefect_ui"})
+    return links
+
+
+def create_qc_artifacts(shot: str, qc: QCReport, thresholds: QCThresholds, reasons: list[dict[str, Any]], report: QCReportFiles | None,
+                        *, links: dict[str, str] | None = None) -> None:
     """The table and markdown artifacts of a QC result (needs a Prefect flow or task run)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -395,6 +417,12 @@ def create_qc_artifacts(shot: str, qc: QCReport, thresholds: QCThresholds, reaso
         # no "|" in the alt text or the caption: the UI's markdown reads a line with pipes as a
         # table row and then drops the image
         lines += ["", f"![QC contact sheet](data:image/jpeg;base64,{thumb})", "",
-                  "Columns: plate, output, difference heat map. Frames " + ", ".join(map(str, report.frames)) + ".", "",
-                  f"Full report: `{report.html.uri}`", "", f"Contact sheet: `{report.contact_sheet.uri}`"]
+                  "Columns: plate, output, difference heat map. Frames " + ", ".join(map(str, report.frames)) + ".", ""]
+        links = links or {}
+        if "report" in links:
+            days = REPORT_LINK_EXPIRES_S // 86400
+            lines += [f"[Open the full report]({links['report']}) (link valid {days} days)", "",
+                      f"[Contact sheet, full size]({links.get('contact_sheet', links['report'])})", ""]
+        lines += [f"Full report: `{report.html.uri}`", "", f"Contact sheet: `{report.contact_sheet.uri}`", "",
+                  f"From a terminal: `recast qc {shot}` prints the metrics and these locations."]
     create_markdown_artifact("\n".join(lines), key=f"{key}-sheet", description=f"QC contact sheet of {shot}")

@@ -33,7 +33,7 @@ def segment_models() -> tuple[ModelRef, ...]:
 def segment_chunk(*, run_id: str | None, shot_id: str | None, chunk: PlateChunk, chunk_index: int, face_selector: str, total_frames: int) -> SegmentResult:
     """Every face in every frame of one plate chunk, the person mask and a frame signature."""
     selector = parse_face_selector(face_selector)
-    embedder = DlibFaceEmbedder()
+    embedder = DlibFaceEmbedder.shared()
     models = segment_models() + (embedder.model,)
     always_embed = selector.kind != "largest"
 

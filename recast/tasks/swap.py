@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 
@@ -10,6 +12,7 @@ from recast.errors import UsageError
 from recast.media import read_frames, read_image, write_lossless
 from recast.models.head import ColourMatch, HeadSwapper, skin_colour_stats
 from recast.models.occlusion import OcclusionDetector
+from recast.models.qc_frames import OBSERVE_VERSION, observe_chunk
 from recast.models.swap_classic import ClassicFaceSwapper
 from recast.tasks.arrays import load_npz, pack_masks, save_npz, unpack_masks
 from recast.tasks.background import load_known
@@ -90,7 +93,7 @@ def swap_chunk(
             if backend == "inswapper":
                 engine.set_source([(source_rgb, src["landmarks"])])
             else:
-                return _diffusion_chunk(engine, chunk, targets, plate_lms, source_rgb, src["landmarks"], progress)
+                return _diffusion_chunk(engine, chunk, targets, plate_lms, source_rgb, src["landmarks"], progress, tr, person)
         if head and engine is None:
             source_head = load_source_head(source.analysis)
             swapper = HeadSwapper(source_head)
@@ -101,10 +104,12 @@ def swap_chunk(
             src = load_analysis(source.analysis)
             face_swapper = ClassicFaceSwapper(read_image(fetch(source.source), role="source"), src["landmarks"])
         out_frames: list[np.ndarray] = []
+        plate_frames: list[np.ndarray] = []  # kept for QC's measurements (see _store_chunk)
         masks: list[np.ndarray] = []
         swapped = passthrough = 0
         with OcclusionDetector(static_images=False) as occluder:
             for i, frame in enumerate(read_frames(fetch(chunk.video))):
+                plate_frames.append(frame)
                 bg = next(bg_frames) if head else None
                 t, p = targets[i], plate_lms[i]
                 if np.isnan(t).any() or np.isnan(p).any():
@@ -127,23 +132,34 @@ def swap_chunk(
                 masks.append(result.mask > 0)
                 swapped += 1
                 progress.advance()
-        return _store_chunk(out_frames, masks, swapped, passthrough)
+        return _store_chunk(plate_frames, out_frames, masks, swapped, passthrough, tr, person)
 
-    def _diffusion_chunk(engine, chunk, targets, plate_lms, source_rgb, source_lms, progress) -> SwapChunkResult:
+    def _diffusion_chunk(engine, chunk, targets, plate_lms, source_rgb, source_lms, progress, tr, person) -> SwapChunkResult:
         frames = list(read_frames(fetch(chunk.video)))
         results = engine.swap_batch(frames, list(targets), list(plate_lms), source_rgb, source_lms)
         valid = [not (np.isnan(t).any() or np.isnan(p).any()) for t, p in zip(targets, plate_lms)]
         progress.advance(len(frames))
-        return _store_chunk([r.frame for r in results], [r.mask > 0 for r in results], sum(valid), len(valid) - sum(valid))
+        return _store_chunk(frames, [r.frame for r in results], [r.mask > 0 for r in results], sum(valid), len(valid) - sum(valid), tr, person)
 
-    def _store_chunk(out_frames, masks, swapped, passthrough) -> SwapChunkResult:
+    def _store_chunk(plate_frames, out_frames, masks, swapped, passthrough, tr, person) -> SwapChunkResult:
+        change = np.stack(masks)
+        # QC's every-frame measurements, on the frames in memory (decoding both chunks again in
+        # the qc stage cost more than all of QC's arithmetic); timed apart, as QC's cost
+        t0 = time.perf_counter()
+        observations = observe_chunk(start=start, plate_frames=plate_frames, out_frames=out_frames, exclude=person, change=change,
+                                     plate_boxes=tr["boxes"][start:end], face_found=tr["chosen"][start:end] >= 0,
+                                     plate_landmarks=tr["raw_landmarks"][start:end])
+        observe_ms = (time.perf_counter() - t0) * 1000.0
         with scratch_dir("swap-") as tmp:
             write_lossless(tmp / "swapped.mkv", out_frames, chunk.frames.rate)
             video = store_asset(tmp / "swapped.mkv", media_type=CHUNK_MEDIA_TYPE, role="swapped_chunk", suffix=".mkv", parents=inputs)
-            mp = pack_masks(np.stack(masks))
+            mp = pack_masks(change)
             mask_path = save_npz(tmp / "masks.npz", mask_bits=mp["bits"], mask_shape=mp["shape"])
             mask_ref = store_asset(mask_path, media_type=ANALYSIS_MEDIA_TYPE, role="swap_masks", suffix=".npz", parents=[video])
-        return SwapChunkResult(chunk=chunk.frames, video=video, masks=mask_ref, swapped_frames=swapped, passthrough_frames=passthrough, models=models)
+            obs_ref = store_asset(observations.save(tmp / "qc_observations.npz"), media_type=ANALYSIS_MEDIA_TYPE, role="qc_observations",
+                                  suffix=".npz", parents=[video, mask_ref, track.tracks, segment.analysis])
+        return SwapChunkResult(chunk=chunk.frames, video=video, masks=mask_ref, observations=obs_ref, swapped_frames=swapped,
+                               passthrough_frames=passthrough, models=models, metrics={"qc_observe_ms": round(observe_ms, 3)})
 
     def guarded() -> SwapChunkResult:
         if engine is None:
@@ -160,7 +176,7 @@ def swap_chunk(
         run_id=run_id,
         shot_id=shot_id,
         inputs=inputs,
-        params={"backend": backend, "mode": mode, "frames": [start, end]},
+        params={"backend": backend, "mode": mode, "frames": [start, end], "qc_observe": OBSERVE_VERSION},
         models=models,
         result_type=SwapChunkResult,
         compute=guarded,

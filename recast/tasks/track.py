@@ -49,7 +49,7 @@ def _reference_embedding(reference: str, embedder: DlibFaceEmbedder) -> np.ndarr
 def track_person(*, run_id: str | None, shot_id: str | None, ingest: IngestResult, segments: list[SegmentResult], face_selector: str) -> TrackResult:
     """Choose the selected person in every frame; smooth landmarks and colour over the shot."""
     selector = parse_face_selector(face_selector)
-    embedder = DlibFaceEmbedder()
+    embedder = DlibFaceEmbedder.shared()
     models: tuple[ModelRef, ...] = (embedder.model,) if selector.kind == "reference" else ()
     reference_sha = None
     if selector.kind == "reference":

@@ -8,7 +8,6 @@ by any tool.
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -116,7 +115,15 @@ def test_a_correct_swap_passes_and_qc_shot_reports_it(swap_env):
             walk(p)
 
     walk(lineage)
-    assert {"qc_report", "qc_per_frame", "swapped_chunk"} <= roles
+    assert {"qc_report", "qc_per_frame", "swapped_chunk", "qc_observations"} <= roles
+    # QC's per-frame measurements ran inside the swap chunks, timed apart as QC's cost
+    from recast.db import repository as repo
+    from recast.db.session import session_scope
+
+    with session_scope() as s:
+        swaps = [r for r in repo.stage_runs_for_run(s, summary["run_id"]) if r.stage == "swap" and r.status == "done"]
+        assert len(swaps) == 3  # 40 frames in chunks of 16
+        assert all(0 < r.metrics["qc_observe_ms"] < r.metrics["elapsed_ms"] for r in swaps)
 
 
 def _variant(kind: str, plate: list[np.ndarray], out: list[np.ndarray]) -> list[np.ndarray]:
@@ -257,11 +264,25 @@ def test_review_pause_resumes_to_render_with_the_supervisors_decision(recast_env
         assert "review.requested" in actions and "review.approve" in actions and "qc.recorded" in actions
 
 
-def test_review_input_rejects_and_reruns_programmatically(recast_env, short_plate, tmp_path):
-    """resume_flow_run with run_input: reject ends the run as rejected; nothing is rendered."""
+def _paused_flow_run(run_id: str) -> str | None:
+    """The Prefect flow run id of ``run_id`` once Prefect shows it paused, else None."""
     from prefect.client.orchestration import get_client
-    from prefect.flow_runs import resume_flow_run
 
+    from recast.db import repository as repo
+    from recast.db.session import session_scope
+
+    with session_scope() as s:
+        fid = repo.get_run(s, run_id).prefect_flow_run_id
+    if not fid:
+        return None
+    with get_client(sync_client=True) as c:
+        st = c.read_flow_run(fid).state
+    return fid if st is not None and st.is_paused() else None
+
+
+def _start_paused_shot(**run_kw):
+    """Submit the short plate in a project whose bar sends it to review; run swap_shot with
+    review=pause in a thread. Returns (shot id, run id, result dict, thread)."""
     from recast.contracts import Mode, ShotParams
     from recast.db import repository as repo
     from recast.db.session import session_scope
@@ -270,27 +291,37 @@ def test_review_input_rejects_and_reruns_programmatically(recast_env, short_plat
     from recast.tasks import shots
 
     configure_prefect_environment()
-    shot_id, run_id = shots.submit_local_shot(plate=str(short_plate), sources=[str(SOURCE)], params=ShotParams(mode=Mode.face, chunk_size=20))
+    plate = run_kw.pop("plate")
+    shot_id, run_id = shots.submit_local_shot(plate=str(plate), sources=[str(SOURCE)], params=ShotParams(mode=Mode.face, chunk_size=20))
     with session_scope() as s:
         repo.set_project_qc_thresholds(s, repo.get_shot(s, shot_id).project_id, {"seam_review": 0.2})
     result: dict = {}
-    worker = threading.Thread(target=lambda: result.setdefault("summary", swap_shot(shot_id=shot_id, run_id=run_id, review="pause")), daemon=True)
+
+    def run() -> None:
+        try:
+            result["summary"] = swap_shot(shot_id=shot_id, run_id=run_id, review="pause", **run_kw)
+        except BaseException as exc:  # noqa: BLE001 - reported by the caller's assertion
+            result["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)
     worker.start()
+    return shot_id, run_id, result, worker
 
-    def paused_flow():
-        with session_scope() as s:
-            fid = repo.get_run(s, run_id).prefect_flow_run_id
-        if not fid:
-            return None
-        with get_client(sync_client=True) as c:
-            st = c.read_flow_run(fid).state
-        return fid if st is not None and st.is_paused() else None
 
-    fid = _wait(paused_flow, what="the paused flow run")
+def test_review_input_rejects_programmatically(recast_env, short_plate, tmp_path):
+    """resume_flow_run with run_input: reject ends the run as rejected; nothing is rendered."""
     from uuid import UUID
 
+    from prefect.flow_runs import resume_flow_run
+
+    from recast.db import repository as repo
+    from recast.db.session import session_scope
+
+    shot_id, run_id, result, worker = _start_paused_shot(plate=short_plate)
+    fid = _wait(lambda: _paused_flow_run(run_id), what="the paused flow run")
     resume_flow_run(UUID(fid), run_input={"decision": "reject", "note": "wrong take", "reviewer": "sup.ana"})
     worker.join(timeout=120)
+    assert "error" not in result, result.get("error")
     summary = result["summary"]
     assert summary["status"] == "rejected" and summary["output"] is None
     with session_scope() as s:
@@ -298,3 +329,72 @@ def test_review_input_rejects_and_reruns_programmatically(recast_env, short_plat
         assert run.status == "rejected" and "sup.ana" in run.error
         assert repo.renders_for_run(s, run_id) == []
         assert [(x.decision, x.note) for x in repo.reviews_for_run(s, run_id)] == [("reject", "wrong take")]
+
+
+def test_review_rerun_with_changed_parameters_reuses_the_cached_stages(recast_env, short_plate, tmp_path):
+    """A re-run decision with changed parameters: the shot's parameters change, a new run of it
+    starts (a subflow) and reuses every stage the change does not touch; the first run ends
+    superseded, the new one is reviewed again and, approved, renders."""
+    from uuid import UUID
+
+    from prefect.flow_runs import resume_flow_run
+
+    from recast.db import repository as repo
+    from recast.db.session import session_scope
+
+    out = tmp_path / "rerun.mp4"
+    shot_id, run_id, result, worker = _start_paused_shot(plate=short_plate, output_path=str(out))
+    fid = _wait(lambda: _paused_flow_run(run_id), what="the first run to pause")
+    resume_flow_run(UUID(fid), run_input={"decision": "rerun", "note": "keep the actor's expression neutral", "reviewer": "sup.ana",
+                                          "params": {"expression": "neutral"}})
+
+    def second_run() -> str | None:
+        with session_scope() as s:
+            latest = repo.latest_run_for_shot(s, shot_id)
+            rid = str(latest.id) if latest is not None else run_id
+        return rid if rid != run_id and _paused_flow_run(rid) else None
+
+    new_run_id = _wait(second_run, what="the re-run to pause for review")
+    with session_scope() as s:
+        first = repo.get_run(s, run_id)
+        assert first.status == "rejected" and new_run_id in first.error and "neutral" in first.error
+        assert repo.get_shot(s, shot_id).params["expression"] == "neutral"
+        stages = {(r.stage, r.chunk_index): r.status for r in repo.stage_runs_for_run(s, new_run_id)}
+        # the change touches the expression targets and what follows them; the rest is reused
+        for stage in ("ingest", "segment", "track"):
+            assert {st for (name, _), st in stages.items() if name == stage} == {"reused"}, (stage, stages)
+        assert stages[("expression", None)] == "done"
+        assert [(x.decision, x.reviewer) for x in repo.reviews_for_run(s, run_id)] == [("rerun", "sup.ana")]
+    resume_flow_run(UUID(_paused_flow_run(new_run_id)), run_input={"decision": "approve", "reviewer": "sup.ana"})
+    worker.join(timeout=300)
+    assert "error" not in result, result.get("error")
+    summary = result["summary"]
+    assert summary["run_id"] == new_run_id and summary["params"]["expression"] == "neutral"
+    assert summary["approved"] is True and out.exists()
+    with session_scope() as s:
+        assert repo.get_run(s, new_run_id).status == "done"
+        assert [r.approved for r in repo.renders_for_run(s, new_run_id)] == [True]
+        assert repo.renders_for_run(s, run_id) == []
+
+
+def test_review_without_a_decision_times_out_as_rejected(recast_env, short_plate, tmp_path, monkeypatch):
+    """RECAST_REVIEW_TIMEOUT_S: a paused run nobody decides on ends as rejected, nothing rendered,
+    the timeout recorded as the decision (reviewer recast, via timeout)."""
+    from recast.db import repository as repo
+    from recast.db.session import session_scope
+    from recast.settings import reset_settings
+
+    monkeypatch.setenv("RECAST_REVIEW_TIMEOUT_S", "3")
+    reset_settings()
+    shot_id, run_id, result, worker = _start_paused_shot(plate=short_plate, output_path=str(tmp_path / "never.mp4"))
+    worker.join(timeout=300)
+    assert "error" not in result, result.get("error")
+    assert result["summary"]["status"] == "rejected" and result["summary"]["output"] is None
+    assert not (tmp_path / "never.mp4").exists()
+    with session_scope() as s:
+        run = repo.get_run(s, run_id)
+        assert run.status == "rejected" and "no review decision within 3 s" in run.error
+        assert repo.renders_for_run(s, run_id) == []
+        assert [(x.decision, x.reviewer) for x in repo.reviews_for_run(s, run_id)] == [("reject", "recast")]
+        events = [e for e in repo.list_audit_events(s, subject_type="run", subject_id=run_id) if e.action == "review.reject"]
+        assert len(events) == 1 and events[0].detail["via"] == "timeout"

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import shutil
 from fractions import Fraction
 from pathlib import Path
 
 import av
-import numpy as np
 import pytest
 from typer.testing import CliRunner
 

@@ -12,7 +12,6 @@ import hashlib
 import time
 import uuid
 from fractions import Fraction
-from pathlib import Path
 from typing import Any
 
 import httpx

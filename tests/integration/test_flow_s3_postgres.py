@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+import urllib.request
 
 import boto3
 from typer.testing import CliRunner
@@ -42,4 +44,22 @@ def test_swap_on_s3_and_postgres(tmp_path, monkeypatch, s3_bucket, postgres_url,
             for a in repo.get_assets(s, r.output_asset_ids or []):
                 assert a.uri.startswith(f"s3://{bucket}/studio/")
                 assert a.uri.split(f"s3://{bucket}/", 1)[1] in keys
+        links = [e for e in repo.list_audit_events(s, subject_type="shot", subject_id=summary["shot_id"]) if e.action == "download_link.issued"]
+        assert len(links) == 1 and links[0].detail["what"] == "qc_report" and links[0].detail["shown_in"] == "prefect_ui"
+
+    # the Prefect UI's contact-sheet artifact links the HTML report through a presigned URL a
+    # browser can open (a file:// or s3:// URI is not a link there)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    from recast.tasks.report import artifact_key
+
+    with get_client(sync_client=True) as client:
+        arts = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key(summary["shot"]) + "-sheet"])))
+    assert arts, "no contact sheet artifact"
+    url = re.search(r"\[Open the full report\]\((http[^)]+)\)", arts[0].data).group(1)
+    assert url.startswith(endpoint)
+    with urllib.request.urlopen(url, timeout=30) as resp:
+        page = resp.read().decode()
+    assert "plate | output | difference" in page and "data:image/png;base64," in page
     reset_settings()

@@ -19,6 +19,7 @@ from recast.media import (
     probe_media,
     read_all_frames,
     read_frames,
+    read_frames_at,
     read_image,
     read_timing,
     render_h264,
@@ -227,6 +228,32 @@ def test_ffv1_round_trip_is_bit_exact(tmp_path, tiny_frames):
         s = c.streams.video[0]
         assert s.codec_context.name == "ffv1"
         assert all(p.is_keyframe for p in c.demux(s) if p.size)
+
+
+def test_read_frames_at_seeks_to_exact_frames(tmp_path, tiny_frames):
+    frames = tiny_frames[:30]
+    for k, rate in enumerate((Rate.of(25), Fraction(30000, 1001))):
+        path = tmp_path / f"seek-{k}.mkv"
+        write_lossless(path, frames, rate)
+        got = read_frames_at(path, [29, 0, 17, 17, 5, 30, 400])
+        assert sorted(got) == [0, 5, 17, 29]  # past the end is left out, duplicates once
+        for i, frame in got.items():
+            assert np.array_equal(frame, frames[i]), i
+    assert read_frames_at(tmp_path / "seek-0.mkv", []) == {}
+
+
+def test_read_frames_at_names_a_truncated_chunk(tmp_path, tiny_frames):
+    path = tmp_path / "c.mkv"
+    write_lossless(path, tiny_frames[:20], Rate.of(25))
+    data = path.read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) // 3])
+    got = {}
+    try:
+        got = read_frames_at(tmp_path / "cut.mkv", [2, 19])
+    except errors.MediaDecodeError as exc:
+        assert "cut.mkv" in str(exc)
+    else:  # frames that are still whole decode; the missing ones are not invented
+        assert 19 not in got
 
 
 def test_split_plate_chunks(tmp_path, tiny_frames):

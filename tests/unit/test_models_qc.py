@@ -228,6 +228,18 @@ def test_head_pose_frontal_mirrored_and_shifted(landmarker):
     assert M.head_poses(np.stack([lm, nan]), astro.shape[:2])[1] is None
 
 
+def test_head_pose_array_matches_head_pose_frame_by_frame(landmarker):
+    frames = _frames("liveportrait_d0.mp4", {0, 10, 20, 30})
+    lms = np.stack([landmarker(f)[1] for f in frames.values()])
+    lms = np.concatenate([lms, np.full((1, 478, 3), np.nan, np.float32)])
+    arr = M.head_pose_array(lms, (512, 512))
+    assert arr.shape == (5, 3) and np.isnan(arr[4]).all()
+    for row, lm in zip(arr[:4], lms[:4]):
+        assert np.allclose(row, M.head_pose(lm, (512, 512)), atol=1e-9)
+    # the 468 mesh points are enough (QC leaves the iris points out)
+    assert np.allclose(M.head_pose_array(lms[:, :468], (512, 512))[:4], arr[:4], atol=1e-9)
+
+
 def _project_template(yaw: float, pitch: float, roll: float, size=(480, 640)) -> np.ndarray:
     """Landmarks of the pose template seen by the metric's camera at the given pose (degrees)."""
     h, w = size
