@@ -92,6 +92,7 @@ def run(mode: str, plate: Path, source: Path, workdir: Path) -> dict[str, float]
         "observe": observe, "observe_cpu": observe_cpu, "qc_stage_wall": qc_clock.wall, "qc_stage_cpu": qc_clock.cpu,
         "report_wall": report_clock.wall, "verdict": qc.verdict.value,
         "identity_samples": float(qc.metrics.get("identity_samples") or 0),
+        "size": f"{ing.plate_info.width}x{ing.plate_info.height}",
     }
 
 
@@ -126,11 +127,12 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=300)
     ap.add_argument("--mode", choices=("face", "head", "both"), default="both")
     ap.add_argument("--media", type=Path, default=REPO.parent / "shared" / "media")
+    ap.add_argument("--clip", default="aniportrait_pose_ref_video.mp4", help="plate clip under MEDIA/videos (liveportrait_s18.mp4 for 1280x720)")
     args = ap.parse_args()
     from benchmarks.pipeline import looped_plate
 
     work = Path(tempfile.mkdtemp(prefix="recast-qc-bench-"))
-    plate = looped_plate(args.media / "videos" / "aniportrait_pose_ref_video.mp4", args.frames, work / "plate.mp4")
+    plate = looped_plate(args.media / "videos" / args.clip, args.frames, work / "plate.mp4")
     source = args.media / "images" / "deepface_img17.jpg"
     worst = 0.0
     modes = ("face", "head") if args.mode == "both" else (args.mode,)
@@ -144,7 +146,7 @@ def main() -> int:
         swap_cpu = r["swap_cpu"] / n
         qc_cpu = (r["observe_cpu"] + r["qc_stage_cpu"]) / n
         worst = max(worst, ratio, qc_cpu / swap_cpu)
-        rows.append(f"{mode:5s} {int(n)} frames 512x512: swap {swap:6.1f} ms/frame (cpu {swap_cpu:6.1f})   "
+        rows.append(f"{mode:5s} {int(n)} frames {r['size']}: swap {swap:6.1f} ms/frame (cpu {swap_cpu:6.1f})   "
                     f"qc {qc:5.1f} ms/frame = per-frame measurements {r['observe'] / n:4.1f} + qc stage {r['qc_stage_wall'] / n:4.1f} "
                     f"(cpu {qc_cpu:5.1f}; {int(r['identity_samples'])} identity samples)   "
                     f"qc/swap {100 * ratio:4.1f}% (cpu {100 * qc_cpu / swap_cpu:4.1f}%)   report {r['report_wall'] / n:4.1f} ms/frame   verdict {r['verdict']}")
