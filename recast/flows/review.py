@@ -18,6 +18,9 @@ decision is recorded (``review`` row and audit event) and then:
   accepted); the subflow's summary is the flow's result. A subflow rather than a loop inside the
   flow: each attempt keeps its own run row, Prefect flow run, QC record and review trail.
 
+A paused run waits ``RECAST_REVIEW_TIMEOUT_S`` (default 3 days); with no decision by then it
+ends as ``rejected`` (nothing rendered), the timeout recorded as the decision.
+
 ``review`` parameter of the flow: ``auto`` (default) pauses only runs started by a deployment
 (API, batch, Prefect UI: ``prefect.runtime.flow_run.deployment_id`` is set), so a local
 ``recast swap`` never blocks; ``pause`` always pauses on a review verdict (``recast swap
