@@ -12,6 +12,7 @@ from recast.media.chunks import (
     read_all_frames,
     read_frames,
     read_frames_at,
+    read_frames_in_chunks,
     split_plate,
     write_lossless,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "read_all_frames",
     "read_frames",
     "read_frames_at",
+    "read_frames_in_chunks",
     "read_image",
     "read_timing",
     "render_h264",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, Sequence
 
 import av
 import numpy as np
@@ -201,6 +201,31 @@ def read_frames_at(path: Path, indices: Iterable[int], *, role: str = "chunk") -
                         break
         except av.error.FFmpegError as exc:
             raise MediaDecodeError(f"{_label(role, path)}: truncated or corrupt near frame {target} ({_short(exc)})") from exc
+    return out
+
+
+def read_frames_in_chunks(chunks: Sequence[tuple[int, Path]], frames: Iterable[int], *, threads: int = 1) -> dict[int, np.ndarray]:
+    """Shot frames ``frames`` from a shot cut into chunks (``(first frame, path)`` in shot order),
+    each decoded by seeking (:func:`read_frames_at`); chunks on up to ``threads`` threads
+    (decoding releases the GIL). Frames past the last chunk's end are left out."""
+    want = sorted({int(f) for f in frames})
+    starts = [int(c[0]) for c in chunks]
+
+    def one(k: int) -> dict[int, np.ndarray]:
+        start, end = starts[k], starts[k + 1] if k + 1 < len(starts) else None
+        mine = [f - start for f in want if f >= start and (end is None or f < end)]
+        return {start + i: frame for i, frame in read_frames_at(chunks[k][1], mine).items()} if mine else {}
+
+    out: dict[int, np.ndarray] = {}
+    if threads > 1 and len(chunks) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="chunk-frames") as pool:
+            for part in pool.map(one, range(len(chunks))):
+                out.update(part)
+    else:
+        for k in range(len(chunks)):
+            out.update(one(k))
     return out
 
 

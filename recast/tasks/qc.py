@@ -48,7 +48,7 @@ import numpy as np
 
 from recast.contracts import AssetRef, IngestResult, Mode, ModelRef, QCReport, SegmentResult, SourceFaceResult, SwapChunkResult, TrackResult, Verdict
 from recast.errors import InputError, ModelMissingError, UsageError
-from recast.media import read_frames, read_frames_at, read_image
+from recast.media import read_frames, read_frames_in_chunks, read_image
 from recast.models.face import FaceAnalyzer
 from recast.models.qc_frames import BACKGROUND_DILATE_PX, OBSERVE_VERSION, QC_POINTS, SEAM_EVERY, ChunkObservations, observe_chunk
 from recast.models.identity import IDENTITY_MATCH_THRESHOLD, DlibFaceEmbedder, cosine_similarity, face_distance
@@ -251,26 +251,11 @@ class QCInputs:
 
 def frames_at(chunks: list[QCChunk], wanted: dict[int, bool]) -> dict[int, tuple[np.ndarray | None, np.ndarray]]:
     """Decode the frames ``wanted`` (frame -> whether its plate frame is needed too) by seeking
-    in the intra-only chunks, the chunks in parallel threads (decoding releases the GIL):
-    {frame: (plate or None, output)}."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    starts = [c.start for c in chunks]
-
-    def one(k: int) -> dict[int, tuple[np.ndarray | None, np.ndarray]]:
-        chunk, end = chunks[k], starts[k + 1] if k + 1 < len(chunks) else None
-        mine = {f: need for f, need in wanted.items() if f >= chunk.start and (end is None or f < end)}
-        if not mine:
-            return {}
-        outs = read_frames_at(chunk.output, [f - chunk.start for f in mine])
-        plates = read_frames_at(chunk.plate, [f - chunk.start for f, need in mine.items() if need])
-        return {f: (plates.get(f - chunk.start), outs[f - chunk.start]) for f in mine if f - chunk.start in outs}
-
-    out: dict[int, tuple[np.ndarray | None, np.ndarray]] = {}
-    with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="qc-frames") as pool:
-        for part in pool.map(one, range(len(chunks))):
-            out.update(part)
-    return out
+    in the intra-only chunks, chunks in parallel: {frame: (plate or None, output)}."""
+    threads = max(1, min(4, os.cpu_count() or 1))
+    outs = read_frames_in_chunks([(c.start, c.output) for c in chunks], wanted, threads=threads)
+    plates = read_frames_in_chunks([(c.start, c.plate) for c in chunks], [f for f, need in wanted.items() if need], threads=threads)
+    return {f: (plates.get(f), frame) for f, frame in outs.items()}
 
 
 def badness(plate_lms: np.ndarray, out_lms: np.ndarray, pose_err: np.ndarray, seam: np.ndarray, t: QCThresholds) -> np.ndarray:

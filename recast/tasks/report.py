@@ -35,7 +35,7 @@ import cv2
 import numpy as np
 
 from recast.contracts import AssetRef, PlateChunk, QCReport, Record
-from recast.media import read_frames_at
+from recast.media import read_frames_in_chunks
 from recast.models.metrics import QCThresholds
 from recast.tasks.arrays import load_npz
 from recast.tasks.common import emit_progress, fetch, run_stage, scratch_dir, store, store_asset
@@ -77,9 +77,9 @@ def build_report(*, run_id: str | None, shot_id: str | None, shot: str, plate: S
         reasons = load_reasons(qc)
         total = int(len(pf["swapped"]))
         frames = choose_frames(pf, reasons, total)
-        plate_frames = _frames_at([(c.frames.start, fetch(c.video)) for c in plate], frames)
+        plate_frames = read_frames_in_chunks([(c.frames.start, fetch(c.video)) for c in plate], frames)
         starts = [c.frames.start for c in plate]
-        out_frames = _frames_at(list(zip(starts, [fetch(o) for o in outputs])), frames)
+        out_frames = read_frames_in_chunks(list(zip(starts, [fetch(o) for o in outputs])), frames)
         labels = {f: _frame_label(f, pf, reasons) for f in frames}
         sheet = contact_sheet([(f, plate_frames[f], out_frames[f], labels[f]) for f in frames if f in plate_frames and f in out_frames])
         plots_png = metric_plots(pf, qc)
@@ -144,18 +144,6 @@ def choose_frames(pf: dict[str, np.ndarray], reasons: list[dict[str, Any]], tota
         if f not in chosen and len(chosen) < ROWS:
             chosen.append(f)
     return sorted(chosen)
-
-
-def _frames_at(chunks: list[tuple[int, Any]], wanted: list[int]) -> dict[int, np.ndarray]:
-    """Only the wanted frames, by seeking in the chunks that hold them (intra-only chunks)."""
-    out: dict[int, np.ndarray] = {}
-    want = set(int(f) for f in wanted)
-    for i, (start, path) in enumerate(chunks):
-        end = chunks[i + 1][0] if i + 1 < len(chunks) else None
-        mine = [f - start for f in want if f >= start and (end is None or f < end)]
-        if mine:
-            out.update({start + k: frame for k, frame in read_frames_at(path, mine).items()})
-    return out
 
 
 def _frame_label(f: int, pf: dict[str, np.ndarray], reasons: list[dict[str, Any]]) -> str:

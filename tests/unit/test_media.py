@@ -20,6 +20,7 @@ from recast.media import (
     read_all_frames,
     read_frames,
     read_frames_at,
+    read_frames_in_chunks,
     read_image,
     read_timing,
     render_h264,
@@ -240,6 +241,19 @@ def test_read_frames_at_seeks_to_exact_frames(tmp_path, tiny_frames):
         for i, frame in got.items():
             assert np.array_equal(frame, frames[i]), i
     assert read_frames_at(tmp_path / "seek-0.mkv", []) == {}
+
+
+def test_read_frames_in_chunks_maps_shot_frames_to_chunks(tmp_path, tiny_frames):
+    frames = tiny_frames[:25]
+    chunks = []
+    for start in (0, 10, 20):
+        path = tmp_path / f"c{start}.mkv"
+        write_lossless(path, frames[start:start + 10], Rate.of(25))
+        chunks.append((start, path))
+    for threads in (1, 3):
+        got = read_frames_in_chunks(chunks, [24, 0, 9, 10, 19, 30], threads=threads)
+        assert sorted(got) == [0, 9, 10, 19, 24]
+        assert all(np.array_equal(got[f], frames[f]) for f in got)
 
 
 def test_read_frames_at_names_a_truncated_chunk(tmp_path, tiny_frames):
