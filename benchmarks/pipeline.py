@@ -56,7 +56,8 @@ def run_direct(plate: Path, source: Path, workers: int, mode: str) -> dict[str, 
     from recast.contracts import Mode, ShotParams
     from recast.db.migrate import ensure_schema
     from recast.settings import get_settings
-    from recast.tasks import shots
+    from recast.services import shots
+    from recast.services.trust import require_consent
     from recast.tasks.background import reconstruct
     from recast.tasks.expression import retarget
     from recast.tasks.ingest import ingest
@@ -101,7 +102,7 @@ def run_direct(plate: Path, source: Path, workers: int, mode: str) -> dict[str, 
     qc = score_shot(**kw, ingest=ing, segments=segs, track=track, swaps=swaps, source=src, mode=mode)
     stages["qc"] = time.perf_counter() - t
     t = time.perf_counter()
-    render_shot(**kw, ingest=ing, segments=segs, swaps=swaps, qc=qc)
+    render_shot(**kw, shot=shots.shot_code(shot_id), ingest=ing, segments=segs, swaps=swaps, qc=qc, consent=require_consent(shot_id))
     stages["render"] = time.perf_counter() - t
     pool.shutdown()
     return {k: v * 1000 for k, v in stages.items()}
@@ -110,10 +111,10 @@ def run_direct(plate: Path, source: Path, workers: int, mode: str) -> dict[str, 
 def run_flow(plate: Path, source: Path, out: Path, mode: str) -> dict:
     from recast.contracts import Mode, ShotParams
     from recast.flows.swap_shot import swap_shot
-    from recast.tasks import shots
+    from recast.services import shots
 
     shot_id, run_id = shots.submit_local_shot(plate=str(plate), sources=[str(source)], params=ShotParams(mode=Mode(mode)))
-    return swap_shot(shot_id=shot_id, run_id=run_id, output_path=str(out))
+    return swap_shot(shot_id=shot_id, run_id=run_id, output_path=str(out)).summary()
 
 
 def peak_rss_mb() -> tuple[float, float]:

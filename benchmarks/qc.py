@@ -56,7 +56,7 @@ def run(mode: str, plate: Path, source: Path, workdir: Path) -> dict[str, float]
     from recast.contracts import Mode, ShotParams
     from recast.db.migrate import ensure_schema
     from recast.settings import get_settings
-    from recast.tasks import shots
+    from recast.services import shots
     from recast.tasks.background import reconstruct
     from recast.tasks.expression import retarget
     from recast.tasks.ingest import ingest
@@ -100,24 +100,20 @@ def observation_cpu_ms(ing, segs, track, swaps) -> float:
     """Process CPU time of QC's per-frame measurements, measured again on the same chunks (frames
     decoded before the clock starts): the swap records their wall time only, and they use two
     threads (face mesh beside the pixel metrics)."""
-    import numpy as np
-
     from recast.media import read_all_frames
     from recast.models.qc_frames import observe_chunk
-    from recast.tasks.arrays import load_npz, unpack_masks
-    from recast.tasks.common import fetch
-    from recast.tasks.segment import load_analysis
+    from recast.media.artifacts import PlateAnalysis, ShotTracks, SwapMatte
+    from recast.tasks.common import fetch, load_artifact
 
-    tr = load_npz(fetch(track.tracks))
+    tr = load_artifact(track.tracks, ShotTracks)
     total = 0.0
     for chunk, seg, sw in zip(ing.chunks, segs, swaps):
         start, end = chunk.frames.start, chunk.frames.end
-        a, m = load_analysis(seg.analysis), load_npz(fetch(sw.masks))
+        person, change = load_artifact(seg.analysis, PlateAnalysis).person_mask, load_artifact(sw.masks, SwapMatte).mask
         plate, out = list(read_all_frames(fetch(chunk.video))), list(read_all_frames(fetch(sw.video)))
         with Clock() as clock:
-            observe_chunk(start=start, plate_frames=plate, out_frames=out, exclude=unpack_masks(a["person_mask_bits"], a["mask_shape"]),
-                          change=unpack_masks(m["mask_bits"], m["mask_shape"]), plate_boxes=tr["boxes"][start:end],
-                          face_found=np.asarray(tr["chosen"][start:end]) >= 0, plate_landmarks=tr["raw_landmarks"][start:end])
+            observe_chunk(start=start, plate_frames=plate, out_frames=out, exclude=person, change=change, plate_boxes=tr.boxes[start:end],
+                          face_found=tr.present[start:end], plate_landmarks=tr.raw_landmarks[start:end])
         total += clock.cpu
     return total
 

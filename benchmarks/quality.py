@@ -77,7 +77,7 @@ def main() -> None:
     from recast.contracts import Mode, ShotParams
     from recast.db.migrate import ensure_schema
     from recast.flows.swap_shot import swap_shot
-    from recast.tasks import shots
+    from recast.services import shots
 
     ensure_schema(get_settings())
     rows = []
@@ -92,7 +92,7 @@ def main() -> None:
         out = args.out / f"{name}-{args.mode}.mp4"
         t = time.perf_counter()
         try:
-            summary = swap_shot(shot_id=shot_id, run_id=run_id, output_path=str(out))
+            summary = swap_shot(shot_id=shot_id, run_id=run_id, output_path=str(out)).summary()
         except Exception as exc:  # report and go on: one bad pair must not hide the others
             print(f"{name}: FAILED: {exc}", flush=True)
             continue

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from enum import Enum
 from fractions import Fraction
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -104,6 +104,12 @@ class MediaInfo(Record):
     variable_frame_rate: bool = False
     audio: tuple[AudioStreamInfo, ...] = ()
     timecode: str | None = None
+
+    @property
+    def fps(self) -> float:
+        """Frames per second for per-frame filters and sampling: the nominal rate, or 25 when the
+        stream declares none (a still image, a stream without a rate)."""
+        return float(self.rate.fraction) if self.rate else 25.0
 
 
 class Mode(str, Enum):
@@ -238,14 +244,42 @@ class RenderResult(Record):
 
 
 class ShotOutcome(Record):
-    """What a finished ``swap_shot`` flow reports."""
+    """What a ``swap_shot`` flow run ends with: a rendered deliverable (``status`` ``done``) or a
+    run rejected in review (nothing rendered: the delivery fields are None).
+
+    :meth:`summary` is the JSON that ``recast swap --json`` prints and the run row keeps.
+    """
 
     run_id: str
     shot_id: str
-    output: str
-    output_uri: str
-    frames: int
-    fps: str
-    avg_fps: str | None
-    qc: dict[str, Any]
-    stages: dict[str, float]
+    shot: str
+    status: str = Field(default="done", description="'done' (rendered) or 'rejected' (in review; nothing rendered)")
+    output: str | None = Field(default=None, description="where the deliverable was published (a path, or its store URI)")
+    output_uri: str | None = None
+    output_asset_id: str | None = None
+    frames: int | None = None
+    fps: str | None = Field(default=None, description="the plate's rational frame rate, e.g. 30000/1001")
+    avg_fps: str | None = None
+    variable_frame_rate: bool | None = None
+    audio_copied: bool | None = None
+    swapped_frames: int | None = None
+    passthrough_frames: int | None = None
+    mode: str
+    params: dict[str, Any]
+    qc: dict[str, Any] = Field(description="QC metrics plus verdict, reasons and the report's URI")
+    approved: bool = False
+    review: dict[str, Any] | None = Field(default=None, description="the supervisor's decision when the run paused for review")
+    stages: dict[str, float] = Field(description="milliseconds per stage")
+
+    #: fields a rejected run has no value for (left out of its summary)
+    DELIVERY_FIELDS: ClassVar[tuple[str, ...]] = (
+        "output_uri", "output_asset_id", "frames", "fps", "avg_fps", "variable_frame_rate", "audio_copied", "swapped_frames",
+        "passthrough_frames", "approved")
+
+    def summary(self) -> dict[str, Any]:
+        """The run's summary as JSON-ready data (``recast swap --json``, the run row)."""
+        data = self.model_dump(mode="json")
+        if self.status == "rejected":
+            for name in self.DELIVERY_FIELDS:
+                data.pop(name, None)
+        return data

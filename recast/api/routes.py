@@ -133,10 +133,15 @@ def list_shots(
 
 
 @router.post("/shots/{shot_id}/review", status_code=201, response_model=ReviewView,
-             responses={409: {"model": ErrorView}, **_ERRORS}, summary="Approve or reject a shot")
+             responses={409: {"model": ErrorView, "description": "the shot has no run yet"}, **_ERRORS}, summary="Review a shot: approve, reject or re-run")
 def review_shot(shot_id: str, body: ReviewRequest, request: Request, who: Principal = Depends(principal)) -> Any:
-    """Record a review of the shot's latest run (decision, note) and an audit event."""
-    return service.review_shot(_ctx(request), who, shot_id, decision=body.decision, note=body.note, reviewer=body.reviewer)
+    """A supervisor's decision on the shot's latest run. A run paused for review (QC verdict
+    ``review``) is resumed with it: ``approve`` renders and approves the deliverable, ``reject``
+    ends the run with nothing rendered, ``rerun`` runs the shot again with ``params`` changed (a
+    new run, reusing the stages the change does not touch). A run that is not paused gets the
+    decision recorded: its deliverable approved or withdrawn, or a re-run started."""
+    return service.review_shot(_ctx(request), who, shot_id, decision=body.decision, note=body.note, reviewer=body.reviewer,
+                               params=body.params)
 
 
 @router.post("/shots/{shot_id}/cancel", response_model=CancelView,

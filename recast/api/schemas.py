@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from recast.contracts import Mode
 
@@ -155,19 +155,32 @@ class ShotPage(BaseModel):
 class ReviewRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    decision: Literal["approve", "reject"]
+    decision: Literal["approve", "reject", "rerun"] = Field(
+        description="approve: render (a run paused for review) / approve the deliverable; reject: end the run, nothing delivered; "
+                    "rerun: run the shot again with `params` changed, reusing the stages the change does not touch")
     note: str | None = Field(default=None, max_length=10_000)
     reviewer: str | None = Field(default=None, max_length=200, description="who decided (default: the token's name)")
+    params: dict[str, Any] | None = Field(default=None, description="for rerun: shot parameters to change, e.g. {\"expression\": \"neutral\"}")
+
+    @model_validator(mode="after")
+    def _params_go_with_rerun(self) -> "ReviewRequest":
+        if self.params and self.decision != "rerun":
+            raise ValueError(f"params go with decision 'rerun', not {self.decision!r}")
+        return self
 
 
 class ReviewView(BaseModel):
-    id: str
+    id: str | None = Field(description="the review record; null when a run paused for review was resumed (its flow records the decision)")
     shot_id: str
     run_id: str | None
     decision: str
     reviewer: str
     note: str | None
-    created: datetime
+    created: datetime = Field(description="when the decision was taken")
+    status: str | None = Field(default=None, description="the run's status after the decision (running: resumed, it renders or re-runs)")
+    message: str | None = None
+    resumed_flow_run: str | None = Field(default=None, description="the Prefect flow run that was paused for review and resumed")
+    new_run_id: str | None = Field(default=None, description="rerun: the new run of the shot")
 
 
 class CancelView(BaseModel):

@@ -39,7 +39,8 @@ from recast.db import queue
 from recast.db import repository as repo
 from recast.db.orm import RUN_STATUSES, RUN_TERMINAL_STATUSES
 from recast.db.session import session_scope
-from recast.errors import ConsentError, InputNotFoundError, RecordNotFoundError, ServiceUnavailableError
+from recast.errors import ConsentError, InputNotFoundError, RecordNotFoundError, ServiceUnavailableError, UsageError
+from recast.services import review, shots
 from recast.settings import Settings
 from recast.storage import S3Store, open_store, suffix_of
 from recast.storage.s3 import split_s3_uri
@@ -224,6 +225,15 @@ def submit_shot(
                     raise ApiError(409, str(exc), field="identity") from None
             identity_photos = [a.uri for a in repo.get_assets(s, repo.identity_photo_ids(s, identity.id)) if a.deleted_at is None]
 
+    params = ShotParams(
+        mode=sub.mode, backend=sub.backend, face=sub.face, source_face=sub.source_face, expression=sub.expression,
+        edits=tuple(sub.edits), chunk_size=sub.chunk_size or ctx.settings.chunk_size,
+    )
+    try:
+        shots.check_shot_params(params)  # the backend exists and swaps this mode: refused now, not at swap time
+    except UsageError as exc:
+        raise ApiError(422, str(exc), field="backend") from None
+
     plate_upload = uploads.get("plate") or []
     plate_uri = None if plate_upload else _check_s3_uri(ctx, sub.plate, "plate")
     source_uris = [_check_s3_uri(ctx, u, f"sources[{i}]") for i, u in enumerate(sub.sources)]
@@ -237,10 +247,6 @@ def submit_shot(
     if not source_uris:
         source_uris = identity_photos
     assert plate_uri is not None
-    params = ShotParams(
-        mode=sub.mode, backend=sub.backend, face=sub.face, source_face=sub.source_face, expression=sub.expression,
-        edits=tuple(sub.edits), chunk_size=sub.chunk_size or ctx.settings.chunk_size,
-    )
     code = sub.code or f"{_stem(plate_upload[0].filename if plate_upload else plate_uri)}-{uuid.uuid4().hex[:8]}"
     with session_scope(ctx.settings) as s:
         shot = repo.create_shot(
@@ -428,18 +434,29 @@ def list_shots(ctx: ApiContext, principal: Principal, *, project: str | None, st
 
 
 # --- review and cancel --------------------------------------------------------------------------
-def review_shot(ctx: ApiContext, principal: Principal, shot_id: str, *, decision: str, note: str | None, reviewer: str | None) -> dict[str, Any]:
-    """Record a reviewer's decision on the shot's latest run (the flow's review pause comes later)."""
+def review_shot(ctx: ApiContext, principal: Principal, shot_id: str, *, decision: str, note: str | None, reviewer: str | None,
+                params: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A supervisor's decision on the shot's latest run, through the same path as ``recast review``
+    (:func:`recast.services.review.submit_decision`): a run paused for review is resumed with it
+    (the flow records it and renders, ends or re-runs); otherwise it is recorded and applied
+    here, a re-run then starting as a ``swap-shot`` deployment run."""
     with session_scope(ctx.settings) as s:
         shot = _visible_shot(s, principal, shot_id)
-        run = repo.latest_run_for_shot(s, shot.id)
-        if run is None:
+        if repo.latest_run_for_shot(s, shot.id) is None:
             raise ApiError(409, f"shot {shot_id} has no run to review")
-        row = repo.record_review(s, run_id=run.id, decision=decision, reviewer=reviewer or principal.actor, note=note)
-        repo.add_audit_event(s, actor=principal.actor, action="shot.reviewed", subject_type="shot", subject_id=str(shot.id),
-                             detail={"run_id": str(run.id), "review_id": str(row.id), "decision": decision, "note": note})
-        return {"id": str(row.id), "shot_id": str(row.shot_id), "run_id": str(row.run_id), "decision": row.decision,
-                "reviewer": row.reviewer, "note": row.note, "created": row.created}
+        shot_id, project_name = str(shot.id), repo.get_project(s, shot.project_id).name
+
+    def start_rerun(rerun_shot_id: str, new_run_id: str) -> None:
+        _start(ctx, principal, rerun_shot_id, new_run_id, project_name, None)
+
+    try:
+        outcome = review.submit_decision(shot_id, decision, reviewer=reviewer or principal.actor, note=note or "", params=params,
+                                         via="api", actor=principal.actor, start_rerun=start_rerun)
+    except UsageError as exc:  # e.g. re-run parameters that are not valid shot parameters
+        raise ApiError(422, str(exc), field="params" if decision == "rerun" else "decision") from None
+    return {"id": outcome.review_id, "shot_id": outcome.shot_id, "run_id": outcome.run_id, "decision": outcome.decision,
+            "reviewer": outcome.reviewer, "note": outcome.note or None, "created": outcome.at, "status": outcome.run_status,
+            "message": outcome.message, "resumed_flow_run": outcome.resumed_flow_run, "new_run_id": outcome.new_run_id}
 
 
 def cancel_shot(ctx: ApiContext, principal: Principal, shot_id: str) -> dict[str, Any]:

@@ -1082,31 +1082,6 @@ def reviews_for_run(s: Session, run_id: IdLike) -> list[Review]:
     return list(s.scalars(select(Review).where(Review.run_id == as_uuid(run_id, "run")).order_by(Review.created)))
 
 
-def record_render(
-    s: Session,
-    *,
-    run_id: IdLike,
-    asset_id: IdLike,
-    approved: bool = False,
-    delivered_to: str | None = None,
-    shot_id: IdLike | None = None,
-) -> Render:
-    """Store a deliverable of a run (and make it the run's output)."""
-    run = get_run(s, run_id)
-    aid = get_asset(s, asset_id).id
-    row = Render(
-        run_id=run.id,
-        shot_id=run.shot_id if shot_id is None else as_uuid(shot_id, "shot"),
-        asset_id=aid,
-        approved=approved,
-        delivered_to=delivered_to,
-    )
-    s.add(row)
-    run.output_asset_id = aid
-    s.flush()
-    return row
-
-
 def set_render_approved(s: Session, render_id: IdLike, approved: bool = True) -> Render:
     """Approve (or un-approve) a deliverable."""
     row = _get(s, Render, render_id, "render")

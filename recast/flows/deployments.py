@@ -319,7 +319,9 @@ def _run_shot_and_wait(shot_id: str, run_id: str, *, tags: list[str], poll_s: fl
     state = None
     while time.monotonic() < deadline:
         state = flow_run_state(flow_run_id)
-        if state in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED"):
+        # PAUSED: the shot waits for a supervisor (QC verdict review), which may take days; the
+        # batch's slot goes to the next shot and the run goes on when it is reviewed
+        if state in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED", "PAUSED"):
             break
         time.sleep(poll_s)
     return {"shot_id": shot_id, "run_id": run_id, "flow_run_id": flow_run_id, "state": state}

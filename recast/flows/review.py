@@ -1,12 +1,14 @@
 """The review step of ``swap_shot``: when QC says ``review``, stop for a supervisor.
 
-Orchestration only: what is stored goes through :mod:`recast.tasks.review`.
+Orchestration only: what is stored goes through :mod:`recast.services.review`.
 
 When the flow pauses (see :func:`should_pause`): the run is marked ``awaiting_review``, then
 ``pause_flow_run(wait_for_input=ReviewDecision)`` shows the supervisor a form in the Prefect UI
 (decision approve / reject / rerun, note, reviewer, changed parameters). ``recast review SHOT``
-sends the same input from a terminal (``resume_flow_run(flow_run_id, run_input=...)``). The
-decision is recorded (``review`` row and audit event) and then:
+and ``POST /v1/shots/{id}/review`` send the same input (both through
+:func:`recast.services.review.submit_decision`, which resumes the pause with
+``resume_flow_run(flow_run_id, run_input=...)``). Whoever sent it, the decision is recorded here,
+once (``review`` row and audit event, :func:`recast.services.review.record_decision`), and then:
 
 * ``approve``: the flow goes on to render; the deliverable is recorded as approved;
 * ``reject``: the run ends as ``rejected``, nothing is rendered;
@@ -22,9 +24,9 @@ A paused run waits ``RECAST_REVIEW_TIMEOUT_S`` (default 3 days); with no decisio
 ends as ``rejected`` (nothing rendered), the timeout recorded as the decision.
 
 ``review`` parameter of the flow: ``auto`` (default) pauses only runs started by a deployment
-(API, batch, Prefect UI: ``prefect.runtime.flow_run.deployment_id`` is set), so a local
-``recast swap`` never blocks; ``pause`` always pauses on a review verdict (``recast swap
---review pause``); ``never`` does not pause. A run that does not pause renders, and its
+(API, batch, Prefect UI: ``prefect.runtime.deployment.id`` is set, for a re-run's subflow too),
+so a local ``recast swap`` never blocks; ``pause`` always pauses on a review verdict (``recast
+swap --review pause``); ``never`` does not pause. A run that does not pause renders, and its
 deliverable is approved only when the verdict was ``pass``.
 """
 
@@ -51,11 +53,13 @@ class ReviewDecision(RunInput):
 
 def started_by_deployment() -> bool:
     """Whether this flow run was started by a deployment (API, batch, Prefect UI)."""
-    from prefect.runtime import flow_run
+    # prefect.runtime.deployment (not flow_run, which has no deployment_id): a subflow (a re-run)
+    # inherits the deployment of the run that started it
+    from prefect.runtime import deployment
 
     try:
-        return flow_run.deployment_id is not None
-    except Exception:  # outside a flow run: not a deployment
+        return deployment.id is not None
+    except Exception:  # outside a flow run, or the Prefect API unreachable: not a deployment
         return False
 
 
@@ -81,7 +85,7 @@ def review_gate(*, run_id: str, shot: str, qc: QCReport, review: str, timeout: i
 
     from recast.settings import get_settings
     from recast.tasks.common import emit_progress
-    from recast.tasks.review import mark_awaiting_review, record_decision
+    from recast.services.review import mark_awaiting_review, record_decision
 
     if not should_pause(qc.verdict.value, review):
         return None

@@ -13,24 +13,25 @@ from typing import Any
 from prefect import flow, unmapped
 from prefect.futures import wait
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from recast.contracts import ShotOutcome
 from recast.errors import NoFaceError, UsageError
 from recast.settings import get_settings
-from recast.tasks import shots
+from recast.services import shots
 from recast.tasks.common import emit_progress, stage_task
 from recast.tasks.expression import retarget
 from recast.tasks.ingest import ingest
 from recast.flows.review import review_gate
 from recast.tasks.qc import score_shot
 from recast.tasks.report import build_report, publish_qc
-from recast.tasks.review import approve_renders, prepare_rerun, reject_run
+from recast.services.review import approve_renders, prepare_rerun, reject_run
 from recast.tasks.render import publish, render_shot
 from recast.tasks.segment import analyze_source, segment_chunk
 from recast.tasks.track import track_person
 from recast.tasks.background import reconstruct
 from recast.tasks.swap import swap_chunk
-from recast.tasks.trust import require_consent
+from recast.services.trust import require_consent
 
 ingest_task = stage_task(ingest, name="ingest")
 analyze_source_task = stage_task(analyze_source, name="segment-source")
@@ -84,17 +85,71 @@ def task_runner_for(settings=None):
     return DaskTaskRunner(address=settings.dask_address)
 
 
+class SettingsTaskRunner(TaskRunner):
+    """The flow's task runner, chosen from the settings when a flow run starts.
+
+    A runner given to ``@flow`` is built when the module is imported: the worker count and
+    ``RECAST_DASK_ADDRESS`` would be fixed for the life of the process (a worker, a test session)
+    and ``reset_settings()`` could not change them. Prefect enters a fresh copy of the flow's
+    runner (:meth:`duplicate`) at the start of every run; this one builds the real runner
+    (:func:`task_runner_for`) at that moment and hands every submission to it.
+
+    A configuration error (Dask with SQLite) is kept and raised at the first submission, so the
+    flow body reports it for the run it has already recorded, like any other failure.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._inner: TaskRunner | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def name(self) -> str:
+        return "settings"
+
+    def duplicate(self) -> "SettingsTaskRunner":
+        return type(self)()
+
+    def __enter__(self) -> "SettingsTaskRunner":
+        super().__enter__()
+        try:
+            self._inner = task_runner_for()
+            self._inner.__enter__()
+        except UsageError as exc:
+            self._inner, self._error = None, exc
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        inner, self._inner, self._error = self._inner, None, None
+        try:
+            if inner is not None:
+                inner.__exit__(*exc_info)
+        finally:
+            super().__exit__(*exc_info)
+
+    @property
+    def runner(self) -> TaskRunner:
+        """The runner built at flow start (raises the configuration error, if there was one)."""
+        if self._error is not None:
+            raise self._error
+        if self._inner is None:
+            raise RuntimeError("the task runner is used before its flow run started")
+        return self._inner
+
+    def submit(self, task: Any, parameters: dict[str, Any], wait_for: Any = None, dependencies: Any = None) -> Any:
+        return self.runner.submit(task, parameters, wait_for, dependencies)
+
+
 @flow(
     name="swap_shot",
     flow_run_name=_run_name,
-    # deployments read RECAST_DASK_ADDRESS when the worker imports the flow; the refusal of
-    # SQLite with Dask happens when the flow starts (an import must not fail)
-    task_runner=task_runner_for() if get_settings().dask_address and not get_settings().database_is_sqlite else ThreadPoolTaskRunner(max_workers=get_settings().worker_count),
+    # built when a run starts, from the settings then in force (not when this module is imported)
+    task_runner=SettingsTaskRunner(),
     persist_result=False,
     validate_parameters=True,
 )
-def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None = None, review: str = "auto") -> dict[str, Any]:
-    """Swap the source face into every frame of a shot's plate; returns the run's summary.
+def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None = None, review: str = "auto") -> ShotOutcome:
+    """Swap the source face into every frame of a shot's plate; returns the run's outcome.
 
     ``review``: ``auto`` pauses for a supervisor when the QC verdict is ``review`` and a
     deployment started the run, ``pause`` always does, ``never`` does not (see
@@ -105,7 +160,7 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
     stages: dict[str, float] = {}
     try:
         if get_settings().dask_address:
-            task_runner_for()  # refuses SQLite with a clear error before any work
+            task_runner_for()  # refuses SQLite with a clear error before any work, for this run
         consent = require_consent(shot_id)  # policy gate before any work; render checks again
         emit_progress(f"consent: {consent.identity} under consent {consent.consent_id}" if consent.consent_id
                       else f"consent: none on record (project '{consent.project}' does not require it)")
@@ -149,10 +204,12 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
         stages["expression"] = _ms(t)
 
         t = time.perf_counter()
+        project, commercial = shots.project_of(shot_id)  # the licences of learned engines' models
         swap_futures = swap_task.map(
             run_id=unmapped(run_id), shot_id=unmapped(shot_id), chunk=list(ing.chunks), chunk_index=list(range(len(ing.chunks))),
             segment=segments, track=unmapped(track), expression=unmapped(expr), source=unmapped(source), background=backgrounds,
             backend=unmapped(params.backend), mode=unmapped(mode), total_frames=unmapped(total),
+            project=unmapped(project), commercial=unmapped(commercial),
         )
         swaps = _gather(list(swap_futures))
         stages["swap"] = _ms(t)
@@ -167,14 +224,13 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
         decision = review_gate(run_id=run_id, shot=spec.code, qc=qc, review=review)
         review_info = None if decision is None else {"decision": decision.decision, "reviewer": decision.reviewer, "note": decision.note,
                                                      "params": decision.params}
+        qc_summary = {**qc.metrics, "verdict": qc.verdict.value, "reasons": list(qc.reasons), "report": qc_out["report"]}
         if decision is not None and decision.decision == "reject":
-            summary = {"run_id": run_id, "shot_id": shot_id, "shot": spec.code, "status": "rejected", "output": None, "mode": mode,
-                       "params": params.model_dump(mode="json"), "qc": {**qc.metrics, "verdict": qc.verdict.value, "reasons": list(qc.reasons),
-                                                                       "report": qc_out["report"]},
-                       "review": review_info, "stages": stages}
+            outcome = ShotOutcome(run_id=run_id, shot_id=shot_id, shot=spec.code, status="rejected", mode=mode,
+                                  params=params.model_dump(mode="json"), qc=qc_summary, review=review_info, stages=stages)
             reject_run(run_id, reason=f"rejected in review by {decision.reviewer or 'unknown'}" + (f": {decision.note}" if decision.note else ""),
-                       summary=summary)
-            return summary
+                       summary=outcome.summary())
+            return outcome
         if decision is not None and decision.decision == "rerun":
             new_run_id, _ = prepare_rerun(shot_id, decision.params)
             reject_run(run_id, reason=f"superseded by run {new_run_id} (re-run in review with {decision.params or {}})")
@@ -182,36 +238,38 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
             return swap_shot(shot_id=shot_id, run_id=new_run_id, output_path=output_path, review=review)
 
         t = time.perf_counter()
-        rendered = render_task(run_id=run_id, shot_id=shot_id, ingest=ing, segments=segments, swaps=swaps, qc=qc)
+        # consent again right before delivery: one revoked while the shot was swapped stops it here
+        rendered = render_task(run_id=run_id, shot_id=shot_id, shot=spec.code, ingest=ing, segments=segments, swaps=swaps, qc=qc,
+                               consent=require_consent(shot_id))
         if decision is not None:  # approved by a supervisor: the deliverable is approved whatever the verdict
             approve_renders(run_id)
         output = str(publish(rendered, Path(output_path))) if output_path else rendered.output.uri
         stages["render"] = _ms(t)
 
         info = ing.plate_info
-        summary = {
-            "run_id": run_id,
-            "shot_id": shot_id,
-            "shot": spec.code,
-            "output": output,
-            "output_uri": rendered.output.uri,
-            "output_asset_id": rendered.output.asset_id,
-            "frames": rendered.frames,
-            "fps": str(rendered.rate),
-            "avg_fps": str(rendered.avg_rate) if rendered.avg_rate else None,
-            "variable_frame_rate": info.variable_frame_rate,
-            "audio_copied": rendered.audio_copied,
-            "swapped_frames": sum(s.swapped_frames for s in swaps),
-            "passthrough_frames": sum(s.passthrough_frames for s in swaps),
-            "mode": mode,
-            "params": params.model_dump(mode="json"),
-            "qc": {**qc.metrics, **rendered.metrics, "verdict": qc.verdict.value, "reasons": list(qc.reasons), "report": qc_out["report"]},
-            "approved": qc.verdict.value == "pass" or decision is not None,
-            "review": review_info,
-            "stages": stages,
-        }
-        shots.finish_run(run_id, output_asset_id=rendered.output.asset_id, summary=summary)
-        return summary
+        outcome = ShotOutcome(
+            run_id=run_id,
+            shot_id=shot_id,
+            shot=spec.code,
+            output=output,
+            output_uri=rendered.output.uri,
+            output_asset_id=rendered.output.asset_id,
+            frames=rendered.frames,
+            fps=str(rendered.rate),
+            avg_fps=str(rendered.avg_rate) if rendered.avg_rate else None,
+            variable_frame_rate=info.variable_frame_rate,
+            audio_copied=rendered.audio_copied,
+            swapped_frames=sum(s.swapped_frames for s in swaps),
+            passthrough_frames=sum(s.passthrough_frames for s in swaps),
+            mode=mode,
+            params=params.model_dump(mode="json"),
+            qc={**qc_summary, **rendered.metrics},
+            approved=qc.verdict.value == "pass" or decision is not None,
+            review=review_info,
+            stages=stages,
+        )
+        shots.finish_run(run_id, output_asset_id=rendered.output.asset_id, summary=outcome.summary())
+        return outcome
     except BaseException as exc:
         shots.fail_run(run_id, exc)
         raise

@@ -29,6 +29,8 @@ __all__ = [
     "CredentialReading",
     "ensure_dev_signing_identity",
     "load_signing_identity",
+    "signing_identity",
+    "trust_anchors",
     "sign_video",
     "sign_sidecar",
     "read_credentials",
@@ -159,6 +161,39 @@ def dev_trust_anchor(directory: Path) -> bytes | None:
     """The development root CA certificate (PEM) under ``directory``, if one was created."""
     p = Path(directory) / _DEV_CA
     return p.read_bytes() if p.is_file() else None
+
+
+def signing_identity() -> SigningIdentity:
+    """The studio's signing certificate (RECAST_C2PA_CERT / RECAST_C2PA_KEY), or a development CA
+    created under the data directory on first use."""
+    import sys
+
+    from recast.settings import get_settings
+
+    settings = get_settings()
+    if settings.c2pa_cert or settings.c2pa_key:
+        if not (settings.c2pa_cert and settings.c2pa_key):
+            raise UsageError("set both RECAST_C2PA_CERT and RECAST_C2PA_KEY (the certificate chain and its private key)")
+        return load_signing_identity(settings.c2pa_cert, settings.c2pa_key)
+    directory = settings.resolved_data_dir / "c2pa"
+    identity, created = ensure_dev_signing_identity(directory)
+    if created:
+        # a progress line in the pipeline's format (stderr): a studio must notice it is not
+        # signing with its own certificate
+        print(f"[recast] render: created a DEVELOPMENT signing CA and certificate under {directory} "
+              "(set RECAST_C2PA_CERT and RECAST_C2PA_KEY to sign with the studio's certificate)", file=sys.stderr, flush=True)
+    return identity
+
+
+def trust_anchors() -> bytes | None:
+    """The CA certificates (PEM) a verification trusts: RECAST_C2PA_TRUST_ANCHORS, else the
+    development CA of the data directory (None when neither exists)."""
+    from recast.settings import get_settings
+
+    settings = get_settings()
+    if settings.c2pa_trust_anchors:
+        return Path(settings.c2pa_trust_anchors).read_bytes()
+    return dev_trust_anchor(settings.resolved_data_dir / "c2pa")
 
 
 def load_signing_identity(cert_path: Path, key_path: Path) -> SigningIdentity:

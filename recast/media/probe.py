@@ -7,7 +7,6 @@ message names the role of the file ("plate", "source"), its path and the problem
 
 from __future__ import annotations
 
-import hashlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -17,6 +16,7 @@ from typing import Iterator
 import av
 import numpy as np
 
+from recast.checksums import sha256_file  # noqa: F401  (re-exported by recast.media)
 from recast.contracts import AudioStreamInfo, MediaInfo, Rate
 from recast.errors import InputNotFoundError, MediaDecodeError, UnsupportedMediaError
 
@@ -300,12 +300,3 @@ def _probe_image(path: Path, role: str) -> MediaInfo:
         pix_fmt=_PIL_PIX_FMT.get(mode, mode.lower()),
         frame_count=1,
     )
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()

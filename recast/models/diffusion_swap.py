@@ -41,6 +41,7 @@ batch across chunks by passing more frames), optional ``torch.compile``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,12 +52,13 @@ import numpy as np
 
 from recast.contracts import ModelRef
 from recast.errors import InputError, ModelMissingError, UsageError
+from recast.models.engines import EngineOptions, PlateFrames, SwapResult, SwapSource, require_model_dir, swappable
 from recast.models.masks import feather_mask
 from recast.models.mesh_topology import FACE_OVAL, NUM_LANDMARKS
 from recast.models.swap_classic import SwapFrame
 
 __all__ = [
-    "DiffusionHeadSwapper", "HeadSwapComponents", "HeadCrop", "draw_mediapipe_face", "head_crop",
+    "DiffusionEngine", "DiffusionHeadSwapper", "HeadSwapComponents", "resolve_models", "HeadCrop", "draw_mediapipe_face", "head_crop",
     "block_mask", "make_ip_adapter_state_dict", "install_ip_adapter", "SD15_FOLDER", "CONTROLNET_FOLDER",
     "IP_ADAPTER_FOLDER", "TAESD_FOLDER",
 ]
@@ -181,6 +183,22 @@ def _source_head(rgb: np.ndarray, lm: np.ndarray, size: int) -> np.ndarray:
     s = size / side
     m = np.array([[s, 0.0, size / 2 - s * cx], [0.0, s, size / 2 - s * cy]])
     return cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_AREA if s < 1 else cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT101)
+
+
+def resolve_models(model_dir: Path, *, commercial_project: bool, project: str | None = None, verify: bool = True,
+                   fetch: Callable[[str], Path] | None = None) -> tuple[Path, tuple[ModelRef, ...]]:
+    """The three models of the head swap resolved through the registry (files present,
+    checksums, licence allowing the project's use): the folder they hang from and their refs.
+    Loads nothing."""
+    from recast.models import registry
+
+    refs, root = [], Path(model_dir)
+    for name in (SD15_FOLDER, CONTROLNET_FOLDER, IP_ADAPTER_FOLDER):
+        r = registry.resolve(name, model_dir, verify=verify, fetch=fetch)
+        registry.check_licence(r.spec, commercial_project=commercial_project, project=project)
+        refs.append(r.model_ref)
+        root = r.root
+    return root, tuple(refs)
 
 
 # --- components -------------------------------------------------------------------------------
@@ -398,15 +416,8 @@ class DiffusionHeadSwapper:
     def from_model_dir(cls, model_dir: Path, *, commercial_project: bool, project: str | None = None, verify: bool = True,
                        fetch: Callable[[str], Path] | None = None, **kwargs) -> "DiffusionHeadSwapper":
         """Resolve the three models through the registry (files, checksums, licence), then load."""
-        from recast.models import registry
-
-        refs, root = [], Path(model_dir)
-        for name in (SD15_FOLDER, CONTROLNET_FOLDER, IP_ADAPTER_FOLDER):
-            r = registry.resolve(name, model_dir, verify=verify, fetch=fetch)
-            registry.check_licence(r.spec, commercial_project=commercial_project, project=project)
-            refs.append(r.model_ref)
-            root = r.root
-        return cls(root, model_refs=tuple(refs), **kwargs)
+        root, refs = resolve_models(model_dir, commercial_project=commercial_project, project=project, verify=verify, fetch=fetch)
+        return cls(root, model_refs=refs, **kwargs)
 
     @property
     def models(self) -> tuple[ModelRef, ...]:
@@ -573,3 +584,65 @@ class DiffusionHeadSwapper:
             for (i, f, _, _), (hc, _, m, _), g in zip(part, prep, gen):
                 results[i] = self.paste(f, hc, g, m)
         return results  # type: ignore[return-value]
+
+
+class DiffusionEngine:
+    """The ``diffusion`` engine (head mode) behind :class:`recast.models.engines.SwapEngine`:
+    :class:`DiffusionHeadSwapper` on the weights of the model directory, on the configured
+    device. The block mask repaints the whole head region, so no occlusion detector runs.
+
+    The loaded swapper keeps the shot-wide noise and a scheduler whose state changes while it
+    samples: chunks that share one loaded engine take turns (a lock), which costs nothing on a
+    single GPU that runs one batch at a time anyway.
+    """
+
+    name = "diffusion"
+    version = "1.0"
+    modes = ("head",)
+    needs: frozenset[str] = frozenset()
+
+    def __init__(self, *, mode: str, options: EngineOptions) -> None:
+        if mode not in self.modes:
+            raise UsageError(f"backend '{self.name}' repaints heads, not '{mode}'")
+        self.mode = mode
+        self.options = options
+        self.device = options.device
+        self._resolved: tuple[Path, tuple[ModelRef, ...]] | None = None
+        self._swapper: DiffusionHeadSwapper | None = None
+        self._lock = threading.Lock()
+
+    def _resolve(self) -> tuple[Path, tuple[ModelRef, ...]]:
+        if self._resolved is None:
+            model_dir = require_model_dir(self.options, self.name)
+            self._resolved = resolve_models(model_dir, commercial_project=self.options.commercial, project=self.options.project)
+        return self._resolved
+
+    def model_refs(self) -> tuple[ModelRef, ...]:
+        return self._resolve()[1]
+
+    def load(self) -> None:
+        with self._lock:
+            if self._swapper is None:
+                root, refs = self._resolve()
+                self._swapper = DiffusionHeadSwapper(root, device=self.device, model_refs=refs)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether :meth:`load` has run (the components are in memory)."""
+        return self._swapper is not None
+
+    def swap(self, plate: PlateFrames, targets: np.ndarray, source: SwapSource, *,
+             progress: Callable[[int], None] | None = None) -> SwapResult:
+        self.load()
+        frames = list(plate.frames)
+        if len(targets) != len(frames):
+            raise UsageError(f"plate chunk: {len(targets)} targets for {len(frames)} frames")
+        with self._lock:
+            results = self._swapper.swap_batch(frames, list(targets), list(plate.landmarks), source.rgb, source.landmarks)
+        ok = swappable(targets, plate.landmarks)
+        if progress is not None:
+            progress(len(frames))
+        h, w = frames[0].shape[:2] if frames else (0, 0)
+        matte = np.stack([r.mask > 0 for r in results]) if results else np.zeros((0, h, w), bool)
+        return SwapResult(frames=[r.frame for r in results], matte=matte, swapped=int(ok.sum()), passthrough=int((~ok).sum()))
+

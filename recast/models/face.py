@@ -9,7 +9,6 @@ detection.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from mediapipe.python.solutions import face_detection as _mp_face_detection
 from mediapipe.python.solutions import face_mesh as _mp_face_mesh
 
+from recast.checksums import sha256_file
 from recast.contracts import ModelRef
 from recast.errors import NoFaceError, UsageError
 
@@ -28,13 +28,8 @@ _MP_DIR = Path(mp.__file__).resolve().parent
 
 
 def _sha256(rel: str) -> str | None:
-    path = _MP_DIR / rel
     try:
-        h = hashlib.sha256()
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+        return sha256_file(_MP_DIR / rel)
     except OSError:  # a stripped install; the ModelRef then says "unknown checksum"
         return None
 

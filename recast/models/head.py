@@ -7,7 +7,7 @@ Pipeline (one :class:`SourceHead` per source photo, one :class:`HeadSwapper` per
    head region built in the face's own frame (tilted with it): everything above a neck line a
    little below the chin, plus hair that hangs beside the neck down to a limit (pose shoulders or
    a geometric rule), never the neck column, shoulders or clothes.
-2. Per frame, the head is placed by a similarity fitted on :data:`expression.STABLE_POINTS`
+2. Per frame, the head is placed by a similarity fitted on :data:`recast.models.retarget.STABLE_POINTS`
    (source → target landmarks), and the inner face is mesh-warped onto the target landmarks. The
    two warps are joined *as coordinate maps* (a ring of triangles around the face oval whose
    outer vertices follow the similarity), so there is one continuous warp and no double edge.
@@ -25,6 +25,7 @@ Everything is computed on a region of interest around both heads; pixels farther
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -32,8 +33,17 @@ import numpy as np
 
 from recast.contracts import ModelRef
 from recast.errors import InputError, NoFaceError, UnsupportedMediaError, UsageError
-from recast.models.expression import STABLE_POINTS, similarity_align
-from recast.models.masks import face_skin_mask
+from recast.models.engines import (
+    NEEDS_BACKGROUND,
+    NEEDS_SKIN_STATS,
+    NEEDS_SOURCE_HEAD,
+    EngineOptions,
+    PlateFrames,
+    SwapResult,
+    SwapSource,
+    swap_frames,
+)
+from recast.models.masks import PersonSegmenter, face_skin_mask
 from recast.models.mesh_topology import (
     CHIN_BOTTOM,
     FACE_OVAL,
@@ -43,28 +53,36 @@ from recast.models.mesh_topology import (
     NUM_LANDMARKS,
     RIGHT_EYEBROW,
 )
-from recast.models.swap_classic import (
-    _FACE_TRIS,
-    _MOUTH_TRIS,
-    _affines,
-    _laplacian_blend,
-    _maps,
-    _rasterise,
-    _usable_face_mask,
+from recast.models.mesh_warp import (
+    FACE_TRIANGLES,
+    MOUTH_TRIANGLES,
+    laplacian_blend,
+    rasterise_triangles,
+    triangle_affines,
+    triangle_maps,
 )
+from recast.models.retarget import STABLE_POINTS
+from recast.models.similarity import similarity_align
+from recast.models.swap_classic import usable_face_mask
 
 __all__ = [
+    "ClassicHeadEngine",
+    "chosen_person_mask",
     "ColourMatch",
+    "FaceFrame",
     "HeadFrame",
     "HeadSwapper",
     "MAX_SOURCE_YAW_DEG",
     "REGION_NAMES",
     "SourceHead",
+    "cielab",
     "estimate_yaw",
     "extract_source_head",
-    "hair_colour_transfer",
+    "face_frame",
     "head_region",
+    "pixel_grid",
     "skin_colour_stats",
+    "skin_model",
 ]
 
 _N = NUM_LANDMARKS
@@ -95,7 +113,7 @@ _HEAD_ABOVE = 1.1
 
 # --- face frame ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class _FaceFrame:
+class FaceFrame:
     """The face's own axes in image pixels: ``across`` (image-left eye to image-right eye) and
     ``down`` (towards the chin), the chin point, the oval centre and the face's height/width."""
 
@@ -120,7 +138,9 @@ class _FaceFrame:
         return base + lat * self.across + below * self.down
 
 
-def _face_frame(lm: np.ndarray) -> _FaceFrame:
+def face_frame(lm: np.ndarray) -> FaceFrame:
+    """The :class:`FaceFrame` of (478, 3) landmarks: the geometry every head-region rule here
+    (and the hair metric of :mod:`recast.models.qc`) is measured in."""
     lm = np.asarray(lm, np.float64)
     # the eye line is steadier than the oval sides under expression and does not slide with yaw
     across = lm[263, :2] - lm[33, :2]
@@ -132,10 +152,12 @@ def _face_frame(lm: np.ndarray) -> _FaceFrame:
     width = float(np.ptp(lm[_OVAL, :2] @ across))
     # a turned face looks narrow; limits that scale with width must not shrink with yaw
     width = max(width, 0.8 * height)
-    return _FaceFrame(chin=chin, centre=lm[_OVAL, :2].mean(0), across=across, down=down, height=height, width=width)
+    return FaceFrame(chin=chin, centre=lm[_OVAL, :2].mean(0), across=across, down=down, height=height, width=width)
 
 
-def _grid(roi: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+def pixel_grid(roi: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel coordinates of ``roi`` (x0, y0, x1, y1): float32 xs (1, W) and ys (H, 1), which
+    broadcast to the ROI's shape (for :meth:`FaceFrame.coords`)."""
     x0, y0, x1, y1 = roi
     xs = np.arange(x0, x1, dtype=np.float32)[None, :]
     ys = np.arange(y0, y1, dtype=np.float32)[:, None]
@@ -151,8 +173,8 @@ def head_region(landmarks: np.ndarray, shape: tuple[int, int], *, cut_below_chin
     person mask to get the head itself."""
     h, w = shape[:2]
     roi = roi or (0, 0, w, h)
-    ff = _face_frame(landmarks)
-    xs, ys = _grid(roi)
+    ff = face_frame(landmarks)
+    xs, ys = pixel_grid(roi)
     lat, below = ff.coords(xs, ys)
     inside = (np.abs(lat) <= _HEAD_HALF_WIDTH * ff.width) & (below <= cut_below_chin * ff.height)
     inside &= below >= -(1.0 + _HEAD_ABOVE) * ff.height
@@ -226,15 +248,15 @@ def _person_prob(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.clip(m.astype(np.float32), 0.0, 1.0)
 
 
-def _lab(rgb: np.ndarray) -> np.ndarray:
+def cielab(rgb: np.ndarray) -> np.ndarray:
     """CIELAB in its own units (L 0..100, a/b about -128..127), float32."""
     return cv2.cvtColor(rgb.astype(np.float32) * (1.0 / 255.0), cv2.COLOR_RGB2LAB)
 
 
-def _skin_model(lab: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+def skin_model(lab: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """LAB median and robust spread of the cheek-and-nose skin of a face."""
     h, w = lab.shape[:2]
-    ff = _face_frame(lm)
+    ff = face_frame(lm)
     skin = face_skin_mask(lm, (h, w), margin_px=max(1, round(0.03 * ff.height)))
     # below the brows only: the forehead may be covered by a fringe
     ys, xs = np.nonzero(skin)
@@ -251,7 +273,7 @@ def _skin_model(lab: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return med, np.maximum(mad, np.array([3.0, 2.0, 2.0]))
 
 
-def _hair_model(lab: np.ndarray, person: np.ndarray, ff: _FaceFrame, skin: tuple[np.ndarray, np.ndarray] | None,
+def _hair_model(lab: np.ndarray, person: np.ndarray, ff: FaceFrame, skin: tuple[np.ndarray, np.ndarray] | None,
                 lat: np.ndarray, below: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """LAB median and spread of the hair: person pixels in a band above the forehead top and
     beside the temples, which are hair unless the person is bald (then None)."""
@@ -296,7 +318,40 @@ def extract_source_head(rgb: np.ndarray, landmarks: np.ndarray, *, person_mask: 
     if lm.shape != (_N, 3) or not np.isfinite(lm).all():
         raise NoFaceError(f"source '{role_name}': face landmarks must be finite ({_N}, 3), got {lm.shape}")
     h, w = img.shape[:2]
+    _check_source_pose(lm, (h, w), role_name)
 
+    if person_mask is None:
+        with PersonSegmenter() as seg:
+            person_mask = seg.segment(img)
+    person = _person_prob(person_mask, (h, w))
+    if pose_landmarks is None:
+        pose_landmarks = _detect_pose(img)
+
+    # work on a box that can hold any head this face may have, not on the whole photo
+    x0, y0, x1, y1 = _head_box(face_frame(lm), (h, w))
+    cut = _HeadCut(img[y0:y1, x0:x1], person[y0:y1, x0:x1], lm - (x0, y0, 0))
+    limit = cut.hair_limit(pose_landmarks, offset=(x0, y0))
+    alpha = cut.matte(limit)
+    if float((alpha[face_skin_mask(cut.lm, alpha.shape) > 0] > 0.5).mean()) < 0.5:
+        raise InputError(f"source '{role_name}': segmentation finds no person over the face, cannot cut out the head")
+    hair = cut.hair(alpha, limit)
+
+    H, W = cut.ff.height, cut.ff.width
+    cx0, cy0, cx1, cy1 = _crop_box(alpha, max(2, round(0.05 * H)))
+    nl = np.array([cut.ff.point(-_NECK_HALF * W, _NECK_LINE * H), cut.ff.point(_NECK_HALF * W, _NECK_LINE * H)])
+    off = np.array([cx0, cy0], np.float64)
+    return SourceHead(
+        rgb=np.ascontiguousarray(cut.rgb[cy0:cy1, cx0:cx1]),
+        landmarks=(cut.lm - (cx0, cy0, 0)).astype(np.float32),
+        alpha=np.ascontiguousarray(alpha[cy0:cy1, cx0:cx1]),
+        hair=np.ascontiguousarray(hair[cy0:cy1, cx0:cx1]),
+        neck_line=(nl - off).astype(np.float32),
+    )
+
+
+def _check_source_pose(lm: np.ndarray, shape: tuple[int, int], role_name: str) -> None:
+    """Refuse a source in profile or with its head cut off by the photo's border."""
+    h, w = shape
     yaw = estimate_yaw(lm, (h, w))
     if abs(yaw) > MAX_SOURCE_YAW_DEG:
         raise UnsupportedMediaError(
@@ -310,118 +365,123 @@ def extract_source_head(rgb: np.ndarray, landmarks: np.ndarray, *, person_mask: 
             "face outline is outside the photo), a photo showing the whole head is needed"
         )
 
-    if person_mask is None:
-        from recast.models.masks import PersonSegmenter
 
-        with PersonSegmenter() as seg:
-            person_mask = seg.segment(img)
-    person = _person_prob(person_mask, (h, w))
-    if pose_landmarks is None:
-        pose_landmarks = _detect_pose(img)
-
-    ff = _face_frame(lm)
+def _head_box(ff: FaceFrame, shape: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The box (x0, y0, x1, y1) of an image of ``shape`` that can hold any head the face may have."""
+    h, w = shape
     H, W = ff.height, ff.width
-    # work on a box that can hold any head this face may have, not on the whole photo
     corners = np.array([ff.point(s * _HEAD_HALF_WIDTH * W, b) for s in (-1, 1)
                         for b in (_HAIR_LIMIT * H, -(1.0 + _HEAD_ABOVE) * H)])
     bx0, by0 = np.floor(corners.min(0)).astype(int)
     bx1, by1 = np.ceil(corners.max(0)).astype(int) + 1
-    box = (max(0, bx0), max(0, by0), min(w, bx1), min(h, by1))
-    x0, y0, x1, y1 = box
-    sub = img[y0:y1, x0:x1]
-    sp = person[y0:y1, x0:x1]
-    slm = lm - (x0, y0, 0)
-    xs, ys = _grid((0, 0, x1 - x0, y1 - y0))
-    ff = _face_frame(slm)
-    lat, below = ff.coords(xs, ys)
-    lab = _lab(sub)
-    skin = _skin_model(lab, slm)
-    hair_model = _hair_model(lab, sp, ff, skin, lat, below)
+    return max(0, int(bx0)), max(0, int(by0)), min(w, int(bx1)), min(h, int(by1))
 
-    # the hair limit: pose shoulders when seen (hair stops where the shoulders start), else a
-    # fixed share of the face height
-    limit = _HAIR_LIMIT_NO_POSE * H
-    if pose_landmarks is not None:
-        pl = np.asarray(pose_landmarks, np.float64)
-        vis = pl[[11, 12], 3] if pl.shape[1] >= 4 else np.ones(2)
-        if pl.shape[0] > 12 and (vis > 0.5).all() and np.isfinite(pl[[11, 12], :2]).all():
-            sh = pl[[11, 12], :2] - (x0, y0)
-            sh_below = float(np.mean((sh - ff.chin) @ ff.down))
-            # the shoulder joints sit below the top of the shoulder line by about a fifth of a face
-            limit = float(np.clip(sh_below - 0.2 * H, 0.2 * H, _HAIR_LIMIT * H))
 
-    # 1) the head proper: above the neck line, soft ramp over the neck seam band
-    ramp = np.clip((_NECK_LINE * H - below) / ((_NECK_LINE - _NECK_OPAQUE) * H), 0.0, 1.0)
-    region = ramp * ((np.abs(lat) <= _HEAD_HALF_WIDTH * W) & (below >= -(1.0 + _HEAD_ABOVE) * H))
-    # beside the neck column the cut is at the opaque line: shoulders start there
-    region[(np.abs(lat) > _NECK_HALF * W) & (below > _NECK_OPAQUE * H)] = 0.0
-    # below the chin only skin (the neck) and, beside the neck, hair are kept: a collar, necklace
-    # or top starting high must not come along (the plate's own neck and clothes show instead)
-    if skin is not None:
-        z_skin = (np.abs(lab - skin[0]) / skin[1]).max(axis=2)
-        low = below > 0.02 * H
-        like = np.clip((6.0 - z_skin[low]) / 3.0, 0.0, 1.0)
-        if hair_model is not None:
-            # beside the neck, hair is welcome too
-            z_h = (np.abs(lab[low] - hair_model[0]) / hair_model[1]).max(axis=1)
-            side = np.abs(lat[low]) > _NECK_HALF * W
-            like = np.maximum(like, np.clip((6.0 - z_h) / 3.0, 0.0, 1.0) * side)
-        region[low] *= like
-    # 2) hair hanging beside the neck, down to the limit: hair-coloured person pixels only
-    if hair_model is not None and limit > _NECK_OPAQUE * H:
-        side = (np.abs(lat) > 0.25 * W) & (np.abs(lat) <= 1.2 * W) & (below > _NECK_OPAQUE * H) & (below <= limit)
-        z_hair = (np.abs(lab - hair_model[0]) / hair_model[1]).max(axis=2)
-        hairlike = side & (z_hair < 3.0) & (sp > 0.5)
+class _HeadCut:
+    """The source photo around its head, and the colour models the head's matte is cut with:
+    ``rgb`` the box of the photo, ``person`` its person probability, ``lm`` the landmarks in the
+    box; ``ff`` the face frame, ``lat``/``below`` every pixel's face coordinates, ``lab`` CIELAB,
+    ``skin`` and ``hair_model`` LAB (median, spread) of the cheeks and of the hair (None when
+    not found: a bald head has no hair model)."""
+
+    def __init__(self, rgb: np.ndarray, person: np.ndarray, lm: np.ndarray) -> None:
+        self.rgb, self.person, self.lm = rgb, person, lm
+        h, w = rgb.shape[:2]
+        xs, ys = pixel_grid((0, 0, w, h))
+        self.ff = face_frame(lm)
+        self.lat, self.below = self.ff.coords(xs, ys)
+        self.lab = cielab(rgb)
+        self.skin = skin_model(self.lab, lm)
+        self.hair_model = _hair_model(self.lab, person, self.ff, self.skin, self.lat, self.below)
+
+    def _z_skin(self) -> np.ndarray:
+        return (np.abs(self.lab - self.skin[0]) / self.skin[1]).max(axis=2)
+
+    def hair_limit(self, pose_landmarks: np.ndarray | None, offset: tuple[int, int]) -> float:
+        """How far below the chin (pixels) hair is kept: where the shoulders start when the pose
+        (landmarks in photo pixels; ``offset`` is the box's origin) sees them, else a fixed share
+        of the face height."""
+        H = self.ff.height
+        limit = _HAIR_LIMIT_NO_POSE * H
+        if pose_landmarks is not None:
+            pl = np.asarray(pose_landmarks, np.float64)
+            vis = pl[[11, 12], 3] if pl.shape[1] >= 4 else np.ones(2)
+            if pl.shape[0] > 12 and (vis > 0.5).all() and np.isfinite(pl[[11, 12], :2]).all():
+                sh = pl[[11, 12], :2] - offset
+                sh_below = float(np.mean((sh - self.ff.chin) @ self.ff.down))
+                # the shoulder joints sit below the top of the shoulder line by about a fifth of a face
+                limit = float(np.clip(sh_below - 0.2 * H, 0.2 * H, _HAIR_LIMIT * H))
+        return limit
+
+    def matte(self, limit: float) -> np.ndarray:
+        """The soft head matte (float32 0..1) on the box."""
+        H, W = self.ff.height, self.ff.width
+        lat, below, lab, skin, hair_model = self.lat, self.below, self.lab, self.skin, self.hair_model
+        # 1) the head proper: above the neck line, soft ramp over the neck seam band
+        ramp = np.clip((_NECK_LINE * H - below) / ((_NECK_LINE - _NECK_OPAQUE) * H), 0.0, 1.0)
+        region = ramp * ((np.abs(lat) <= _HEAD_HALF_WIDTH * W) & (below >= -(1.0 + _HEAD_ABOVE) * H))
+        # beside the neck column the cut is at the opaque line: shoulders start there
+        region[(np.abs(lat) > _NECK_HALF * W) & (below > _NECK_OPAQUE * H)] = 0.0
+        # below the chin only skin (the neck) and, beside the neck, hair are kept: a collar, necklace
+        # or top starting high must not come along (the plate's own neck and clothes show instead)
         if skin is not None:
+            low = below > 0.02 * H
+            like = np.clip((6.0 - self._z_skin()[low]) / 3.0, 0.0, 1.0)
+            if hair_model is not None:
+                # beside the neck, hair is welcome too
+                z_h = (np.abs(lab[low] - hair_model[0]) / hair_model[1]).max(axis=1)
+                side = np.abs(lat[low]) > _NECK_HALF * W
+                like = np.maximum(like, np.clip((6.0 - z_h) / 3.0, 0.0, 1.0) * side)
+            region[low] *= like
+        # 2) hair hanging beside the neck, down to the limit
+        if hair_model is not None and limit > _NECK_OPAQUE * H:
+            region = np.maximum(region, self._hanging_hair(region, limit))
+        alpha = (self.person * region).astype(np.float32)
+        # a slight blur: segmentation at 256 px leaves stair steps on large photos
+        return cv2.GaussianBlur(alpha, (0, 0), max(0.5, 0.006 * H))
+
+    def _hanging_hair(self, region: np.ndarray, limit: float) -> np.ndarray:
+        """Weight (0..1) of hair hanging beside the neck down to ``limit``: hair-coloured person
+        pixels attached to the head above, fading out just above the limit."""
+        H, W = self.ff.height, self.ff.width
+        lat, below = self.lat, self.below
+        side = (np.abs(lat) > 0.25 * W) & (np.abs(lat) <= 1.2 * W) & (below > _NECK_OPAQUE * H) & (below <= limit)
+        z_hair = (np.abs(self.lab - self.hair_model[0]) / self.hair_model[1]).max(axis=2)
+        hairlike = side & (z_hair < 3.0) & (self.person > 0.5)
+        if self.skin is not None:
             # closer to the hair than to the skin (neck, bare shoulders)
-            z_skin = (np.abs(lab - skin[0]) / skin[1]).max(axis=2)
-            hairlike &= z_hair < z_skin
+            hairlike &= z_hair < self._z_skin()
         hl = hairlike.astype(np.uint8) * 255
         k = max(1, round(0.02 * H))
         hl = cv2.morphologyEx(hl, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2))
         # keep only strands connected to the head above (not a dark jacket lower down)
         attached = ((region > 0.5) | (hl > 0)).astype(np.uint8)
-        n, lab_cc = cv2.connectedComponents(attached, connectivity=8)
+        _, lab_cc = cv2.connectedComponents(attached, connectivity=8)
         head_ids = np.unique(lab_cc[(region > 0.5) & (attached > 0)])
         keep = np.isin(lab_cc, head_ids[head_ids > 0]) & (hl > 0)
-        # fade the hanging hair out over the last tenth of a face height above the limit
         fade = np.clip((limit - below) / (0.1 * H), 0.0, 1.0)
-        region = np.maximum(region, keep * fade)
+        return keep * fade
 
-    alpha = (sp * region).astype(np.float32)
-    # a slight blur: segmentation at 256 px leaves stair steps on large photos
-    sigma = max(0.5, 0.006 * H)
-    alpha = cv2.GaussianBlur(alpha, (0, 0), sigma)
-    if float((alpha[face_skin_mask(slm, alpha.shape) > 0] > 0.5).mean()) < 0.5:
-        raise InputError(f"source '{role_name}': segmentation finds no person over the face, cannot cut out the head")
-
-    # hair: matte minus skin-coloured pixels (face, ears, neck) and the facial features; inside
-    # the face oval only what the face swapper's own test calls hair over the forehead
-    oval_m = np.zeros(alpha.shape, np.uint8)
-    cv2.fillPoly(oval_m, [np.round(slm[_OVAL, :2] * 16).astype(np.int32)], 255, shift=4)
-    hair = (alpha > 0.5) & (oval_m == 0)
-    if skin is not None:
-        z_skin = (np.abs(lab - skin[0]) / skin[1]).max(axis=2)
-        not_skin = z_skin > 3.0
-        if hair_model is not None:
-            # hair close to skin tones (light brown, blonde) still sits nearer the hair sample
-            not_skin |= (np.abs(lab - hair_model[0]) / hair_model[1]).max(axis=2) < z_skin
-        hair &= not_skin
-    # nothing in the neck column under the chin is hair (long hair hangs at the sides)
-    hair &= ~((np.abs(lat) < 0.3 * W) & (below > 0.0))
-    hair |= (alpha > 0.5) & (oval_m > 0) & (_usable_face_mask(sub, slm) == 0)
-    hair &= below < limit
-
-    cx0, cy0, cx1, cy1 = _crop_box(alpha, max(2, round(0.05 * H)))
-    nl = np.array([ff.point(-_NECK_HALF * W, _NECK_LINE * H), ff.point(_NECK_HALF * W, _NECK_LINE * H)])
-    off = np.array([cx0, cy0], np.float64)
-    return SourceHead(
-        rgb=np.ascontiguousarray(sub[cy0:cy1, cx0:cx1]),
-        landmarks=(slm - (cx0, cy0, 0)).astype(np.float32),
-        alpha=np.ascontiguousarray(alpha[cy0:cy1, cx0:cx1]),
-        hair=np.ascontiguousarray(hair[cy0:cy1, cx0:cx1]),
-        neck_line=(nl - off).astype(np.float32),
-    )
+    def hair(self, alpha: np.ndarray, limit: float) -> np.ndarray:
+        """bool: the part of the matte that is hair: not skin-coloured (face, ears, neck), not a
+        facial feature; inside the face oval only what the face swapper's own test calls hair
+        over the forehead."""
+        W = self.ff.width
+        oval_m = np.zeros(alpha.shape, np.uint8)
+        cv2.fillPoly(oval_m, [np.round(self.lm[_OVAL, :2] * 16).astype(np.int32)], 255, shift=4)
+        hair = (alpha > 0.5) & (oval_m == 0)
+        if self.skin is not None:
+            z_skin = self._z_skin()
+            not_skin = z_skin > 3.0
+            if self.hair_model is not None:
+                # hair close to skin tones (light brown, blonde) still sits nearer the hair sample
+                not_skin |= (np.abs(self.lab - self.hair_model[0]) / self.hair_model[1]).max(axis=2) < z_skin
+            hair &= not_skin
+        # nothing in the neck column under the chin is hair (long hair hangs at the sides)
+        hair &= ~((np.abs(self.lat) < 0.3 * W) & (self.below > 0.0))
+        hair |= (alpha > 0.5) & (oval_m > 0) & (usable_face_mask(self.rgb, self.lm) == 0)
+        hair &= self.below < limit
+        return hair
 
 
 # --- skin colour per semantic region ------------------------------------------------------------
@@ -447,7 +507,7 @@ _STATS_FACE_PX = 96.0
 def _region_labels(lm: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """int8 label image: region index per face-skin / neck pixel, -1 elsewhere."""
     h, w = shape
-    ff = _face_frame(lm)
+    ff = face_frame(lm)
     skin = face_skin_mask(lm, (h, w), margin_px=max(1, round(0.03 * ff.height)))
     labels = np.full((h, w), -1, np.int8)
     ys, xs = np.nonzero(skin)
@@ -456,7 +516,7 @@ def _region_labels(lm: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
         d = (xs[:, None] - seeds[None, :, 0]) ** 2 + (ys[:, None] - seeds[None, :, 1]) ** 2
         labels[ys, xs] = _SEED_REGION[np.argmin(d, axis=1)]
     # the neck: a band under the chin, narrower than the jaw
-    xg, yg = _grid((0, 0, w, h))
+    xg, yg = pixel_grid((0, 0, w, h))
     lat, below = ff.coords(xg, yg)
     neck = (np.abs(lat) < 0.22 * ff.width) & (below > 0.08 * ff.height) & (below < 0.3 * ff.height) & (labels < 0)
     labels[neck] = _NECK
@@ -479,7 +539,7 @@ def skin_colour_stats(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     if not np.isfinite(lm[:468, :2]).all():
         return out
     h, w = img.shape[:2]
-    ff = _face_frame(lm)
+    ff = face_frame(lm)
     # a box around face and neck, at the statistics scale
     pts = np.concatenate([lm[_OVAL, :2], [ff.point(0.0, 0.35 * ff.height)]])
     x0, y0 = np.maximum(np.floor(pts.min(0)).astype(int) - 2, 0)
@@ -492,7 +552,7 @@ def skin_colour_stats(rgb: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         crop = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
     slm = (lm - (x0, y0, 0)) * scale
     labels = _region_labels(slm, crop.shape[:2])
-    lab = _lab(crop)
+    lab = cielab(crop)
     min_px = max(6, round(0.002 * (ff.height * scale) ** 2))
     # hair over the forehead or down the cheeks lies inside the mesh's oval: drop pixels far from
     # the skin of the face's centre (nose, upper lip, chin), which hair rarely covers
@@ -524,7 +584,7 @@ def _region_centres(lm: np.ndarray) -> np.ndarray:
     """(R, 2) centre of each region in image pixels (mean of its seeds; the neck under the chin)."""
     lm = np.asarray(lm, np.float64)
     c = [lm[list(s), :2].mean(0) for s in _SEEDS]
-    ff = _face_frame(lm)
+    ff = face_frame(lm)
     c.append(ff.point(0.0, 0.19 * ff.height))
     return np.asarray(c)
 
@@ -635,10 +695,10 @@ class HeadSwapper:
         lm = _check_lm("source", source.landmarks)
         self._src_lm = lm
         self._src_stable = lm[_STABLE, :2]
-        self._src_ff = _face_frame(lm)
+        self._src_ff = face_frame(lm)
         self._mouth_open = _mouth_gap(lm) >= self.MOUTH_CLOSED
         # where the mesh covers: the face triangles, plus the source's own mouth when open
-        self._tris = np.concatenate([_FACE_TRIS, _MOUTH_TRIS]) if self._mouth_open else _FACE_TRIS
+        self._tris = np.concatenate([FACE_TRIANGLES, MOUTH_TRIANGLES]) if self._mouth_open else FACE_TRIANGLES
         self._src_ext = np.concatenate([lm, lm[list(LIPS_INNER)].mean(0, keepdims=True), np.zeros((len(_OVAL), 3))])
         # RGBA and hair (x255) pyramids, so a small target head samples a level near its own
         # size instead of aliasing from a large photo
@@ -695,8 +755,8 @@ class HeadSwapper:
         fbox = (max(x0, fx0), max(y0, fy0), min(x1, fx1), min(y1, fy1))
         if fbox[2] - fbox[0] < 2 or fbox[3] - fbox[1] < 2:
             return rgba, hair, fbox
-        labels = _rasterise(tgt, self._tris, fbox)
-        mx, my = _maps(labels, _affines(tgt, src, self._tris), fbox)
+        labels = rasterise_triangles(tgt, self._tris, fbox)
+        mx, my = triangle_maps(labels, triangle_affines(tgt, src, self._tris), fbox)
         if level:
             mx = (mx + 0.5) / k - 0.5
             my = (my + 0.5) / k - 0.5
@@ -716,7 +776,7 @@ class HeadSwapper:
         if self._src_box is not None:
             pts.append(s * self._src_box @ R.T + t)
         # the plate's head: its geometric region's box, shrunk to the person mask inside it
-        pf = _face_frame(plm)
+        pf = face_frame(plm)
         corners = np.array([pf.point(sg * _HEAD_HALF_WIDTH * pf.width, b) for sg in (-1, 1)
                             for b in (_PLATE_CUT * pf.height, -(1.0 + _HEAD_ABOVE) * pf.height)])
         bx0, by0 = np.clip(np.floor(corners.min(0)).astype(int), 0, (w, h))
@@ -780,6 +840,9 @@ class HeadSwapper:
         ``occlusion_mask`` (H, W): non-zero where something is in front of the face; those pixels
         stay exactly the plate's. ``colour``: per-region skin statistics (temporally smoothed by
         the caller); computed from this frame when None.
+
+        The steps (numbered as in the module docstring) are the methods below, each on the
+        region of interest around both heads.
         """
         img = np.asarray(frame)
         if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
@@ -807,68 +870,122 @@ class HeadSwapper:
         if x1 - x0 < 8 or y1 - y0 < 8:
             return HeadFrame(frame=img.copy(), mask=empty, head_mask=empty.copy())
         sl = (slice(y0, y1), slice(x0, x1))
-        plate = img[sl]
-        pf = _face_frame(plm)
-        tf = _face_frame(tlm)
-        H = tf.height
         occ = None if occ_full is None else occ_full[sl] > 0
+        tf = face_frame(tlm)
 
         # 1. placement: the new head, warped
+        new_rgb, alpha, hair, fbox = self._new_head(tlm, sim, roi)
+        skin_box = self._skin_box(tf, fbox, roi)
+        # 6. mouth interior from the plate when the source's mouth is closed
+        if not self._mouth_open:
+            self._plate_mouth(img, tlm, plm, roi, new_rgb, alpha, hair)
+        # 3. + 4. skin tone per region (the neck band too), hair exempt
+        self._match_skin(new_rgb, hair, img, tlm, plm, roi, skin_box, colour, tf.height)
+        # 2. the old head, replaced by the clean plate or inpainted
+        base, old = self._remove_old_head(img, tlm, plm, person, background, background_known, roi, occ, alpha)
+        # 5. blend, 7. occluders stay exactly the plate's
+        out_roi, changed = self._blend(new_rgb, base, alpha, hair, img[sl], roi, skin_box, occ, tf.height)
+        changed |= old
+
+        out = img.copy()
+        out[sl] = out_roi
+        if occ is not None:
+            changed &= ~occ
+        mask = np.zeros((h, w), np.uint8)
+        mask[sl][changed] = 255
+        head_mask = np.zeros((h, w), np.uint8)
+        hm = alpha > 0.0
+        if occ is not None:
+            hm &= ~occ
+        head_mask[sl][hm] = 255
+        return HeadFrame(frame=out, mask=mask, head_mask=head_mask)
+
+    def _new_head(self, tlm: np.ndarray, sim, roi: tuple[int, int, int, int]
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+        """The warped source head on the ROI: RGB uint8, matte and hair weight (float32 0..1),
+        and the face box of the mesh warp."""
         rgba, hair_u8, fbox = self._warp(tlm, sim, roi)
         new_rgb = np.ascontiguousarray(rgba[..., :3])
         alpha = rgba[..., 3].astype(np.float32) * (1.0 / 255.0)
         # the matte's faint tail (a few levels of 255) would spread the head's footprint for nothing
         alpha[alpha < 0.02] = 0.0
         hair = hair_u8.astype(np.float32) * (1.0 / 255.0)
-        # the skin box: face ring and neck band, where colour correction and the multi-band blend
-        # run; outside it the new head is hair (or ears near it) and is composited straight
+        return new_rgb, alpha, hair, fbox
+
+    @staticmethod
+    def _skin_box(tf: FaceFrame, fbox: tuple[int, int, int, int], roi: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        """The skin box (frame coordinates, inside the ROI): face ring and neck band, where colour
+        correction and the multi-band blend run; outside it the new head is hair (or ears near
+        it) and is composited straight."""
+        x0, y0, x1, y1 = roi
+        H = tf.height
         neck_pts = np.array([tf.point(sg * 0.6 * tf.width, (_NECK_LINE + 0.1) * H) for sg in (-1, 1)])
         bp = np.concatenate([np.array(fbox[:2])[None], np.array(fbox[2:])[None], neck_pts])
         grow = 0.08 * H
         sx0, sy0 = np.floor(bp.min(0) - grow).astype(int)
         sx1, sy1 = np.ceil(bp.max(0) + grow).astype(int)
-        sx0, sy0, sx1, sy1 = max(sx0, x0), max(sy0, y0), min(sx1, x1), min(sy1, y1)
-        sk = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
-        skin_roi = (sx0, sy0, sx1, sy1)
+        return int(max(sx0, x0)), int(max(sy0, y0)), int(min(sx1, x1)), int(min(sy1, y1))
 
-        # 6. mouth interior from the plate when the source's mouth is closed
-        mouth_px = None
-        if not self._mouth_open:
-            tgt_m = np.concatenate([tlm, tlm[list(LIPS_INNER)].mean(0, keepdims=True)])
-            plate_m = np.concatenate([plm, plm[list(LIPS_INNER)].mean(0, keepdims=True)])
-            mp = tgt_m[list(LIPS_INNER), :2]
-            mx0, my0 = np.maximum(np.floor(mp.min(0)).astype(int) - 1, (x0, y0))
-            mx1, my1 = np.minimum(np.ceil(mp.max(0)).astype(int) + 2, (x1, y1))
-            if mx1 - mx0 >= 2 and my1 - my0 >= 2:
-                mbox = (int(mx0), int(my0), int(mx1), int(my1))
-                mlabels = _rasterise(tgt_m, _MOUTH_TRIS, mbox)
-                inside = mlabels >= 0
-                if inside.any():
-                    mx, my = _maps(mlabels, _affines(tgt_m, plate_m, _MOUTH_TRIS), mbox)
-                    mouth_rgb = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
-                    ms = (slice(mbox[1] - y0, mbox[3] - y0), slice(mbox[0] - x0, mbox[2] - x0))
-                    mouth_px = np.zeros(alpha.shape, bool)
-                    mouth_px[ms] = inside
-                    new_rgb[ms][inside] = mouth_rgb[inside]
-                    alpha[ms][inside] = 1.0
-                    hair[ms][inside] = 1.0  # exempt from the skin correction: already the plate's colour
+    @staticmethod
+    def _plate_mouth(img: np.ndarray, tlm: np.ndarray, plm: np.ndarray, roi: tuple[int, int, int, int], new_rgb: np.ndarray,
+                     alpha: np.ndarray, hair: np.ndarray) -> None:
+        """Put the plate's mouth interior (warped from the plate's mouth to the target's) into the
+        new head, in place: the plate's teeth and tongue belong to the plate's speech."""
+        x0, y0, x1, y1 = roi
+        tgt_m = np.concatenate([tlm, tlm[list(LIPS_INNER)].mean(0, keepdims=True)])
+        plate_m = np.concatenate([plm, plm[list(LIPS_INNER)].mean(0, keepdims=True)])
+        mp = tgt_m[list(LIPS_INNER), :2]
+        mx0, my0 = np.maximum(np.floor(mp.min(0)).astype(int) - 1, (x0, y0))
+        mx1, my1 = np.minimum(np.ceil(mp.max(0)).astype(int) + 2, (x1, y1))
+        if mx1 - mx0 < 2 or my1 - my0 < 2:
+            return
+        mbox = (int(mx0), int(my0), int(mx1), int(my1))
+        mlabels = rasterise_triangles(tgt_m, MOUTH_TRIANGLES, mbox)
+        inside = mlabels >= 0
+        if not inside.any():
+            return
+        mx, my = triangle_maps(mlabels, triangle_affines(tgt_m, plate_m, MOUTH_TRIANGLES), mbox)
+        mouth_rgb = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+        ms = (slice(mbox[1] - y0, mbox[3] - y0), slice(mbox[0] - x0, mbox[2] - x0))
+        new_rgb[ms][inside] = mouth_rgb[inside]
+        alpha[ms][inside] = 1.0
+        hair[ms][inside] = 1.0  # exempt from the skin correction: already the plate's colour
 
-        # 3. + 4. skin tone per region (the neck band too), hair exempt; on the skin box only
+    def _match_skin(self, new_rgb: np.ndarray, hair: np.ndarray, img: np.ndarray, tlm: np.ndarray, plm: np.ndarray,
+                    roi: tuple[int, int, int, int], skin_box: tuple[int, int, int, int], colour: ColourMatch | None,
+                    height: float) -> None:
+        """Match the new head's skin to the plate's per region, in place, on the skin box only;
+        hair keeps the source's colour."""
+        x0, y0, _, _ = roi
+        sx0, sy0, sx1, sy1 = skin_box
+        if sx1 <= sx0 or sy1 <= sy0:
+            return
         if colour is not None:
             src_stats, dst_stats = np.asarray(colour.source_stats), np.asarray(colour.plate_stats)
         else:
             src_stats, dst_stats = self._src_stats, skin_colour_stats(img, plm)
-        fieldv = self._colour_field(tlm, skin_roi, src_stats, dst_stats, H) if sx1 > sx0 and sy1 > sy0 else None
-        if fieldv is not None:
-            g, o = fieldv
-            lab = _lab(new_rgb[sk])
-            corr = lab * g + o
-            keep = hair[sk][..., None]  # hair keeps the source's colour
-            lab = corr + keep * (lab - corr)
-            new_rgb[sk] = np.clip(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        fieldv = self._colour_field(tlm, skin_box, src_stats, dst_stats, height)
+        if fieldv is None:
+            return
+        sk = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
+        g, o = fieldv
+        lab = cielab(new_rgb[sk])
+        corr = lab * g + o
+        keep = hair[sk][..., None]
+        lab = corr + keep * (lab - corr)
+        new_rgb[sk] = np.clip(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
-        # 2. the old head: person ∩ head region above the plate's chin, grown over the halo; never
-        # cut lower than where the new neck is still opaque (no gap between new chin and old neck)
+    def _remove_old_head(self, img: np.ndarray, tlm: np.ndarray, plm: np.ndarray, person: np.ndarray, background: np.ndarray | None,
+                         background_known: np.ndarray | None, roi: tuple[int, int, int, int], occ: np.ndarray | None,
+                         alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The plate on the ROI with its old head (person ∩ head region above the plate's chin,
+        grown over the segmentation halo) replaced by the clean plate where it is known and
+        inpainted where not; and the old head's mask (bool, ROI)."""
+        x0, y0, x1, y1 = roi
+        h, w = img.shape[:2]
+        sl = (slice(y0, y1), slice(x0, x1))
+        pf = face_frame(plm)
+        # never cut lower than where the new neck is still opaque (no gap between new chin and old neck)
         t_chin_below = float((tlm[CHIN_BOTTOM, :2] - pf.chin) @ pf.down) / pf.height
         cut = min(_PLATE_CUT, t_chin_below + _NECK_OPAQUE - 0.02)
         old = head_region(plm, (h, w), cut_below_chin=cut, roi=roi)
@@ -877,7 +994,7 @@ class HeadSwapper:
         old = cv2.dilate(old, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gk + 1,) * 2))
         if occ is not None:
             old[occ] = 0
-        base = plate.copy()
+        base = img[sl].copy()
         oldb = old > 0
         if background is not None:
             bg = np.asarray(background)[sl]
@@ -888,24 +1005,34 @@ class HeadSwapper:
         else:
             todo = oldb
         # inpaint only what no new head pixel will fully hide
-        todo_visible = todo & (alpha < 0.999)
-        if todo_visible.any():
+        if (todo & (alpha < 0.999)).any():
             base = _inpaint(base, todo, pf.height)
+        return base, oldb
 
-        # 5. blend: straight alpha compositing everywhere (hair edges keep the matte's detail and
-        # the background takes no hair colour); multi-band on the skin box (its low bands smooth
-        # the neck seam and the skin's outline), except over hair
+    def _blend(self, new_rgb: np.ndarray, base: np.ndarray, alpha: np.ndarray, hair: np.ndarray, plate: np.ndarray,
+               roi: tuple[int, int, int, int], skin_box: tuple[int, int, int, int], occ: np.ndarray | None,
+               height: float) -> tuple[np.ndarray, np.ndarray]:
+        """The new head over ``base`` on the ROI, and the mask (bool, ROI) of what it may change.
+
+        Straight alpha compositing everywhere (hair edges keep the matte's detail and the
+        background takes no hair colour); multi-band on the skin box (its low bands smooth the
+        neck seam and the skin's outline), except over hair. Occluded pixels (``occ``) take the
+        matte out and stay exactly the ``plate``'s (the occlusion is cleared from ``alpha``)."""
+        x0, y0, _, _ = roi
+        sx0, sy0, sx1, sy1 = skin_box
+        H = height
         if occ is not None:
             alpha[occ] = 0.0
         out_roi = cv2.blendLinear(new_rgb, base, alpha, 1.0 - alpha)
-        changed = (alpha > 0.0) | oldb
+        changed = alpha > 0.0
         if sx1 - sx0 >= 8 and sy1 - sy0 >= 8:
+            sk = (slice(sy0 - y0, sy1 - y0), slice(sx0 - x0, sx1 - x0))
             bs = base[sk].astype(np.float32)
             a_s = np.ascontiguousarray(alpha[sk])
             straight = out_roi[sk].astype(np.float32)
             src_f = np.where(a_s[..., None] > 0.0, new_rgb[sk].astype(np.float32), bs)  # no black edge for the pyramid
             levels = int(np.clip(np.log2(max(H, 16) / 16), 1, 4))
-            lap = _laplacian_blend(src_f, bs, a_s, levels)
+            lap = laplacian_blend(src_f, bs, a_s, levels)
             hw = np.clip(hair[sk] * 1.5, 0.0, 1.0)
             # fade the multi-band result into the straight one towards the box edge
             bh, bw = bs.shape[:2]
@@ -922,21 +1049,60 @@ class HeadSwapper:
             wl = ((1.0 - hw) * edge_w * reach)[..., None]
             out_roi[sk] = np.clip(straight + wl * (lap - straight) + 0.5, 0, 255).astype(np.uint8)
             changed[sk] |= reach > 0
-        # 7. occluders stay exactly the plate's
         if occ is not None:
             np.copyto(out_roi, plate, where=occ[..., None])
-            changed &= ~occ
+        return out_roi, changed
 
-        out = img.copy()
-        out[sl] = out_roi
-        mask = np.zeros((h, w), np.uint8)
-        mask[sl][changed] = 255
-        head_mask = np.zeros((h, w), np.uint8)
-        hm = alpha > 0.0
-        if occ is not None:
-            hm &= ~occ
-        head_mask[sl][hm] = 255
-        return HeadFrame(frame=out, mask=mask, head_mask=head_mask)
+
+class ClassicHeadEngine:
+    """The ``classic`` engine in head mode behind :class:`recast.models.engines.SwapEngine`:
+    :class:`HeadSwapper` per chunk on the source's cut-out head, the plate's old head replaced
+    by the clean plate, skin matched per region with the plate's (smoothed) statistics, hands
+    in front of the face kept. CPU only and nothing to load."""
+
+    name = "classic"
+    version = "1.0"
+    modes = ("face", "head")
+    needs: frozenset[str] = frozenset({NEEDS_BACKGROUND, NEEDS_SOURCE_HEAD, NEEDS_SKIN_STATS})
+
+    def __init__(self, *, mode: str = "head", options: EngineOptions | None = None) -> None:
+        if mode != "head":
+            raise UsageError(f"ClassicHeadEngine swaps heads, not '{mode}' (the face mode is ClassicFaceEngine)")
+        self.mode = mode
+        self.device = "cpu"
+
+    def model_refs(self) -> tuple[ModelRef, ...]:
+        from recast.models.occlusion import OcclusionDetector
+
+        return (HeadSwapper.MODEL,) + tuple(OcclusionDetector.MODELS)
+
+    def load(self) -> None:
+        """Nothing to load: the source head is prepared per call (it differs between shots)."""
+
+    def swap(self, plate: PlateFrames, targets: np.ndarray, source: SwapSource, *,
+             progress: Callable[[int], None] | None = None) -> SwapResult:
+        from recast.models.occlusion import OcclusionDetector
+
+        if source.head is None:
+            raise UsageError("the classic head swap needs the source's cut-out head (analysed in head mode)")
+        if plate.background is None or plate.skin_stats is None:
+            raise UsageError("the classic head swap needs the chunk's reconstructed background and the plate's skin statistics")
+        swapper = HeadSwapper(source.head)
+        source_stats = skin_colour_stats(source.head.rgb, source.head.landmarks)
+        known = plate.background_known
+
+        def one(i: int, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            p = plate.landmarks[i]
+            stats = plate.skin_stats[i]
+            colour = None if np.isnan(stats).all() else ColourMatch(source_stats=source_stats, plate_stats=stats)
+            # the plate's own hair is replaced, so only hands count as occluders here
+            res = swapper.swap(frame, target_landmarks=targets[i], plate_landmarks=p, plate_person_mask=plate.person[i],
+                               background=plate.background[i], background_known=None if known is None else known[i],
+                               occlusion_mask=occluder.hand_mask(frame, p), colour=colour)
+            return res.frame, res.mask
+
+        with OcclusionDetector(static_images=False) as occluder:
+            return swap_frames(plate, targets, one, progress)
 
 
 def _inpaint(img: np.ndarray, mask: np.ndarray, face_height: float) -> np.ndarray:
@@ -972,71 +1138,27 @@ def _inpaint_box(img: np.ndarray, mask: np.ndarray, face_height: float) -> np.nd
     return out
 
 
-# --- the hair metric ----------------------------------------------------------------------------
-def _hair_band(lm: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """bool mask of a band just above the forehead top (the hairline and above), outside the
-    face oval: where the hair is on nearly every head that has hair."""
-    h, w = shape[:2]
-    ff = _face_frame(lm)
-    pts = [ff.point(s * 0.4 * ff.width, -b * ff.height) for s in (-1, 1) for b in (0.95, 1.3)]
-    p = np.asarray(pts)
-    x0, y0 = np.clip(np.floor(p.min(0)).astype(int), 0, (w, h))
-    x1, y1 = np.clip(np.ceil(p.max(0)).astype(int) + 1, 0, (w, h))
-    band = np.zeros((h, w), bool)
-    if x1 <= x0 or y1 <= y0:
-        return band
-    xs, ys = _grid((x0, y0, x1, y1))
-    lat, below = ff.coords(xs, ys)
-    # the band starts at the brows' height plus the forehead: above the oval top, below 1.3 H
-    inner = (np.abs(lat) <= 0.4 * ff.width) & (below <= -1.02 * ff.height) & (below >= -1.3 * ff.height)
-    oval = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    cv2.fillPoly(oval, [np.round((lm[_OVAL, :2] - (x0, y0)) * 16).astype(np.int32)], 255, shift=4)
-    band[y0:y1, x0:x1] = inner & (oval == 0)
-    return band
+def chosen_person_mask(rgb: np.ndarray, face, others) -> np.ndarray:
+    """uint8 0..255 person mask of one person in a group photo: ``face`` (a detected face with
+    ``landmarks`` and ``box``) is the chosen one, ``others`` the other faces in the photo.
 
-
-def _band_colour(rgb: np.ndarray, lm: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray | None:
-    """Mean CIELAB of the hair band, leaving out skin-coloured pixels (a high forehead) so that
-    every image is measured on its hair alone."""
-    lm = np.asarray(lm, np.float64)
-    band = _hair_band(lm, rgb.shape)
-    if extra is not None:
-        band &= extra
-    if band.sum() < 10:
-        return None
-    px = _lab(rgb[band].reshape(-1, 1, 3)).reshape(-1, 3)
-    # the skin model on a crop around the face (cheaper than on the whole frame)
-    pts = lm[_OVAL, :2]
-    cx0, cy0 = np.maximum(np.floor(pts.min(0)).astype(int), 0)
-    cx1, cy1 = np.minimum(np.ceil(pts.max(0)).astype(int) + 1, (rgb.shape[1], rgb.shape[0]))
-    skin = None
-    if cx1 - cx0 > 4 and cy1 - cy0 > 4:
-        skin = _skin_model(_lab(np.ascontiguousarray(rgb[cy0:cy1, cx0:cx1])), lm - (cx0, cy0, 0))
-    if skin is not None:
-        not_skin = (np.abs(px - skin[0]) / skin[1]).max(1) > 3.0
-        if not_skin.sum() >= 10:
-            px = px[not_skin]
-    return px.mean(0)
-
-
-def hair_colour_transfer(output_rgb: np.ndarray, output_landmarks: np.ndarray, source_head: SourceHead,
-                         plate_rgb: np.ndarray, plate_landmarks: np.ndarray) -> bool | None:
-    """The issue's hair metric for one frame: is the output's hair colour above the brows (a band
-    just above the forehead top, outside the face oval) nearer, in mean CIELAB, the source's hair
-    than the plate's? None when it cannot be told: the source's and the plate's hair colours are
-    within ΔE 10 of each other, or a band is empty (no face, off the image).
+    The person mask covers everyone, so the head regions of the others are removed, nearest face
+    wins. The segmentation runs on a crop around the chosen head: on a whole group photo the
+    256 px segmentation model is too coarse and merges people and wall into one blob.
     """
-    for lm in (output_landmarks, plate_landmarks):
-        if lm is None or not np.isfinite(np.asarray(lm, np.float64)[:468, :2]).all():
-            return None
-    src_hair = source_head.hair if source_head.hair.any() else None
-    c_src = _band_colour(source_head.rgb, source_head.landmarks, src_hair)
-    if c_src is None:  # a band of the source with no hair pixel (bald): take the band as it is
-        c_src = _band_colour(source_head.rgb, source_head.landmarks)
-    c_plate = _band_colour(np.asarray(plate_rgb), plate_landmarks)
-    c_out = _band_colour(np.asarray(output_rgb), output_landmarks)
-    if c_src is None or c_plate is None or c_out is None:
-        return None
-    if np.linalg.norm(c_src - c_plate) < 10.0:
-        return None
-    return bool(np.linalg.norm(c_out - c_src) < np.linalg.norm(c_out - c_plate))
+    h, w = rgb.shape[:2]
+    x0, y0, x1, y1 = face.box
+    fw, fh = x1 - x0, y1 - y0
+    cx0, cy0 = max(0, int(x0 - 1.2 * fw)), max(0, int(y0 - 1.6 * fh))
+    cx1, cy1 = min(w, int(x1 + 1.0 * fw)), min(h, int(y1 + 1.6 * fh))
+    person = np.zeros((h, w), np.uint8)
+    with PersonSegmenter() as segmenter:
+        person[cy0:cy1, cx0:cx1] = segmenter.segment(np.ascontiguousarray(rgb[cy0:cy1, cx0:cx1]))
+    ys, xs = np.mgrid[0:h, 0:w]
+    own_c = face.landmarks[:, :2].mean(axis=0)
+    own_d = np.hypot(xs - own_c[0], ys - own_c[1])
+    for other in others:
+        c = other.landmarks[:, :2].mean(axis=0)
+        closer = np.hypot(xs - c[0], ys - c[1]) < own_d
+        person[(head_region(other.landmarks, (h, w), cut_below_chin=1.0) > 0) | closer] = 0
+    return person

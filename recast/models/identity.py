@@ -11,7 +11,6 @@ shape predictor inside the given box and embeds the aligned 150x150 chip.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import threading
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recast.checksums import sha256_file
 from recast.contracts import ModelRef
 from recast.errors import InputError, ModelMissingError
 
@@ -65,14 +65,6 @@ def dlib_model_dir() -> Path | None:
         if d.is_dir():
             return d
     return None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 _SHARED_LOCK = threading.Lock()
@@ -143,7 +135,7 @@ class DlibFaceEmbedder:
         with self._lock:
             if self._model is None:
                 self._model = ModelRef(
-                    name=_MODEL_NAME, version=_MODEL_VERSION, sha256=_sha256(self._recognition_path)
+                    name=_MODEL_NAME, version=_MODEL_VERSION, sha256=sha256_file(self._recognition_path)
                 )
             return self._model
 

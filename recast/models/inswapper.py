@@ -41,13 +41,15 @@ import numpy as np
 
 from recast.contracts import ModelRef
 from recast.errors import InputError, ModelMissingError, UsageError
+from recast.models.engines import EngineOptions, PlateFrames, SwapResult, SwapSource, require_model_dir, swap_frames
 from recast.models.masks import erode_mask
 from recast.models.mesh_topology import FACE_OVAL, LEFT_EYE, MOUTH_CORNERS, NUM_LANDMARKS, RIGHT_EYE
-from recast.models.swap_classic import ClassicFaceSwapper, SwapFrame, hard_blend_mask, paste_roi
+from recast.models.similarity import similarity_align, similarity_matrix
+from recast.models.swap_classic import SwapFrame, colour_transfer, hard_blend_mask, paste_roi
 
 __all__ = [
-    "ARCFACE_DST", "five_points", "similarity_transform", "arcface_template", "align_face",
-    "ArcFaceRecogniser", "InswapperBackend", "onnx_providers",
+    "ARCFACE_DST", "five_points", "arcface_template", "align_face",
+    "ArcFaceRecogniser", "InswapperBackend", "InswapperEngine", "onnx_providers",
 ]
 
 #: insightface's ArcFace 5-point template for 112x112 crops (left eye, right eye, nose, mouth corners)
@@ -56,6 +58,9 @@ ARCFACE_DST = np.array(
     np.float64,
 )
 _NOSE_TIP = 1
+#: the two weight files, relative to the model directory (see :mod:`recast.models.registry`)
+INSWAPPER_FILE = "inswapper_128.onnx"
+ARCFACE_FILE = "buffalo_l/w600k_r50.onnx"
 _OVAL = np.asarray(FACE_OVAL, np.int32)
 
 
@@ -97,31 +102,10 @@ def arcface_template(size: int) -> np.ndarray:
     return dst
 
 
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-    """(2, 3) least-squares similarity (rotation, uniform scale, shift) taking ``src`` to
-    ``dst`` (Umeyama 1991, as skimage's ``SimilarityTransform.estimate`` that insightface uses)."""
-    src = np.asarray(src, np.float64)
-    dst = np.asarray(dst, np.float64)
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    s0, d0 = src - mu_s, dst - mu_d
-    cov = d0.T @ s0 / len(src)
-    u, sig, vt = np.linalg.svd(cov)
-    d = np.ones(2)
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        d[-1] = -1
-    r = u @ np.diag(d) @ vt
-    var_s = (s0 ** 2).sum() / len(src)
-    scale = (sig * d).sum() / var_s if var_s > 0 else 1.0
-    m = np.empty((2, 3))
-    m[:, :2] = scale * r
-    m[:, 2] = mu_d - scale * r @ mu_s
-    return m
-
-
 def align_face(rgb: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Crop ``size`` x ``size`` aligned to the ArcFace template: ``(crop, M)`` with ``M`` the
     (2, 3) map from image to crop."""
-    m = similarity_transform(five_points(landmarks), arcface_template(size))
+    m = similarity_matrix(*similarity_align(five_points(landmarks), arcface_template(size)))
     crop = cv2.warpAffine(rgb, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return crop, m
 
@@ -140,6 +124,19 @@ def _session(path: Path, providers: Sequence[str] | None, threads: int | None):
         return ort.InferenceSession(str(path), sess_options=opts, providers=list(providers or onnx_providers()))
     except Exception as e:  # onnxruntime raises its own untyped errors for a corrupt file
         raise InputError(f"{path}: cannot load the ONNX model ({str(e).splitlines()[0]})") from None
+
+
+def resolve_models(model_dir: Path, *, commercial_project: bool, project: str | None = None, verify: bool = True,
+                   fetch: Callable[[str], Path] | None = None):
+    """``inswapper_128`` and ``buffalo_l`` resolved through the registry (files present,
+    checksums matching the pins, licence allowing the project's use); loads nothing."""
+    from recast.models import registry
+
+    swap = registry.resolve("inswapper_128", model_dir, verify=verify, fetch=fetch)
+    rec = registry.resolve("buffalo_l", model_dir, verify=verify, fetch=fetch)
+    for r in (swap, rec):
+        registry.check_licence(r.spec, commercial_project=commercial_project, project=project)
+    return swap, rec
 
 
 def _file_sha256(path: Path) -> str:
@@ -229,7 +226,9 @@ class InswapperBackend:
     Construct from the two ONNX files (or :meth:`from_model_dir`), give it the source identity
     with :meth:`set_source`, then call :meth:`swap` per frame (or :meth:`swap_batch`). The ONNX
     sessions are created once and stay warm; the graph takes batch 1, so frames run in a loop.
-    Not thread-safe (one per worker thread; onnxruntime sessions themselves are).
+    :meth:`set_source` stores the identity on the backend; to share one backend between threads
+    swapping different identities, pass ``latent=`` (:meth:`identity_latent`) to :meth:`swap`
+    instead (onnxruntime sessions are thread-safe).
     """
 
     SIZE = 128
@@ -296,14 +295,8 @@ class InswapperBackend:
     ) -> "InswapperBackend":
         """Resolve ``inswapper_128`` and ``buffalo_l`` through the registry (presence,
         checksums, licence) and build the backend; its :attr:`models` carry the checksums."""
-        from recast.models import registry
-
-        swap = registry.resolve("inswapper_128", model_dir, verify=verify, fetch=fetch)
-        rec = registry.resolve("buffalo_l", model_dir, verify=verify, fetch=fetch)
-        for r in (swap, rec):
-            registry.check_licence(r.spec, commercial_project=commercial_project, project=project)
-        return cls(swap.path("inswapper_128.onnx"), rec.path("buffalo_l/w600k_r50.onnx"),
-                   model_refs=(swap.model_ref, rec.model_ref), **kwargs)
+        swap, rec = resolve_models(model_dir, commercial_project=commercial_project, project=project, verify=verify, fetch=fetch)
+        return cls(swap.path(INSWAPPER_FILE), rec.path(ARCFACE_FILE), model_refs=(swap.model_ref, rec.model_ref), **kwargs)
 
     @property
     def models(self) -> tuple[ModelRef, ...]:
@@ -321,10 +314,11 @@ class InswapperBackend:
         lat = e @ self.emap
         return (lat / (np.linalg.norm(lat) + 1e-12)).astype(np.float32)
 
-    def set_source(self, images: Sequence[tuple[np.ndarray, np.ndarray]] | tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-        """Set the identity from one or more ``(rgb, landmarks)`` reference photos; several are
-        averaged (mean of normalised embeddings), which steadies the identity. Returns the
-        normalised mean embedding."""
+    def identity_latent(self, images: Sequence[tuple[np.ndarray, np.ndarray]] | tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """``(embedding, latent)`` of the identity in one or more ``(rgb, landmarks)`` reference
+        photos: several are averaged (mean of normalised embeddings), which steadies the
+        identity. ``latent`` is the model's ``source`` input; nothing is stored on the backend,
+        so one backend can swap several identities at once (pass ``latent=`` to :meth:`swap`)."""
         if isinstance(images, tuple) and len(images) == 2 and isinstance(images[0], np.ndarray) and images[0].ndim == 3:
             images = [images]
         embs = []
@@ -337,16 +331,24 @@ class InswapperBackend:
             raise UsageError("no source image given")
         mean = np.mean(embs, axis=0)
         mean /= np.linalg.norm(mean) + 1e-12
-        self._latent = self.source_latent(mean)
+        return mean, self.source_latent(mean)
+
+    def set_source(self, images: Sequence[tuple[np.ndarray, np.ndarray]] | tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """Set the identity that :meth:`swap` uses by default (see :meth:`identity_latent`).
+        Returns the normalised mean embedding."""
+        mean, self._latent = self.identity_latent(images)
         return mean
 
     # --- swap --------------------------------------------------------------------------------
-    def infer_aligned(self, crop_rgb: np.ndarray) -> np.ndarray:
-        """Run the swapper on a 128 px aligned RGB uint8 crop: float32 RGB 0..255 (128, 128, 3)."""
-        if self._latent is None:
-            raise UsageError("InswapperBackend: call set_source() before swapping")
+    def infer_aligned(self, crop_rgb: np.ndarray, latent: np.ndarray | None = None) -> np.ndarray:
+        """Run the swapper on a 128 px aligned RGB uint8 crop: float32 RGB 0..255 (128, 128, 3).
+        ``latent``: the identity (:meth:`identity_latent`); the one set by :meth:`set_source`
+        when None."""
+        latent = self._latent if latent is None else latent
+        if latent is None:
+            raise UsageError("InswapperBackend: call set_source() (or pass latent=) before swapping")
         blob = np.ascontiguousarray(crop_rgb.astype(np.float32).transpose(2, 0, 1)[None] / 255.0)
-        pred = self.session.run(None, {self._target_name: blob, self._source_name: self._latent})[0]
+        pred = self.session.run(None, {self._target_name: blob, self._source_name: latent})[0]
         return np.clip(pred[0].transpose(1, 2, 0) * 255.0, 0.0, 255.0).astype(np.float32)
 
     def _upscale(self, fake: np.ndarray, size: int) -> np.ndarray:
@@ -373,8 +375,10 @@ class InswapperBackend:
         plate_landmarks: np.ndarray,
         *,
         occlusion_mask: np.ndarray | None = None,
+        latent: np.ndarray | None = None,
     ) -> SwapFrame:
-        """Swap the source identity into the plate face of ``frame_rgb``.
+        """Swap the source identity (``latent``, or the one set by :meth:`set_source`) into the
+        plate face of ``frame_rgb``.
 
         Returns a :class:`~recast.models.swap_classic.SwapFrame`: the new frame and the uint8
         {0, 255} mask of the pixels that may have changed; every pixel outside it is the
@@ -408,7 +412,7 @@ class InswapperBackend:
         plate_roi = frame[y0:y1, x0:x1]
 
         crop, m = align_face(frame, plm, self.SIZE)
-        fake = self.infer_aligned(crop)
+        fake = self.infer_aligned(crop, latent)
         # scale of the crop relative to the frame: upscale the 128 px result to the face size
         scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
         size = int(min(1024, max(self.SIZE, round(self.SIZE / max(scale, 1e-6)))))
@@ -427,7 +431,7 @@ class InswapperBackend:
         warped_u8 = np.clip(warped + 0.5, 0, 255).astype(np.uint8)
         covered = valid > 0
         if self.colour_match:
-            warped_u8 = ClassicFaceSwapper._colour_transfer(warped_u8, covered, plate_roi, p_roi, p_roi, roi_shape, face)
+            warped_u8 = colour_transfer(warped_u8, covered, plate_roi, p_roi, p_roi, roi_shape, face)
 
         hard, occ = hard_blend_mask(oval, (x0, y0, x1, y1), roi_shape, covered, max(1, round(self.ERODE * face)),
                                     occlusion_mask, frame.shape)
@@ -443,9 +447,74 @@ class InswapperBackend:
         plate_landmarks: Sequence[np.ndarray],
         *,
         occlusion_masks: Sequence[np.ndarray | None] | None = None,
+        latent: np.ndarray | None = None,
     ) -> list[SwapFrame]:
         """:meth:`swap` over a chunk of frames (the graph takes batch 1; sessions stay warm)."""
         if not (len(frames) == len(target_landmarks) == len(plate_landmarks)):
             raise UsageError("frames, target_landmarks and plate_landmarks must have the same length")
         occ = occlusion_masks or [None] * len(frames)
-        return [self.swap(f, t, p, occlusion_mask=o) for f, t, p, o in zip(frames, target_landmarks, plate_landmarks, occ)]
+        return [self.swap(f, t, p, occlusion_mask=o, latent=latent) for f, t, p, o in zip(frames, target_landmarks, plate_landmarks, occ)]
+
+
+class InswapperEngine:
+    """The ``inswapper`` engine (face mode) behind :class:`recast.models.engines.SwapEngine`:
+    :class:`InswapperBackend` on the weights of the model directory, hands and other occluders
+    kept in front of the new face (:class:`~recast.models.occlusion.OcclusionDetector`).
+
+    The loaded backend holds no identity (the source's latent is computed per call), so one
+    loaded engine serves every chunk and shot of a worker process.
+    """
+
+    name = "inswapper"
+    version = "1.0"
+    modes = ("face",)
+    needs: frozenset[str] = frozenset()
+
+    def __init__(self, *, mode: str, options: EngineOptions) -> None:
+        if mode not in self.modes:
+            raise UsageError(f"backend '{self.name}' swaps faces only, not '{mode}'")
+        self.mode = mode
+        self.options = options
+        self.device = options.device
+        self._resolved = None
+        self._backend: InswapperBackend | None = None
+
+    def _resolve(self):
+        if self._resolved is None:
+            model_dir = require_model_dir(self.options, self.name)
+            self._resolved = resolve_models(model_dir, commercial_project=self.options.commercial, project=self.options.project)
+        return self._resolved
+
+    def model_refs(self) -> tuple[ModelRef, ...]:
+        from recast.models.occlusion import OcclusionDetector
+
+        swap, rec = self._resolve()
+        return (swap.model_ref, rec.model_ref) + tuple(OcclusionDetector.MODELS)
+
+    def load(self) -> None:
+        if self._backend is None:
+            swap, rec = self._resolve()
+            # CUDA when this onnxruntime has it, whatever the torch device: the graph is small
+            self._backend = InswapperBackend(swap.path(INSWAPPER_FILE), rec.path(ARCFACE_FILE), model_refs=(swap.model_ref, rec.model_ref))
+
+    @property
+    def loaded(self) -> bool:
+        """Whether :meth:`load` has run (the ONNX sessions exist)."""
+        return self._backend is not None
+
+    def swap(self, plate: PlateFrames, targets: np.ndarray, source: SwapSource, *,
+             progress: Callable[[int], None] | None = None) -> SwapResult:
+        from recast.models.occlusion import OcclusionDetector
+
+        self.load()
+        backend = self._backend
+        _, latent = backend.identity_latent((np.asarray(source.rgb), np.asarray(source.landmarks, np.float64)))
+
+        def one(i: int, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            p = plate.landmarks[i]
+            occlusion = occluder.occlusion_mask(frame, p, plate.person[i])
+            res = backend.swap(frame, targets[i], p, occlusion_mask=occlusion, latent=latent)
+            return res.frame, res.mask
+
+        with OcclusionDetector(static_images=False) as occluder:
+            return swap_frames(plate, targets, one, progress)

@@ -2,17 +2,47 @@
 
 Everything here is derived once, at import, from MediaPipe's own connection sets
 (``mediapipe.python.solutions.face_mesh_connections``) so that the indices can never drift from
-the model that produces the landmarks. Names follow MediaPipe: ``LEFT_*`` is the *subject's*
-left, which appears on the right of a non-mirrored image.
+the model that produces the landmarks; every other module takes its landmark indices from here.
+Names follow MediaPipe: ``LEFT_*`` is the *subject's* left, which appears on the right of a
+non-mirrored image.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
+import sys
 from collections import Counter
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
-from mediapipe.python.solutions import face_mesh_connections as _fmc
+
+
+def _face_mesh_connections() -> ModuleType:
+    """MediaPipe's ``face_mesh_connections`` module: the mesh's edge sets, plain Python data.
+
+    The file imports nothing, so it is executed on its own when MediaPipe is not loaded yet:
+    ``import mediapipe`` costs about a second and 100 MB of native libraries, which callers that
+    only need index sets (the API validating an expression edit through
+    :mod:`recast.models.retarget`) should not pay.
+    """
+    name = "mediapipe.python.solutions.face_mesh_connections"
+    if name in sys.modules:
+        return sys.modules[name]
+    pkg = importlib.util.find_spec("mediapipe")  # locates the package without running it
+    if pkg is None or not pkg.submodule_search_locations:
+        raise ModuleNotFoundError("mediapipe is not installed: the face mesh index sets come from it", name="mediapipe")
+    path = Path(next(iter(pkg.submodule_search_locations))) / "python" / "solutions" / "face_mesh_connections.py"
+    spec = importlib.util.spec_from_file_location(f"{__name__}._face_mesh_connections", path)
+    if spec is None or spec.loader is None:
+        raise ModuleNotFoundError(f"mediapipe's face mesh connections are missing at {path}", name=name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+_fmc = _face_mesh_connections()
 
 NUM_LANDMARKS = 478
 NUM_MESH_POINTS = 468  # the tessellated points; 468..477 are the iris points of refine_landmarks
@@ -57,6 +87,38 @@ def _cycle(edges: frozenset[tuple[int, int]], start: int) -> tuple[int, ...]:
     return tuple(order)
 
 
+def _chain(edges: frozenset[tuple[int, int]], start: int) -> tuple[int, ...]:
+    """Walk the open path formed by ``edges`` from its end ``start`` to its other end."""
+    adj: dict[int, list[int]] = {}
+    for a, b in edges:
+        adj.setdefault(a, []).append(b)
+        adj.setdefault(b, []).append(a)
+    if len(adj[start]) != 1:
+        raise RuntimeError(f"face mesh connection path does not end at {start}")
+    order = [start]
+    prev, cur = None, start
+    while True:
+        nxt = [v for v in adj[cur] if v != prev]
+        if not nxt:
+            return tuple(order)
+        prev, cur = cur, nxt[0]
+        order.append(cur)
+
+
+def _arc(loop: tuple[int, ...], a: int, b: int, via: int) -> tuple[int, ...]:
+    """The vertices of closed ``loop`` strictly between ``a`` and ``b`` on the side holding
+    ``via``, ordered from ``a`` to ``b`` (e.g. one eyelid between the eye's corners)."""
+    i = loop.index(a)
+    rot = loop[i:] + loop[:i]
+    k = rot.index(b)
+    one, other = rot[1:k], tuple(reversed(rot[k + 1:]))
+    if via in one:
+        return one
+    if via in other:
+        return other
+    raise RuntimeError(f"landmark {via} is not on the face mesh loop through {a} and {b}")
+
+
 def _points(edges: frozenset[tuple[int, int]]) -> tuple[int, ...]:
     return tuple(sorted({i for e in edges for i in e}))
 
@@ -87,10 +149,37 @@ LEFT_IRIS: tuple[int, ...] = (LEFT_IRIS_CENTER, *_points(_fmc.FACEMESH_LEFT_IRIS
 RIGHT_EYE_CORNERS = (33, 133)
 LEFT_EYE_CORNERS = (263, 362)
 MOUTH_CORNERS = (61, 291)
+MOUTH_INNER_CORNERS = (LIPS_INNER[0], 308)
 FOREHEAD_TOP = 10
 CHIN_BOTTOM = 152
 UPPER_LIP_INNER = 13
 LOWER_LIP_INNER = 14
+
+# --- open paths, ordered from the subject's right (or an eye's outer corner) -------------------
+# eyelids between the eye's corners, outer to inner (159/145 and 386/374: the lids' midpoints)
+RIGHT_UPPER_LID: tuple[int, ...] = _arc(RIGHT_EYE, RIGHT_EYE_CORNERS[0], RIGHT_EYE_CORNERS[1], via=159)
+RIGHT_LOWER_LID: tuple[int, ...] = _arc(RIGHT_EYE, RIGHT_EYE_CORNERS[0], RIGHT_EYE_CORNERS[1], via=145)
+LEFT_UPPER_LID: tuple[int, ...] = _arc(LEFT_EYE, LEFT_EYE_CORNERS[0], LEFT_EYE_CORNERS[1], via=386)
+LEFT_LOWER_LID: tuple[int, ...] = _arc(LEFT_EYE, LEFT_EYE_CORNERS[0], LEFT_EYE_CORNERS[1], via=374)
+# lip edges between the mouth corners, right to left (MediaPipe's lipsUpperOuter etc.)
+LIPS_UPPER_OUTER: tuple[int, ...] = _arc(LIPS_OUTER, MOUTH_CORNERS[0], MOUTH_CORNERS[1], via=0)
+LIPS_LOWER_OUTER: tuple[int, ...] = _arc(LIPS_OUTER, MOUTH_CORNERS[0], MOUTH_CORNERS[1], via=17)
+LIPS_UPPER_INNER: tuple[int, ...] = _arc(LIPS_INNER, MOUTH_INNER_CORNERS[0], MOUTH_INNER_CORNERS[1], via=UPPER_LIP_INNER)
+LIPS_LOWER_INNER: tuple[int, ...] = _arc(LIPS_INNER, MOUTH_INNER_CORNERS[0], MOUTH_INNER_CORNERS[1], via=LOWER_LIP_INNER)
+
+
+def _brow_strokes(edges: frozenset[tuple[int, int]], lower_end: int, upper_end: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """An eyebrow's two strokes in the mesh (lower edge, upper edge), each walked from its
+    end at the temple."""
+    comps = _components(edges)
+    lower = next(c for c in comps if lower_end in c)
+    upper = next(c for c in comps if upper_end in c)
+    return (_chain(frozenset(e for e in edges if e[0] in lower), lower_end),
+            _chain(frozenset(e for e in edges if e[0] in upper), upper_end))
+
+
+RIGHT_EYEBROW_LOWER, RIGHT_EYEBROW_UPPER = _brow_strokes(_fmc.FACEMESH_RIGHT_EYEBROW, 46, 70)
+LEFT_EYEBROW_LOWER, LEFT_EYEBROW_UPPER = _brow_strokes(_fmc.FACEMESH_LEFT_EYEBROW, 276, 300)
 
 
 def _tessellation_triangles() -> np.ndarray:

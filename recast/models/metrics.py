@@ -780,21 +780,20 @@ def decide_verdict(
     fails: list[str] = []
     reviews: list[str] = []
 
-    ident = _num(metrics, "identity_transfer_rate")
-    if ident is None:
-        reviews.append("identity transfer not measured (review)")
-    elif ident < t.identity_fail:
-        fails.append(f"identity transfer {ident:.2f} < {t.identity_fail:.2f} (fail)")
-    elif ident < t.identity_pass:
-        reviews.append(f"identity transfer {ident:.2f} < {t.identity_pass:.2f} (review)")
-
-    bg = _num(metrics, "background_psnr_db")
-    if bg is None:
-        reviews.append("background PSNR not measured (review)")
-    elif bg < t.background_psnr_fail:
-        fails.append(f"background PSNR {bg:.1f} dB < {t.background_psnr_fail:.1f} dB (fail)")
-    elif bg < t.background_psnr_pass:
-        reviews.append(f"background PSNR {bg:.1f} dB < {t.background_psnr_pass:.1f} dB (review)")
+    # (metric, label, fail bound, pass bound, format): below fail fails, below pass asks for review,
+    # not measured asks for review (QC cannot vouch for it)
+    lower = (
+        ("identity_transfer_rate", "identity transfer", t.identity_fail, t.identity_pass, "{:.2f}"),
+        ("background_psnr_db", "background PSNR", t.background_psnr_fail, t.background_psnr_pass, "{:.1f} dB"),
+    )
+    for key, label, fail_bound, pass_bound, fmt in lower:
+        v = _num(metrics, key)
+        if v is None:
+            reviews.append(f"{label} not measured (review)")
+        elif v < fail_bound:
+            fails.append(f"{label} {fmt.format(v)} < {fmt.format(fail_bound)} (fail)")
+        elif v < pass_bound:
+            reviews.append(f"{label} {fmt.format(v)} < {fmt.format(pass_bound)} (review)")
 
     upper = (
         ("pose_error_deg", "pose error", t.pose_error_review, "{:.1f} deg"),

@@ -21,12 +21,13 @@ from __future__ import annotations
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterable
+from typing import ClassVar, Iterable
 
 import cv2
 import numpy as np
 from mediapipe.python.solutions import face_mesh as _mp_face_mesh
 
+from recast.errors import InputError
 from recast.models.metrics import TemporalNoiseMeter, psnr, seam_score
 
 #: bump when what :func:`observe_chunk` measures changes: part of the swap stage's work key
@@ -43,7 +44,12 @@ QC_POINTS = 468
 
 @dataclass(frozen=True)
 class ChunkObservations:
-    """Per-frame QC measurements of one chunk (``n`` frames from ``start``)."""
+    """Per-frame QC measurements of one chunk (``n`` frames from ``start``).
+
+    Stored by the swap stage and read by the qc stage: :meth:`load` refuses a file written with
+    another :attr:`FORMAT_VERSION` (bump it when the fields change)."""
+
+    FORMAT_VERSION: ClassVar[int] = 1
 
     start: int
     swapped: np.ndarray  # (n,) bool: the swap changed a pixel of this frame
@@ -56,13 +62,18 @@ class ChunkObservations:
 
     def save(self, path: Path) -> Path:
         """Write as an npz archive (compressed)."""
-        np.savez_compressed(path, **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
+        np.savez_compressed(path, __format__=np.asarray(self.FORMAT_VERSION),
+                            **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
         return Path(path)
 
     @classmethod
     def load(cls, path: Path) -> "ChunkObservations":
-        """Read what :meth:`save` wrote."""
+        """Read what :meth:`save` wrote; a file of another format version is refused."""
         with np.load(path, allow_pickle=False) as z:
+            version = int(z["__format__"]) if "__format__" in z.files else None
+            if version != cls.FORMAT_VERSION:
+                raise InputError(f"ChunkObservations '{path}' has format version {version}, this recast reads version "
+                                 f"{cls.FORMAT_VERSION}: run the swap stage again")
             values = {f.name: z[f.name] for f in fields(cls)}
         values["start"] = int(values["start"])
         return cls(**values)

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
+from recast import checksums
 from recast.contracts import ModelRef
 from recast.errors import InputError, ModelMissingError, PolicyError, UsageError
 
@@ -253,7 +254,7 @@ def _save_cache(path: Path, cache: dict) -> None:
 
 
 def sha256_file(path: Path, *, cache_root: Path | None = None, rel: str | None = None) -> str:
-    """sha256 of a file, read in 8 MiB blocks.
+    """:func:`recast.checksums.sha256_file` of a model file, optionally remembered.
 
     With ``cache_root``, the result is remembered in ``cache_root/.recast-sha256.json`` under
     ``rel`` keyed by (size, mtime_ns), so multi-GB weights are not hashed again each run; a
@@ -266,11 +267,7 @@ def sha256_file(path: Path, *, cache_root: Path | None = None, rel: str | None =
         hit = _load_cache(cache_file).get(key)
         if isinstance(hit, dict) and hit.get("size") == st.st_size and hit.get("mtime_ns") == st.st_mtime_ns:
             return str(hit["sha256"])
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(8 << 20), b""):
-            h.update(block)
-    digest = h.hexdigest()
+    digest = checksums.sha256_file(path)
     if cache_file is not None:
         cache = _load_cache(cache_file)  # re-read: another worker may have added entries
         cache[key] = {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256": digest}

@@ -34,42 +34,46 @@ from dataclasses import dataclass
 import numpy as np
 
 from recast.errors import UsageError
+from recast.models import mesh_topology as mesh
+from recast.models.similarity import similarity_align
 
-NUM_LANDMARKS = 478
+NUM_LANDMARKS = mesh.NUM_LANDMARKS
 
 # --- index sets (MediaPipe names: LEFT/RIGHT are the *subject's* sides) -------------------------
-R_EYE_CORNERS = (33, 133)   # outer, inner
-L_EYE_CORNERS = (263, 362)  # outer, inner
-R_UPPER_LID = (246, 161, 160, 159, 158, 157, 173)
-R_LOWER_LID = (7, 163, 144, 145, 153, 154, 155)
-L_UPPER_LID = (466, 388, 387, 386, 385, 384, 398)
-L_LOWER_LID = (249, 390, 373, 374, 380, 381, 382)
-R_LID_PAIRS = ((160, 144), (159, 145), (158, 153))
-L_LID_PAIRS = ((387, 373), (386, 374), (385, 380))
-R_BROW = (46, 53, 52, 65, 55, 70, 63, 105, 66, 107)
-L_BROW = (276, 283, 282, 295, 285, 300, 293, 334, 296, 336)
-R_BROW_UPPER = (70, 63, 105, 66, 107)
-L_BROW_UPPER = (300, 293, 334, 296, 336)
-R_IRIS = (468, 469, 470, 471, 472)
-L_IRIS = (473, 474, 475, 476, 477)
-MOUTH_CORNERS = (61, 291)
-MOUTH_INNER_CORNERS = (78, 308)
-# lip rings from the outer edge in (MediaPipe's lipsUpper/LowerOuter, SemiOuter, SemiInner, Inner)
-UPPER_LIP_RINGS = ((185, 40, 39, 37, 0, 267, 269, 270, 409), (184, 74, 73, 72, 11, 302, 303, 304, 408),
-                   (183, 42, 41, 38, 12, 268, 271, 272, 407))
-LOWER_LIP_RINGS = ((146, 91, 181, 84, 17, 314, 405, 321, 375), (77, 90, 180, 85, 16, 315, 404, 320, 307),
-                   (96, 89, 179, 86, 15, 316, 403, 319, 325))
+# Short local names for mesh_topology's sets; eyelids run from the outer to the inner corner,
+# lip edges from the subject's right mouth corner to the left one.
+R_EYE_CORNERS = mesh.RIGHT_EYE_CORNERS   # outer, inner
+L_EYE_CORNERS = mesh.LEFT_EYE_CORNERS    # outer, inner
+R_UPPER_LID = mesh.RIGHT_UPPER_LID
+R_LOWER_LID = mesh.RIGHT_LOWER_LID
+L_UPPER_LID = mesh.LEFT_UPPER_LID
+L_LOWER_LID = mesh.LEFT_LOWER_LID
+# the three upper/lower lid points facing each other around the middle of the eye
+R_LID_PAIRS = tuple(zip(R_UPPER_LID[2:5], R_LOWER_LID[2:5]))
+L_LID_PAIRS = tuple(zip(L_UPPER_LID[2:5], L_LOWER_LID[2:5]))
+R_BROW = mesh.RIGHT_EYEBROW_LOWER + mesh.RIGHT_EYEBROW_UPPER
+L_BROW = mesh.LEFT_EYEBROW_LOWER + mesh.LEFT_EYEBROW_UPPER
+R_BROW_UPPER = mesh.RIGHT_EYEBROW_UPPER
+L_BROW_UPPER = mesh.LEFT_EYEBROW_UPPER
+R_IRIS = mesh.RIGHT_IRIS
+L_IRIS = mesh.LEFT_IRIS
+MOUTH_CORNERS = mesh.MOUTH_CORNERS
+MOUTH_INNER_CORNERS = mesh.MOUTH_INNER_CORNERS
+UPPER_LIP_INNER = mesh.LIPS_UPPER_INNER
+LOWER_LIP_INNER = mesh.LIPS_LOWER_INNER
+UPPER_LIP_OUTER = mesh.LIPS_UPPER_OUTER
+LOWER_LIP_OUTER = mesh.LIPS_LOWER_OUTER
+# lip rings from the outer edge in (MediaPipe's lipsUpper/LowerOuter, SemiOuter, SemiInner; the
+# inner edge is UPPER/LOWER_LIP_INNER). The semi rings are in no MediaPipe connection set, so
+# they are listed here (from MediaPipe's face mesh keypoint annotations).
+UPPER_LIP_RINGS = (UPPER_LIP_OUTER, (184, 74, 73, 72, 11, 302, 303, 304, 408), (183, 42, 41, 38, 12, 268, 271, 272, 407))
+LOWER_LIP_RINGS = (LOWER_LIP_OUTER, (77, 90, 180, 85, 16, 315, 404, 320, 307), (96, 89, 179, 86, 15, 316, 403, 319, 325))
 #: right corner of each ring (outer to inner), then the left ones
-RING_CORNERS_R = (61, 76, 62, 78)
-RING_CORNERS_L = (291, 306, 292, 308)
-UPPER_LIP_INNER = (191, 80, 81, 82, 13, 312, 311, 310, 415)
-LOWER_LIP_INNER = (95, 88, 178, 87, 14, 317, 402, 318, 324)
-UPPER_LIP_OUTER = (185, 40, 39, 37, 0, 267, 269, 270, 409)
-LOWER_LIP_OUTER = (146, 91, 181, 84, 17, 314, 405, 321, 375)
+RING_CORNERS_R = (MOUTH_CORNERS[0], 76, 62, MOUTH_INNER_CORNERS[0])
+RING_CORNERS_L = (MOUTH_CORNERS[1], 306, 292, MOUTH_INNER_CORNERS[1])
 LIP_PAIRS = tuple(zip(UPPER_LIP_INNER, LOWER_LIP_INNER))
 NOSE_POINTS = (168, 6, 197, 195, 5, 4, 1, 2, 98, 327, 129, 358, 49, 279, 48, 278, 64, 294)
-FACE_OVAL = (10, 338, 297, 332, 284, 251, 389, 356, 454, 323, 361, 288, 397, 365, 379, 378, 400,
-             377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93, 234, 127, 162, 21, 54, 103, 67, 109)
+FACE_OVAL = mesh.FACE_OVAL
 #: Below the lower lip on the midline: the chin moves with the jaw.
 CHIN_POINTS = (18, 200, 199, 175, 152)
 
@@ -222,24 +226,10 @@ def align_face(landmarks: np.ndarray) -> np.ndarray:
     return _eye_frame(lm).to_aligned(lm)
 
 
-def _umeyama(src: np.ndarray, dst: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
-    """Least-squares similarity with dst ≈ s * src @ R.T + t (Umeyama 1991), no reflection."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_s, dst - mu_d
-    var_s = (xs ** 2).sum() / len(src)
-    u, sig, vt = np.linalg.svd(xd.T @ xs / len(src))
-    fix = np.eye(src.shape[1])
-    if np.linalg.det(u) * np.linalg.det(vt) < 0:
-        fix[-1, -1] = -1.0
-    rot = u @ fix @ vt
-    s = float(np.trace(np.diag(sig) @ fix) / var_s) if var_s > 0 else 1.0
-    return s, rot, mu_d - s * rot @ mu_s
-
-
 def _fit_onto(a: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, tuple[float, np.ndarray, np.ndarray]]:
     """``a`` moved onto ``ref`` by the 3-D similarity fitted on the stable points."""
     st = list(STABLE_POINTS)
-    s, rot, t = _umeyama(a[st], ref[st])
+    s, rot, t = similarity_align(a[st], ref[st])
     return s * a @ rot.T + t, (s, rot, t)
 
 

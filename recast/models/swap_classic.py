@@ -12,6 +12,7 @@ target face oval grown by :attr:`ClassicFaceSwapper.SPILL` of the face size chan
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -19,117 +20,25 @@ import numpy as np
 
 from recast.contracts import ModelRef
 from recast.errors import UsageError
+from recast.models.engines import EngineOptions, PlateFrames, SwapResult, SwapSource, swap_frames
 from recast.models.masks import erode_mask, face_skin_mask, feather_mask
-from recast.models.mesh_topology import (
-    FACE_OVAL,
-    LEFT_EYE,
-    LEFT_EYEBROW,
-    RIGHT_EYEBROW,
-    LEFT_IRIS_CENTER,
-    LIPS_INNER,
-    NUM_LANDMARKS,
-    RIGHT_EYE,
-    RIGHT_IRIS_CENTER,
-    TESSELATION_TRIANGLES,
+from recast.models.mesh_topology import FACE_OVAL, LEFT_EYEBROW, NUM_LANDMARKS, RIGHT_EYEBROW
+from recast.models.mesh_warp import (
+    FACE_TRIANGLES,
+    MOUTH_TRIANGLES,
+    extended_points,
+    laplacian_blend,
+    rasterise_triangles,
+    triangle_affines,
+    triangle_maps,
 )
 
+__all__ = [
+    "ClassicFaceEngine", "ClassicFaceSwapper", "SwapFrame", "colour_transfer", "hard_blend_mask", "paste_roi", "usable_face_mask",
+]
+
 _N = NUM_LANDMARKS
-_MOUTH_CENTRE = _N  # a virtual point: the mean of the inner lip contour
-_RING0 = _N + 1  # then one ring point per face-oval point
 _OVAL = np.asarray(FACE_OVAL, np.int32)
-_RING_SCALE = 1.12  # ring points sit this far out from the oval's centre, relative to the oval
-
-
-def _fan(centre: int, loop: tuple[int, ...]) -> list[tuple[int, int, int]]:
-    return [(centre, loop[i], loop[(i + 1) % len(loop)]) for i in range(len(loop))]
-
-
-def _build_triangles() -> tuple[np.ndarray, np.ndarray]:
-    tris = [tuple(t) for t in TESSELATION_TRIANGLES.tolist()]
-    # the tessellation leaves holes at the eyes and the mouth; close them with fans
-    tris += _fan(RIGHT_IRIS_CENTER, RIGHT_EYE)
-    tris += _fan(LEFT_IRIS_CENTER, LEFT_EYE)
-    mouth = _fan(_MOUTH_CENTRE, LIPS_INNER)
-    n = len(_OVAL)
-    ring = []
-    for i in range(n):
-        a, b = int(_OVAL[i]), int(_OVAL[(i + 1) % n])
-        ra, rb = _RING0 + i, _RING0 + (i + 1) % n
-        ring += [(a, b, rb), (a, rb, ra)]
-    tris += ring
-    face = np.asarray(tris, np.int32)
-    return face, np.asarray(mouth, np.int32)
-
-
-_FACE_TRIS, _MOUTH_TRIS = _build_triangles()
-
-
-def extended_points(landmarks: np.ndarray) -> np.ndarray:
-    """(478 + 1 + len(FACE_OVAL), 3) points: the landmarks, the mouth centre, the outer ring."""
-    lm = np.asarray(landmarks, np.float64)
-    oval = lm[_OVAL]
-    centre = oval.mean(0)
-    ring = centre + (oval - centre) * _RING_SCALE
-    mouth = lm[list(LIPS_INNER)].mean(0, keepdims=True)
-    return np.concatenate([lm, mouth, ring], axis=0)
-
-
-def _affines(dst: np.ndarray, src: np.ndarray, tris: np.ndarray) -> np.ndarray:
-    """(T, 2, 3) affine maps taking each triangle of ``dst`` onto the same triangle of ``src``.
-
-    Closed form (2x2 inverse by hand): numpy's batched ``inv`` costs milliseconds here.
-    Degenerate target triangles get the constant map to their source's first vertex; they
-    cover no pixels anyway (see :func:`_rasterise`).
-    """
-    d = dst[tris][:, :, :2]  # (T, 3, 2)
-    s = src[tris][:, :, :2]
-    d1, d2 = d[:, 1] - d[:, 0], d[:, 2] - d[:, 0]
-    s1, s2 = s[:, 1] - s[:, 0], s[:, 2] - s[:, 0]
-    det = d1[:, 0] * d2[:, 1] - d2[:, 0] * d1[:, 1]
-    ok = np.abs(det) > 1e-9
-    inv_det = np.where(ok, 1.0 / np.where(ok, det, 1.0), 0.0)
-    # inverse of D = [d1 d2] (columns) is [[d2y, -d2x], [-d1y, d1x]] / det
-    i00, i01 = d2[:, 1] * inv_det, -d2[:, 0] * inv_det
-    i10, i11 = -d1[:, 1] * inv_det, d1[:, 0] * inv_det
-    a = np.empty((len(tris), 2, 3))
-    a[:, :, 0] = s1 * i00[:, None] + s2 * i10[:, None]
-    a[:, :, 1] = s1 * i01[:, None] + s2 * i11[:, None]
-    a[:, :, 2] = s[:, 0] - a[:, :, 0] * d[:, 0, 0:1] - a[:, :, 1] * d[:, 0, 1:2]
-    return a
-
-
-def _rasterise(dst: np.ndarray, tris: np.ndarray, roi: tuple[int, int, int, int]) -> np.ndarray:
-    """int32 label image of the ROI: index of the triangle covering each pixel, -1 where none.
-
-    Triangles are drawn far to near (by z) so that where the mesh folds over itself (a turned
-    head), the nearer surface wins, as it does in the picture.
-    """
-    x0, y0, x1, y1 = roi
-    labels = np.full((y1 - y0, x1 - x0), -1, np.int32)
-    pts = dst[tris]  # (T, 3, 3)
-    xy = np.round((pts[:, :, :2] - (x0, y0)) * 16).astype(np.int32)
-    area2 = np.abs(np.cross(xy[:, 1] - xy[:, 0], xy[:, 2] - xy[:, 0]))
-    order = np.argsort(-pts[:, :, 2].mean(1), kind="stable")
-    for i in order:
-        if area2[i] < 64:  # under a quarter of a pixel: would only draw a stray line
-            continue
-        cv2.fillConvexPoly(labels, xy[i], int(i), lineType=cv2.LINE_8, shift=4)
-    return labels
-
-
-def _maps(labels: np.ndarray, aff: np.ndarray, roi: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
-    x0, y0, _, _ = roi
-    h, w = labels.shape
-    lab = np.where(labels >= 0, labels, 0)
-    a = aff.astype(np.float32)[lab]  # (h, w, 2, 3)
-    xs = np.arange(x0, x0 + w, dtype=np.float32)[None, :]
-    ys = np.arange(y0, y0 + h, dtype=np.float32)[:, None]
-    mx = a[..., 0, 0] * xs + a[..., 0, 1] * ys + a[..., 0, 2]
-    my = a[..., 1, 0] * xs + a[..., 1, 1] * ys + a[..., 1, 2]
-    outside = labels < 0
-    mx[outside] = -1e4
-    my[outside] = -1e4
-    return mx, my
 
 
 def _lab_stats(lab: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -137,23 +46,6 @@ def _lab_stats(lab: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarra
         return None
     mean, std = cv2.meanStdDev(lab, mask=mask)
     return mean.ravel().astype(np.float32), std.ravel().astype(np.float32) + 1e-3
-
-
-def _laplacian_blend(a: np.ndarray, b: np.ndarray, alpha: np.ndarray, levels: int) -> np.ndarray:
-    """Multi-band blend (Burt and Adelson): ``a`` where alpha is 1, ``b`` where 0, float32."""
-    ga, gb, gm = [a], [b], [alpha]
-    for _ in range(levels):
-        ga.append(cv2.pyrDown(ga[-1]))
-        gb.append(cv2.pyrDown(gb[-1]))
-        gm.append(cv2.pyrDown(gm[-1]))
-    out = ga[-1] * gm[-1][..., None] + gb[-1] * (1.0 - gm[-1][..., None])
-    for i in range(levels - 1, -1, -1):
-        size = (ga[i].shape[1], ga[i].shape[0])
-        la = ga[i] - cv2.pyrUp(ga[i + 1], dstsize=size)
-        lb = gb[i] - cv2.pyrUp(gb[i + 1], dstsize=size)
-        m = gm[i][..., None]
-        out = cv2.pyrUp(out, dstsize=size) + la * m + lb * (1.0 - m)
-    return out
 
 
 def hard_blend_mask(oval_points: np.ndarray, roi: tuple[int, int, int, int], shape: tuple[int, int], covered: np.ndarray,
@@ -189,7 +81,7 @@ def paste_roi(frame: np.ndarray, roi: tuple[int, int, int, int], source_roi: np.
     alpha = feather_mask(hard, max(1.0, feather_frac * face))
     dst_f = frame[y0:y1, x0:x1].astype(np.float32)
     levels = int(np.clip(np.log2(max(face, 16) / 8), 1, 5))
-    blended = _laplacian_blend(source_roi, dst_f, alpha, levels)
+    blended = laplacian_blend(source_roi, dst_f, alpha, levels)
     spill = max(1, round(spill_frac * face))
     d_out = cv2.distanceTransform(cv2.bitwise_not(hard), cv2.DIST_L2, 5)
     t = np.clip(1.0 - d_out / spill, 0.0, 1.0)
@@ -204,7 +96,7 @@ def paste_roi(frame: np.ndarray, roi: tuple[int, int, int, int], source_roi: np.
     return SwapFrame(frame=out, mask=mask)
 
 
-def _usable_face_mask(rgb: np.ndarray, lm: np.ndarray) -> np.ndarray:
+def usable_face_mask(rgb: np.ndarray, lm: np.ndarray) -> np.ndarray:
     """uint8 mask of a source photo: 255 where its face can be used, 0 on hair (or a hat)
     hanging over the forehead inside the face oval.
 
@@ -278,7 +170,7 @@ class ClassicFaceSwapper:
         # a pyramid of the source, so that a small target face samples a level near its own
         # size instead of aliasing from a large photo; the 4th channel says where the source
         # face is usable (not hair over the forehead)
-        rgba = np.dstack([src, _usable_face_mask(src, lm)])
+        rgba = np.dstack([src, usable_face_mask(src, lm)])
         self._pyramid = [np.ascontiguousarray(rgba)]
         while min(self._pyramid[-1].shape[:2]) > 64 and len(self._pyramid) < 6:
             self._pyramid.append(cv2.pyrDown(self._pyramid[-1]))
@@ -294,15 +186,15 @@ class ClassicFaceSwapper:
         """The source face warped onto ``target_landmarks``, on a region of interest of a frame
         of ``frame_shape``: returns ``(warped_roi_rgb uint8, covered_roi bool, roi)``. Pixels
         the mesh does not cover are black and ``covered`` is False there, and also where the
-        source shows hair over its forehead (see :func:`_usable_face_mask`)."""
+        source shows hair over its forehead (see :func:`usable_face_mask`)."""
         tgt = extended_points(np.asarray(target_landmarks, np.float64))
         if roi is None:
             roi = self._roi(frame_shape, tgt, tgt)
         face = float(np.ptp(tgt[_OVAL, :2], axis=0).max())
         img, scale = self._source_level(face)
-        labels = _rasterise(tgt, _FACE_TRIS, roi)
-        aff = _affines(tgt, self._src_pts / scale, _FACE_TRIS)
-        mx, my = _maps(labels, aff, roi)
+        labels = rasterise_triangles(tgt, FACE_TRIANGLES, roi)
+        aff = triangle_affines(tgt, self._src_pts / scale, FACE_TRIANGLES)
+        mx, my = triangle_maps(labels, aff, roi)
         warped = cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
         covered = (labels >= 0) & (warped[..., 3] >= 128)
         return np.ascontiguousarray(warped[..., :3]), covered, roi
@@ -357,13 +249,13 @@ class ClassicFaceSwapper:
 
         # mouth interior from the plate, warped from the plate's mouth to the target's
         plate_pts = extended_points(plm)
-        mouth_labels = _rasterise(tgt, _MOUTH_TRIS, roi)
+        mouth_labels = rasterise_triangles(tgt, MOUTH_TRIANGLES, roi)
         inside_mouth = mouth_labels >= 0
         if inside_mouth.any():
             ys, xs = np.nonzero(inside_mouth)
             sub = (x0 + xs.min(), y0 + ys.min(), x0 + xs.max() + 1, y0 + ys.max() + 1)
             sl = (slice(sub[1] - y0, sub[3] - y0), slice(sub[0] - x0, sub[2] - x0))
-            mx, my = _maps(mouth_labels[sl], _affines(tgt, plate_pts, _MOUTH_TRIS), sub)
+            mx, my = triangle_maps(mouth_labels[sl], triangle_affines(tgt, plate_pts, MOUTH_TRIANGLES), sub)
             mouth_px = cv2.remap(frame, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
             m = inside_mouth[sl]
             warped[sl][m] = mouth_px[m]
@@ -372,7 +264,7 @@ class ClassicFaceSwapper:
         off = np.array([x0, y0, 0.0])
         t_roi, p_roi = tlm - off, plm - off
         shape = (rh, rw)
-        corrected = self._colour_transfer(warped, covered, plate_roi, t_roi, p_roi, shape, face)
+        corrected = colour_transfer(warped, covered, plate_roi, t_roi, p_roi, shape, face)
 
         # hard blend region: the target oval pulled in a little, where the warp has content,
         # minus occluders
@@ -382,29 +274,74 @@ class ClassicFaceSwapper:
         src_f = np.where(covered[..., None], corrected, plate_roi).astype(np.float32)
         return paste_roi(frame, (x0, y0, x1, y1), src_f, hard, face, feather_frac=self.FEATHER, spill_frac=self.SPILL, occlusion=occ)
 
-    @staticmethod
-    def _colour_transfer(warped: np.ndarray, covered: np.ndarray, plate_roi: np.ndarray, t_roi: np.ndarray, p_roi: np.ndarray,
-                         shape: tuple[int, int], face: float) -> np.ndarray:
-        """Match mean and spread of the warped source's skin to the plate's skin, in CIELAB.
 
-        Eyes, brows and the mouth are left out of both statistics (they are not skin and their
-        size changes with expression), so a smile or a blink does not shift the skin tone.
-        """
-        margin = max(1, round(0.02 * face))
-        t_skin = face_skin_mask(t_roi, shape, margin_px=margin)
-        t_skin[~covered] = 0
-        p_skin = face_skin_mask(p_roi, shape, margin_px=margin)
-        src_lab = cv2.cvtColor(warped, cv2.COLOR_RGB2LAB)
-        dst_lab = cv2.cvtColor(plate_roi, cv2.COLOR_RGB2LAB)
-        s, d = _lab_stats(src_lab, t_skin), _lab_stats(dst_lab, p_skin)
-        if s is None or d is None:
-            return warped
-        # the spread is matched only partly: beard, stubble or harsh light widen the plate's
-        # skin statistics, and stretching the source's contrast to them darkens lips and
-        # shadows into blotches
-        ratio = np.clip(d[1] / s[1], 0.8, 1.25)
-        m = np.zeros((3, 4), np.float32)
-        m[[0, 1, 2], [0, 1, 2]] = ratio
-        m[:, 3] = d[0] - s[0] * ratio
-        out = cv2.transform(src_lab, m)  # per-pixel affine in LAB, saturated to uint8
-        return cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
+def colour_transfer(warped: np.ndarray, covered: np.ndarray, plate_roi: np.ndarray, t_roi: np.ndarray, p_roi: np.ndarray,
+                    shape: tuple[int, int], face: float) -> np.ndarray:
+    """Match mean and spread of the warped source's skin to the plate's skin, in CIELAB.
+
+    ``warped`` (RGB uint8) is the new face on a ROI of ``shape``, ``covered`` where it has
+    content; ``plate_roi`` the plate on the same ROI; ``t_roi`` / ``p_roi`` the target's and
+    the plate's landmarks in ROI pixels; ``face`` the face size in pixels. Shared by every
+    engine that pastes a face (classic, inswapper).
+
+    Eyes, brows and the mouth are left out of both statistics (they are not skin and their
+    size changes with expression), so a smile or a blink does not shift the skin tone.
+    """
+    margin = max(1, round(0.02 * face))
+    t_skin = face_skin_mask(t_roi, shape, margin_px=margin)
+    t_skin[~covered] = 0
+    p_skin = face_skin_mask(p_roi, shape, margin_px=margin)
+    src_lab = cv2.cvtColor(warped, cv2.COLOR_RGB2LAB)
+    dst_lab = cv2.cvtColor(plate_roi, cv2.COLOR_RGB2LAB)
+    s, d = _lab_stats(src_lab, t_skin), _lab_stats(dst_lab, p_skin)
+    if s is None or d is None:
+        return warped
+    # the spread is matched only partly: beard, stubble or harsh light widen the plate's
+    # skin statistics, and stretching the source's contrast to them darkens lips and
+    # shadows into blotches
+    ratio = np.clip(d[1] / s[1], 0.8, 1.25)
+    m = np.zeros((3, 4), np.float32)
+    m[[0, 1, 2], [0, 1, 2]] = ratio
+    m[:, 3] = d[0] - s[0] * ratio
+    out = cv2.transform(src_lab, m)  # per-pixel affine in LAB, saturated to uint8
+    return cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
+
+
+class ClassicFaceEngine:
+    """The ``classic`` engine in face mode behind :class:`recast.models.engines.SwapEngine`:
+    :class:`ClassicFaceSwapper` per chunk, with occluders (hands, foreign objects over the face)
+    kept. CPU only and nothing to load; the MediaPipe hand models of the occlusion detector are
+    its only models."""
+
+    name = "classic"
+    version = "1.0"
+    modes = ("face", "head")
+    needs: frozenset[str] = frozenset()
+
+    def __init__(self, *, mode: str = "face", options: EngineOptions | None = None) -> None:
+        if mode != "face":
+            raise UsageError(f"ClassicFaceEngine swaps faces, not '{mode}' (the head mode is ClassicHeadEngine)")
+        self.mode = mode
+        self.device = "cpu"
+
+    def model_refs(self) -> tuple[ModelRef, ...]:
+        from recast.models.occlusion import OcclusionDetector
+
+        return (ClassicFaceSwapper.MODEL,) + tuple(OcclusionDetector.MODELS)
+
+    def load(self) -> None:
+        """Nothing to load: the source is prepared per call (it differs between shots)."""
+
+    def swap(self, plate: PlateFrames, targets: np.ndarray, source: SwapSource, *,
+             progress: Callable[[int], None] | None = None) -> SwapResult:
+        from recast.models.occlusion import OcclusionDetector
+
+        swapper = ClassicFaceSwapper(np.asarray(source.rgb), np.asarray(source.landmarks, np.float64))
+
+        def one(i: int, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            p = plate.landmarks[i]
+            res = swapper.swap(frame, targets[i], p, occlusion_mask=occluder.occlusion_mask(frame, p, plate.person[i]))
+            return res.frame, res.mask
+
+        with OcclusionDetector(static_images=False) as occluder:
+            return swap_frames(plate, targets, one, progress)

@@ -113,6 +113,21 @@ def _filtfilt(seg: np.ndarray, fps: float, min_cutoff: float, beta: float, d_cut
     return (fwd + bwd) / 2
 
 
+def fill_gaps(values: np.ndarray) -> np.ndarray:
+    """Each column of (T, K) ``values`` with its NaN entries interpolated from the known ones
+    (the nearest known value beyond either end; 0 for a column with none), so a filter run over
+    it sees a continuous signal."""
+    out = np.array(values, dtype=float, copy=True)
+    for j in range(out.shape[1]):
+        col = out[:, j]
+        ok = ~np.isnan(col)
+        if not ok.any():
+            col[:] = 0.0
+        elif not ok.all():
+            col[~ok] = np.interp(np.flatnonzero(~ok), np.flatnonzero(ok), col[ok])
+    return out
+
+
 def smooth_series(
     values: np.ndarray,
     fps: float,

@@ -403,6 +403,18 @@ def choose_track(
 # ================================================================================================
 # source photos
 # ================================================================================================
+def pick_chosen(per_slot: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Per frame, the chosen face's entry of ``per_slot`` (frames, slots, ...): ``chosen[f]`` is the
+    slot, -1 where the person is absent; absent frames hold NaN (float arrays) or 0 (integers)."""
+    per_slot = np.asarray(per_slot)
+    chosen = np.asarray(chosen)
+    fill = np.nan if per_slot.dtype.kind == "f" else 0
+    out = np.full((len(chosen),) + per_slot.shape[2:], fill, dtype=per_slot.dtype)
+    idx = np.flatnonzero(chosen >= 0)
+    out[idx] = per_slot[idx, chosen[idx]]
+    return out
+
+
 def describe_faces(faces: Sequence[DetectedFace]) -> str:
     """One line listing faces by box area, largest first, numbered as ``index:N`` counts them.
 

@@ -17,7 +17,7 @@ from recast.storage.base import ObjectStore, StoredObject, sha256_file, suffix_o
 from recast.storage.local import LocalStore, file_uri_to_path
 from recast.storage.s3 import S3Store, split_s3_uri
 
-__all__ = ["ObjectStore", "StoredObject", "LocalStore", "S3Store", "sha256_file", "suffix_of", "open_store", "fetch_any"]
+__all__ = ["ObjectStore", "StoredObject", "LocalStore", "S3Store", "sha256_file", "suffix_of", "open_store", "fetch_any", "local_input"]
 
 # Building an S3 client costs ~0.1 s and tasks open the store once per chunk, so stores are kept
 # per process (the pid is in the key: a boto3 client must not be shared across a fork).
@@ -78,3 +78,16 @@ def fetch_any(uri: str | Path, settings: Settings | None = None) -> Path:
         bucket, _ = split_s3_uri(text)
         return _s3_store(bucket, "", settings).fetch(text)
     raise errors.UsageError(f"cannot read {text!r}: only paths, file:// and s3:// URIs are supported")
+
+
+def local_input(uri_or_path: str, role: str, settings: Settings | None = None) -> Path:
+    """A local path for a user-given input (plain path, ``file://`` or ``s3://`` URI), with an
+    error naming its ``role`` ("plate", "source #2", ...) when a plain path is missing or a directory."""
+    if "://" in uri_or_path:
+        return fetch_any(uri_or_path, settings or get_settings())
+    p = Path(uri_or_path).expanduser()
+    if not p.exists():
+        raise errors.InputNotFoundError(f"{role} '{uri_or_path}': file not found")
+    if p.is_dir():
+        raise errors.InputNotFoundError(f"{role} '{uri_or_path}': is a directory, not a file")
+    return p

@@ -8,13 +8,13 @@ the backends only; the rest of recast passes URIs around and never assembles the
 
 from __future__ import annotations
 
-import hashlib
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
 from recast import errors
+from recast.checksums import sha256_file  # noqa: F401  (re-exported: the backends' content keys)
 
 BLOCK_SIZE = 1024 * 1024
 
@@ -34,15 +34,6 @@ class StoredObject:
     sha256: str
     size: int
     media_type: str
-
-
-def sha256_file(path: Path | str) -> str:
-    """The hex sha256 of a file, read in 1 MiB blocks so that large plates never sit in memory."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(BLOCK_SIZE):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_suffix(suffix: str) -> str:

@@ -22,7 +22,7 @@ import time
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
 from pydantic import BaseModel
 
@@ -34,9 +34,13 @@ from recast.errors import RecastError, StorageUnavailableError
 from recast.settings import Settings, get_settings
 from recast.storage import ObjectStore, open_store
 
+if TYPE_CHECKING:
+    from recast.models.metrics import QCThresholds
+
 log = logging.getLogger("recast")
 
 R = TypeVar("R", bound=Record)
+A = TypeVar("A")
 
 _store_lock = threading.Lock()
 _stores: dict[str, ObjectStore] = {}
@@ -114,6 +118,12 @@ def store_asset(
 def fetch(ref: AssetRef) -> Path:
     """A local path to read an asset from (the file itself for a local store, a cached copy for S3)."""
     return store().fetch(ref.uri)
+
+
+def load_artifact(ref: AssetRef, cls: type[A]) -> A:
+    """A stored stage artefact (a class of :mod:`recast.media.artifacts`, or any class with a
+    ``load(path)`` classmethod) read from the object store."""
+    return cls.load(fetch(ref))  # type: ignore[attr-defined]
 
 
 @contextmanager
@@ -272,7 +282,7 @@ class Progress:
 
     def _publish(self, percent: float) -> None:
         # called under self._lock: one creation per (run, stage) even with parallel chunk tasks
-        if self._artifact_failed or not _in_prefect_run():
+        if self._artifact_failed or not in_prefect_run():
             return
         try:
             from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -287,7 +297,7 @@ class Progress:
             log.warning("progress artifact for %s not published: %s", self.stage, exc)
 
 
-def _in_prefect_run() -> bool:
+def in_prefect_run() -> bool:
     """Whether this thread runs inside a Prefect flow or task run (artifacts need one)."""
     try:
         from prefect.context import FlowRunContext, TaskRunContext
@@ -345,3 +355,22 @@ def stage_task(fn: Callable[..., Any], *, name: str, tags: Iterable[str] = (), r
         retry_delay_seconds=[1, 4, 10][:retries] or None,
         retry_condition_fn=_transient_only,
     )
+
+
+def thresholds_from_settings(overrides: dict[str, Any] | None = None) -> QCThresholds:
+    """QC thresholds: ``overrides`` (a project's) over settings (``RECAST_QC_*``) over the defaults."""
+    from recast.models.qc import SETTINGS_THRESHOLDS, resolve_thresholds
+
+    s = get_settings()
+    return resolve_thresholds({name: float(getattr(s, f"qc_{name}")) for name in SETTINGS_THRESHOLDS}, overrides)
+
+
+def thresholds_for_shot(shot_id: str | None, project: str | None = None) -> QCThresholds:
+    """The QC thresholds that apply to a shot (its project's overrides) or to a named project;
+    shared by the qc stage (its verdict) and the report stage (what it draws and tabulates)."""
+    overrides = None
+    if shot_id is not None or project is not None:
+        with session_scope() as s:
+            proj = repo.get_project(s, repo.get_shot(s, shot_id).project_id) if shot_id is not None else repo.get_project(s, project)
+            overrides = dict(proj.qc_thresholds or {})
+    return thresholds_from_settings(overrides)

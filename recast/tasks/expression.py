@@ -11,10 +11,9 @@ import numpy as np
 
 from recast.contracts import ExpressionResult, SourceFaceResult, TrackResult
 from recast.errors import UsageError
+from recast.media.artifacts import ANALYSIS_MEDIA_TYPE, ExpressionTargets, ShotTracks, SourceAnalysis
 from recast.models.retarget import MODES, parse_edit, retarget_sequence
-from recast.tasks.arrays import load_npz, save_npz
-from recast.tasks.common import fetch, run_stage, scratch_dir, store_asset
-from recast.tasks.segment import ANALYSIS_MEDIA_TYPE, load_analysis
+from recast.tasks.common import load_artifact, run_stage, scratch_dir, store_asset
 
 METHOD = "expression_aware_retargeting"
 
@@ -25,14 +24,16 @@ def retarget(*, run_id: str | None, shot_id: str | None, track: TrackResult, sou
         raise UsageError(f"expression mode '{expression}': choose from {', '.join(MODES)}")
     parsed = [parse_edit(e) for e in edits]  # validate before any work
     params = {"method": METHOD, "expression": expression, "edits": list(edits)}
+    formats = {"tracks_format": ShotTracks.FORMAT_VERSION, "source_format": SourceAnalysis.FORMAT_VERSION,
+               "targets_format": ExpressionTargets.FORMAT_VERSION}
 
     def compute() -> ExpressionResult:
-        plate = load_npz(fetch(track.tracks))["landmarks"]
-        src = load_analysis(source.analysis)["landmarks"]
+        plate = load_artifact(track.tracks, ShotTracks).landmarks
+        src = load_artifact(source.analysis, SourceAnalysis).landmarks
         targets = retarget_sequence(plate, src, mode=expression, edits=parsed).astype(np.float32)
         valid = ~np.isnan(targets).any(axis=(1, 2))
         with scratch_dir("expression-") as tmp:
-            path = save_npz(tmp / "targets.npz", targets=targets, valid=valid)
+            path = ExpressionTargets(targets=targets, valid=valid).save(tmp / "targets.npz")
             ref = store_asset(path, media_type=ANALYSIS_MEDIA_TYPE, role="target_landmarks", suffix=".npz", parents=[track.tracks, source.analysis])
         return ExpressionResult(targets=ref, method=METHOD, params=params)
 
@@ -41,7 +42,7 @@ def retarget(*, run_id: str | None, shot_id: str | None, track: TrackResult, sou
         run_id=run_id,
         shot_id=shot_id,
         inputs=[track.tracks, source.analysis],
-        params=params,
+        params={**params, **formats},
         models=[],
         result_type=ExpressionResult,
         compute=compute,

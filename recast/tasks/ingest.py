@@ -4,36 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from recast.contracts import AssetRef, IngestResult, MediaInfo, PlateChunk
-from recast.errors import InputNotFoundError, UnsupportedMediaError
+from recast.errors import UnsupportedMediaError
 from recast.media import probe_media, read_image, read_timing, split_plate
-from recast.storage import fetch_any, suffix_of
-from recast.tasks.arrays import save_npz
+from recast.media.artifacts import CHUNK_MEDIA_TYPE, TIMING_MEDIA_TYPE, PlateTiming
+from recast.storage import local_input, suffix_of
 from recast.tasks.common import emit_progress, progress_for, run_stage, scratch_dir, store_asset
-from recast.settings import get_settings
 
 PLATE_MEDIA_TYPE = "video/mp4"
-CHUNK_MEDIA_TYPE = "video/x-matroska; codecs=ffv1"
-TIMING_MEDIA_TYPE = "application/x-recast-timing+npz"
-
-
-def _local_input(uri_or_path: str, role: str) -> Path:
-    """A local path for a user-given input (plain path, file:// or s3:// URI)."""
-    if "://" in uri_or_path:
-        return fetch_any(uri_or_path, get_settings())
-    p = Path(uri_or_path).expanduser()
-    if not p.exists():
-        raise InputNotFoundError(f"{role} '{uri_or_path}': file not found")
-    if p.is_dir():
-        raise InputNotFoundError(f"{role} '{uri_or_path}': is a directory, not a file")
-    return p
 
 
 def register_plate(uri_or_path: str) -> tuple[AssetRef, MediaInfo, Path]:
     """Probe the plate (clear errors for missing/corrupt files) and store it."""
-    path = _local_input(uri_or_path, "plate")
+    path = local_input(uri_or_path, "plate")
     info = probe_media(path, role="plate")
     if info.kind != "video":
         raise UnsupportedMediaError(f"plate '{uri_or_path}': is a still image ({info.codec}), a plate must be a video clip")
@@ -46,7 +29,7 @@ def register_sources(uris_or_paths: list[str]) -> tuple[tuple[AssetRef, ...], tu
     """Decode-check every source photo and store it."""
     refs, infos = [], []
     for i, u in enumerate(uris_or_paths):
-        path = _local_input(u, f"source #{i + 1}")
+        path = local_input(u, f"source #{i + 1}")
         info = probe_media(path, role="source")
         read_image(path, role="source")  # full decode: a truncated JPEG fails here, not mid-flow
         suffix = suffix_of(path)
@@ -65,7 +48,7 @@ def ingest(*, run_id: str | None, shot_id: str | None, plate: str, sources: list
         progress = progress_for(run_id, "ingest", info.frame_count)
         with scratch_dir("ingest-") as tmp:
             pts, time_base = read_timing(plate_path)
-            timing_file = save_npz(tmp / "timing.npz", pts=np.asarray(pts, dtype=np.int64), time_base=np.asarray([time_base.numerator, time_base.denominator], dtype=np.int64))
+            timing_file = PlateTiming(pts=pts, time_base=time_base).save(tmp / "timing.npz")
             timing = store_asset(timing_file, media_type=TIMING_MEDIA_TYPE, role="plate_timing", suffix=".npz", parents=[plate_ref])
             last = [0]
 
@@ -85,7 +68,7 @@ def ingest(*, run_id: str | None, shot_id: str | None, plate: str, sources: list
         run_id=run_id,
         shot_id=shot_id,
         inputs=[plate_ref],
-        params={"chunk_size": chunk_size, "intermediate": "ffv1/gbrp"},
+        params={"chunk_size": chunk_size, "intermediate": "ffv1/gbrp", "timing_format": PlateTiming.FORMAT_VERSION},
         models=[],
         result_type=IngestResult,
         compute=compute,

@@ -7,53 +7,63 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
 from recast.contracts import IngestResult, QCReport, Rate, RenderResult, SegmentResult, SwapChunkResult
 from recast.db import repository as repo
 from recast.db import trust as trust_repo
-from recast.db.trust import new_render_id
 from recast.db.session import session_scope
+from recast.db.trust import new_render_id
 from recast.errors import InternalError, OutputPathError
 from recast.media import check_output_writable, read_frames, render_h264
+from recast.media.artifacts import PlateAnalysis, SwapMatte
+from recast.media.credentials import sign_video, signing_identity
 from recast.models.metrics import background_psnr
+from recast.models.qc import changed_region
+from recast.models.qc_frames import BACKGROUND_DILATE_PX
+from recast.models.watermark import WatermarkEmbedder, WatermarkKey, payload_from_id
 from recast.settings import get_settings
-from recast.tasks.arrays import load_npz, unpack_masks
-from recast.tasks.common import fetch, progress_for, run_stage, scratch_dir, store_asset
-from recast.tasks.qc import BACKGROUND_DILATE_PX, changed_region
-from recast.tasks.segment import load_analysis
+from recast.tasks.common import fetch, load_artifact, progress_for, run_stage, scratch_dir, store_asset
 
 DELIVERABLE_MEDIA_TYPE = "video/mp4"
 
 
-def render_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult, segments: list[SegmentResult], swaps: list[SwapChunkResult],
-                qc: QCReport, approved: bool | None = None) -> RenderResult:
-    """Encode the swapped chunks into a signed, watermarked H.264 mp4 and check it against the plate.
+class ConsentInUse(Protocol):
+    """The consent a shot is delivered under, as the trust service's consent check returns it
+    (None fields: a project that needs none, e.g. scratch)."""
 
-    The consent gate runs again first, so a consent revoked while the shot was being swapped
-    stops delivery. The invisible mark (render id) goes only into the pixels the swap generated;
-    the C2PA manifest names the plate as parent ingredient, the models, the identity and its
-    consent (or says that none was on record, for the scratch project).
+    project: str
+    scratch: bool
+    identity: str | None
+    consent_id: str | None
+
+    def manifest_entry(self) -> dict[str, Any] | None: ...
+
+
+def render_shot(*, run_id: str | None, shot_id: str | None, shot: str, ingest: IngestResult, segments: list[SegmentResult],
+                swaps: list[SwapChunkResult], qc: QCReport, consent: ConsentInUse) -> RenderResult:
+    """Encode the swapped chunks of shot ``shot`` (its code) into a signed, watermarked H.264 mp4
+    and check it against the plate.
+
+    ``consent`` is the consent check made right before this stage (by the flow, so that a consent
+    revoked while the shot was being swapped stops delivery). The invisible mark (render id) goes
+    only into the pixels the swap generated; the C2PA manifest names the plate as parent
+    ingredient, the models, the identity and its consent (or says that none was on record, for
+    the scratch project).
     """
-    from recast.models.watermark import WatermarkEmbedder, WatermarkKey, payload_from_id
-    from recast.tasks.trust import require_consent, signing_identity
-
     settings = get_settings()
-    consent = require_consent(shot_id)
-    from recast.tasks import shots
-
-    code = shots.shot_code(shot_id)
     models = sorted({(m.name, m.version, m.sha256) for r in list(segments) + list(swaps) for m in r.models})
     render_id = new_render_id()
     params = {"codec": "h264", "crf": settings.render_crf, "preset": settings.render_preset, "container": "mp4",
               "watermark": {"strength": settings.watermark_strength, "key": hashlib.sha256(str(settings.watermark_seed).encode()).hexdigest()[:16]},
-              "c2pa": True, "shot": code, "identity": consent.identity, "consent": consent.consent_id, "scratch": consent.scratch}
+              "c2pa": True, "shot": shot, "identity": consent.identity, "consent": consent.consent_id, "scratch": consent.scratch}
 
     def compute() -> RenderResult:
         total = ingest.plate_info.frame_count
         progress = progress_for(run_id, "render", total)
-        masks = np.concatenate([unpack_masks(**_mask_arrays(sw)) for sw in swaps])
+        masks = np.concatenate([load_artifact(sw.masks, SwapMatte).mask for sw in swaps])
         embedder = WatermarkEmbedder(payload_from_id(render_id), WatermarkKey(seed=settings.watermark_seed, strength=settings.watermark_strength))
 
         def mark(rgb: np.ndarray, index: int) -> np.ndarray:
@@ -71,10 +81,8 @@ def render_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult
             plate_path = fetch(ingest.plate)
             info = render_h264([fetch(s.video) for s in swaps], plate_path, encoded, crf=settings.render_crf,
                                preset=settings.render_preset, progress=on_progress, transform=mark)
-            from recast.media.credentials import sign_video
-
-            sign_video(encoded, out, identity=signing_identity(), parent=plate_path, parent_title=f"plate of shot {code}",
-                       render_id=render_id, shot=code, models=[{"name": n, "version": v, "sha256": h} for n, v, h in models],
+            sign_video(encoded, out, identity=signing_identity(), parent=plate_path, parent_title=f"plate of shot {shot}",
+                       render_id=render_id, shot=shot, models=[{"name": n, "version": v, "sha256": h} for n, v, h in models],
                        identity_name=consent.identity, consent=consent.manifest_entry(), scratch=consent.consent_id is None)
             metrics = _delivery_check(out, ingest, segments, swaps)
             ref = store_asset(out, media_type=DELIVERABLE_MEDIA_TYPE, role="deliverable", suffix=".mp4",
@@ -87,7 +95,7 @@ def render_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult
         run_id=run_id,
         shot_id=shot_id,
         inputs=[ingest.plate] + [s.video for s in swaps],
-        params=params,
+        params={**params, "matte_format": SwapMatte.FORMAT_VERSION, "analysis_format": PlateAnalysis.FORMAT_VERSION},
         models=[],
         result_type=RenderResult,
         compute=compute,
@@ -96,7 +104,7 @@ def render_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult
         # a reused render keeps the id its mark and manifest carry; this run gets its own row
         row_id = result.render_id if result.render_id == render_id else new_render_id()
         trust_repo.create_render(s, render_id=row_id, run_id=run_id, asset_id=result.output.asset_id,
-                                 approved=qc.verdict.value == "pass" if approved is None else approved,
+                                 approved=qc.verdict.value == "pass",
                                  watermark_payload=f"{payload_from_id(result.render_id):016x}", consent_id=consent.consent_id, signed=True)
         repo.add_audit_event(s, actor="recast", action="render.created", subject_type="render", subject_id=row_id,
                              detail={"run_id": run_id, "asset": result.output.uri, "sha256": result.output.sha256,
@@ -104,20 +112,11 @@ def render_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult
     return result
 
 
-def _mask_arrays(sw: SwapChunkResult) -> dict[str, np.ndarray]:
-    m = load_npz(fetch(sw.masks))
-    return {"bits": m["mask_bits"], "shape": m["mask_shape"]}
-
-
 def _delivery_check(out: Path, ingest: IngestResult, segments: list[SegmentResult], swaps: list[SwapChunkResult]) -> dict[str, float | int | None]:
     """Decode the deliverable: frame count must match the plate; PSNR vs the plate outside the face."""
     plate_frames = (f for c in ingest.chunks for f in read_frames(fetch(c.video)))
-    exclude = []
-    for seg, sw in zip(segments, swaps):
-        a = load_analysis(seg.analysis)
-        m = load_npz(fetch(sw.masks))
-        exclude.append(changed_region(unpack_masks(a["person_mask_bits"], a["mask_shape"]), unpack_masks(m["mask_bits"], m["mask_shape"])))
-    masks = np.concatenate(exclude)
+    masks = np.concatenate([changed_region(load_artifact(seg.analysis, PlateAnalysis).person_mask, load_artifact(sw.masks, SwapMatte).mask)
+                            for seg, sw in zip(segments, swaps)])
     values = []
     n = 0
     for n, (delivered, plate) in enumerate(zip(read_frames(out), plate_frames), start=1):

@@ -1,5 +1,5 @@
-"""QC reports a supervisor reads: contact sheet, per-frame plots, a self-contained HTML page,
-and the Prefect UI artifacts of a run.
+"""Report: the QC reports a supervisor reads (contact sheet, per-frame plots, a self-contained
+HTML page, drawn by :mod:`recast.media.qc_report`), and the Prefect UI artifacts of a run.
 
 :func:`build_report` is the ``report`` stage (through :func:`~recast.tasks.common.run_stage`, so it
 is cached on its work key like every stage). It stores, as assets whose parents are the QC
@@ -25,31 +25,32 @@ contact sheet thumbnail as a ``data:`` URI image, plus where the full report is 
 from __future__ import annotations
 
 import base64
-import html
-import io
+import dataclasses
 import json
-import re
 from typing import Any, Sequence
 
-import cv2
-import numpy as np
-
 from recast.contracts import AssetRef, PlateChunk, QCReport, Record
+from recast.db import repository as repo
+from recast.db.session import session_scope
 from recast.media import read_frames_in_chunks
-from recast.models.metrics import QCThresholds
-from recast.tasks.arrays import load_npz
-from recast.tasks.common import emit_progress, fetch, run_stage, scratch_dir, store, store_asset
+from recast.media.artifacts import QCPerFrame
+from recast.media.qc_report import (
+    ROWS,
+    TILE_W,
+    artifact_key,
+    choose_frames,
+    contact_sheet,
+    frame_label,
+    metric_plots,
+    png_bytes,
+    qc_table,
+    render_html,
+    summary_dict,
+    thumbnail_jpeg,
+)
+from recast.tasks.common import emit_progress, fetch, in_prefect_run, load_artifact, run_stage, scratch_dir, store, store_asset, thresholds_for_shot
 
 REPORT_VERSION = "2"
-#: rows of the contact sheet: at most this many worst frames, then regular points up to ROWS
-WORST_ROWS = 4
-ROWS = 8
-#: width of one tile of the contact sheet
-TILE_W = 320
-#: the Prefect UI thumbnail (JPEG): small enough to embed as a data: URI in a markdown artifact
-THUMB_W = 360
-#: difference heat map: this many grey levels of difference saturate the colour map
-HEAT_RANGE = 64.0
 
 
 class QCReportFiles(Record):
@@ -68,25 +69,24 @@ def build_report(*, run_id: str | None, shot_id: str | None, shot: str, plate: S
     """The ``report`` stage: contact sheet, plots, HTML and JSON of a QC result (cached)."""
     if qc.per_frame is None:
         raise ValueError("a QC report without per-frame values cannot be drawn")
-    params = {"version": REPORT_VERSION, "shot": shot, "verdict": qc.verdict.value, "rows": ROWS, "tile_w": TILE_W}
+    params = {"version": REPORT_VERSION, "shot": shot, "verdict": qc.verdict.value, "rows": ROWS, "tile_w": TILE_W,
+              "per_frame_format": QCPerFrame.FORMAT_VERSION}
 
     def compute() -> QCReportFiles:
-        from recast.tasks.qc import load_reasons
-
-        pf = load_npz(fetch(qc.per_frame))
-        reasons = load_reasons(qc)
-        total = int(len(pf["swapped"]))
+        pf = load_artifact(qc.per_frame, QCPerFrame)
+        reasons = list(pf.reasons)
+        total = len(pf)
         frames = choose_frames(pf, reasons, total)
         plate_frames = read_frames_in_chunks([(c.frames.start, fetch(c.video)) for c in plate], frames)
         starts = [c.frames.start for c in plate]
         out_frames = read_frames_in_chunks(list(zip(starts, [fetch(o) for o in outputs])), frames)
-        labels = {f: _frame_label(f, pf, reasons) for f in frames}
+        labels = {f: frame_label(f, reasons) for f in frames}
         sheet = contact_sheet([(f, plate_frames[f], out_frames[f], labels[f]) for f in frames if f in plate_frames and f in out_frames])
         plots_png = metric_plots(pf, qc)
         parents = [qc.per_frame] + list(outputs) + [c.video for c in plate]
         with scratch_dir("report-") as tmp:
             sheet_path = tmp / "contact_sheet.png"
-            cv2.imwrite(str(sheet_path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+            sheet_path.write_bytes(png_bytes(sheet))
             plots_path = tmp / "metrics.png"
             plots_path.write_bytes(plots_png)
             thumb_path = tmp / "thumbnail.jpg"
@@ -119,235 +119,24 @@ def build_report(*, run_id: str | None, shot_id: str | None, shot: str, plate: S
     )
 
 
-# --- what goes in -----------------------------------------------------------------------------
-def choose_frames(pf: dict[str, np.ndarray], reasons: list[dict[str, Any]], total: int) -> list[int]:
-    """Contact sheet rows: the worst frames first (named by reasons, then by the cheap metrics),
-    then frames at regular points, ``ROWS`` in all, in shot order."""
-    worst: list[int] = []
-
-    def add(fs) -> None:
-        for f in fs:
-            f = int(f)
-            if 0 <= f < total and f not in worst and len(worst) < WORST_ROWS:
-                worst.append(f)
-
-    for r in reasons:
-        add(r.get("frames", [])[:2])
-    for key, low in (("pose_error", False), ("seam", False), ("background_psnr", True), ("flicker_ratio", False)):
-        v = np.asarray(pf.get(key, np.zeros(0)), float)
-        ok = np.flatnonzero(np.isfinite(v))
-        if ok.size:
-            add(ok[np.argsort(v[ok])][: 1] if low else ok[np.argsort(v[ok])[::-1]][:1])
-    regular = [int(round(x)) for x in np.linspace(0, max(total - 1, 0), max(ROWS - len(worst), 1))] if total else []
-    chosen = list(worst)
-    for f in regular:
-        if f not in chosen and len(chosen) < ROWS:
-            chosen.append(f)
-    return sorted(chosen)
-
-
-def _frame_label(f: int, pf: dict[str, np.ndarray], reasons: list[dict[str, Any]]) -> str:
-    named = [r["metric"] for r in reasons if f in r.get("frames", []) and r.get("metric")]
-    bits = [f"frame {f}"]
-    if named:
-        bits.append("! " + ", ".join(named))
-    return "  ".join(bits)
-
-
-# --- images ---------------------------------------------------------------------------------
-def heat_map(plate: np.ndarray, output: np.ndarray) -> np.ndarray:
-    """RGB heat map of |output - plate| (max over channels), :data:`HEAT_RANGE` levels saturate."""
-    d = cv2.absdiff(plate, output).max(axis=2).astype(np.float32)
-    d8 = np.clip(d * (255.0 / HEAT_RANGE), 0, 255).astype(np.uint8)
-    return cv2.cvtColor(cv2.applyColorMap(d8, cv2.COLORMAP_INFERNO), cv2.COLOR_BGR2RGB)
-
-
-def contact_sheet(rows: Sequence[tuple[int, np.ndarray, np.ndarray, str]], tile_w: int = TILE_W) -> np.ndarray:
-    """Rows of plate | output | difference, each row labelled; RGB uint8."""
-    if not rows:
-        return np.zeros((40, 3 * tile_w, 3), np.uint8)
-    header_h, label_h = 28, 22
-    h0, w0 = rows[0][1].shape[:2]
-    tile_h = max(1, int(round(h0 * tile_w / w0)))
-    sheet = np.full((header_h + len(rows) * (tile_h + label_h), 3 * tile_w, 3), 24, np.uint8)
-    for k, title in enumerate(("plate", "output", "difference")):
-        cv2.putText(sheet, title, (k * tile_w + 8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (235, 235, 235), 1, cv2.LINE_AA)
-    for r, (_, plate, output, label) in enumerate(rows):
-        y = header_h + r * (tile_h + label_h)
-        cv2.putText(sheet, label, (8, y + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 200, 80) if "!" in label else (200, 200, 200), 1, cv2.LINE_AA)
-        for k, img in enumerate((plate, output, heat_map(plate, output))):
-            sheet[y + label_h:y + label_h + tile_h, k * tile_w:(k + 1) * tile_w] = cv2.resize(img, (tile_w, tile_h), interpolation=cv2.INTER_AREA)
-    return sheet
-
-
-def thumbnail_jpeg(sheet: np.ndarray, width: int = THUMB_W, quality: int = 60) -> bytes:
-    """A small JPEG of the contact sheet (for a data: URI in the Prefect UI)."""
-    h, w = sheet.shape[:2]
-    small = cv2.resize(sheet, (width, max(1, int(round(h * width / w)))), interpolation=cv2.INTER_AREA)
-    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
-    if not ok:  # pragma: no cover - OpenCV always encodes a uint8 image
-        raise RuntimeError("JPEG encoding failed")
-    return buf.tobytes()
-
-
-def metric_plots(pf: dict[str, np.ndarray], qc: QCReport) -> bytes:
-    """Per-frame metric plots as one PNG (matplotlib, Agg backend: no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    from matplotlib.figure import Figure
-
-    t = _thresholds(qc)
-    total = len(pf["swapped"])
-    x = np.arange(total)
-    panels = [
-        ("identity distance (sampled)", [("to source", pf.get("d_source")), ("to plate person", pf.get("d_plate"))],
-         [float(pf["identity_match_distance"][0])] if "identity_match_distance" in pf else [], True),
-        ("pose error (deg)", [("pose error", pf.get("pose_error"))], [t.get("pose_error_review")], False),
-        ("expression error", [("expression", pf.get("expression_error"))], [t.get("expression_review")], False),
-        ("landmark jitter excess (IOD)", [("output - plate", pf.get("jitter_excess"))], [0.0], False),
-        ("flicker ratio", [("output / plate", pf.get("flicker_ratio"))], [t.get("flicker_ratio_review")], False),
-        ("seam score", [("seam", pf.get("seam"))], [t.get("seam_review")], True),
-        ("background PSNR (dB)", [("PSNR", np.minimum(np.asarray(pf.get("background_psnr"), float), 100.0))],
-         [t.get("background_psnr_pass"), t.get("background_psnr_fail")], False),
-    ]
-    fig = Figure(figsize=(10, 2.0 * len(panels)), dpi=90)
-    for k, (title, series, bounds, points) in enumerate(panels):
-        ax = fig.add_subplot(len(panels), 1, k + 1)
-        for name, values in series:
-            if values is None:
-                continue
-            v = np.asarray(values, float)
-            if points:
-                ok = np.isfinite(v)
-                ax.plot(x[ok], v[ok], "o", ms=4, label=name)
-            else:
-                ax.plot(x, v, lw=1.2, label=name)
-        for b in bounds:
-            if b is not None:
-                ax.axhline(float(b), color="tab:red", lw=0.8, ls="--")
-        ax.set_title(title, fontsize=9, loc="left")
-        ax.set_xlim(0, max(total - 1, 1))
-        ax.tick_params(labelsize=7)
-        if len(series) > 1:
-            ax.legend(fontsize=7, loc="upper right")
-    fig.axes[-1].set_xlabel("frame", fontsize=8)
-    fig.suptitle(f"QC per frame: verdict {qc.verdict.value}", fontsize=10)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def _thresholds(qc: QCReport) -> dict[str, Any]:
-    # the thresholds the verdict used are in the qc stage's params; the report only draws them,
-    # so the settings' values (and the project's, when the verdict came from them) are close enough
-    from recast.tasks.qc import thresholds_from_settings
-
-    try:
-        return dict(thresholds_from_settings().__dict__)
-    except Exception:  # pragma: no cover
-        return dict(QCThresholds().__dict__)
-
-
-# --- text ---------------------------------------------------------------------------------
-def summary_dict(shot: str, qc: QCReport, reasons: list[dict[str, Any]]) -> dict[str, Any]:
-    """JSON-ready QC facts: verdict, metrics, structured reasons, models with checksums."""
-    return {
-        "shot": shot,
-        "verdict": qc.verdict.value,
-        "metrics": qc.metrics,
-        "reasons": reasons,
-        "identity_model": qc.models[0].model_dump() if qc.models else None,
-        "models": [m.model_dump() for m in qc.models],
-        "per_frame": qc.per_frame.uri if qc.per_frame else None,
-    }
-
-
-_VERDICT_COLOUR = {"pass": "#2e7d32", "review": "#ef6c00", "fail": "#c62828"}
-
-
-def render_html(shot: str, qc: QCReport, reasons: list[dict[str, Any]], sheet_png: bytes, plots_png: bytes, frames: list[int]) -> str:
-    """A self-contained HTML report (images as base64 data URIs)."""
-    e = html.escape
-    v = qc.verdict.value
-    rows = "".join(f"<tr><td>{e(k)}</td><td>{e(_fmt(val))}</td></tr>" for k, val in qc.metrics.items())
-    reason_items = "".join(f"<li class='{e(r['outcome'])}'>{e(r['text'])}</li>" for r in reasons) or "<li>none</li>"
-    models = "".join(f"<li>{e(m.name)} {e(m.version)} <code>sha256={e(m.sha256 or '-')}</code></li>" for m in qc.models)
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>QC {e(shot)}: {e(v)}</title>
-<style>body{{font-family:sans-serif;margin:2em;color:#222}} .verdict{{color:#fff;background:{_VERDICT_COLOUR.get(v, '#555')};padding:.2em .6em;border-radius:4px}}
-table{{border-collapse:collapse}} td{{border-bottom:1px solid #ddd;padding:2px 10px}} li.fail{{color:#c62828}} li.review{{color:#ef6c00}} img{{max-width:100%}}</style>
-</head><body>
-<h1>QC of shot {e(shot)} <span class="verdict">{e(v)}</span></h1>
-<h2>Reasons</h2><ul>{reason_items}</ul>
-<h2>Contact sheet</h2><p>plate | output | difference, frames {e(', '.join(map(str, frames)))}</p>
-<img alt="contact sheet" src="data:image/png;base64,{base64.b64encode(sheet_png).decode()}">
-<h2>Per-frame metrics</h2><img alt="per-frame metrics" src="data:image/png;base64,{base64.b64encode(plots_png).decode()}">
-<h2>Metrics</h2><table>{rows}</table>
-<h2>Models</h2><ul>{models}</ul>
-</body></html>
-"""
-
-
-def _fmt(v: Any) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, float):
-        return f"{v:.3f}"
-    return str(v)
+def _qc_details(qc: QCReport, shot_id: str | None) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    """The structured reasons (metric, value, threshold, outcome, frames, text) of a QC result and
+    the thresholds its verdict was decided with (those that apply to the shot now when the result
+    has no stored per-frame values)."""
+    if qc.per_frame is not None:
+        pf = load_artifact(qc.per_frame, QCPerFrame)
+        return list(pf.reasons), dict(pf.thresholds)
+    reasons = [{"metric": None, "value": None, "threshold": None, "outcome": "review", "frames": [], "text": t} for t in qc.reasons]
+    return reasons, dataclasses.asdict(thresholds_for_shot(shot_id))
 
 
 # --- database record and Prefect UI -------------------------------------------------------------
-_TABLE_METRICS = (
-    ("identity_transfer_rate", "identity transfer rate", ("identity_pass", "identity_fail"), "min"),
-    ("identity_similarity_source", "similarity to source", (), None),
-    ("identity_similarity_plate", "similarity to plate person", (), None),
-    ("pose_error_deg", "pose error (deg)", ("pose_error_review",), "max"),
-    ("expression_error", "expression error", ("expression_review",), "max"),
-    ("jitter_ratio", "landmark jitter ratio", ("jitter_ratio_review",), "max"),
-    ("flicker_ratio", "flicker ratio", ("flicker_ratio_review",), "max"),
-    ("seam_score", "seam score", ("seam_review",), "max"),
-    ("background_psnr_db", "background PSNR (dB)", ("background_psnr_pass", "background_psnr_fail"), "min"),
-    ("face_found_ratio", "face found ratio", ("face_found_review",), "min"),
-    ("hair_transfer_rate", "hair transfer rate", (), None),
-)
-
-
-def qc_table(qc: QCReport, thresholds: QCThresholds, reasons: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows of the QC table artifact: metric, value, threshold(s), status, frames."""
-    by_metric = {r["metric"]: r for r in reasons if r.get("metric")}
-    rows = [{"metric": "verdict", "value": qc.verdict.value.upper(), "threshold": "", "status": qc.verdict.value, "frames": ""}]
-    for key, label, bounds, _ in _TABLE_METRICS:
-        if key not in qc.metrics:
-            continue
-        r = by_metric.get(key)
-        rows.append({
-            "metric": label,
-            "value": _fmt(qc.metrics.get(key)),
-            "threshold": " / ".join(f"{getattr(thresholds, b):g}" for b in bounds),
-            "status": r["outcome"] if r else ("ok" if bounds else ""),
-            "frames": ", ".join(map(str, r["frames"][:8])) if r else "",
-        })
-    return rows
-
-
-def artifact_key(shot: str) -> str:
-    """A Prefect artifact key from a shot code (lowercase letters, digits and dashes)."""
-    return ("qc-" + re.sub(r"[^a-z0-9-]+", "-", shot.lower())).strip("-")[:120]
-
-
 def publish_qc(*, run_id: str | None, shot_id: str | None, shot: str, qc: QCReport, report: QCReportFiles | None) -> dict[str, Any]:
     """Record a QC result in the database (for a run) and show it in the Prefect UI.
 
     Returns what ``recast qc`` prints: verdict, metrics, reasons, report location.
     """
-    from recast.db import repository as repo
-    from recast.db.session import session_scope
-    from recast.tasks.common import _in_prefect_run
-    from recast.tasks.qc import load_reasons, thresholds_for_shot
-
-    reasons = load_reasons(qc)
+    reasons, thresholds = _qc_details(qc, shot_id)
     if run_id is not None:
         with session_scope() as s:
             row = repo.record_qc(s, run_id=run_id, verdict=qc.verdict, metrics=qc.metrics, reasons=qc.reasons,
@@ -358,8 +147,7 @@ def publish_qc(*, run_id: str | None, shot_id: str | None, shot: str, qc: QCRepo
            "identity_model": qc.models[0].model_dump() if qc.models else None,
            "report": report.html.uri if report else None, "report_json": report.summary.uri if report else None,
            "contact_sheet": report.contact_sheet.uri if report else None}
-    if _in_prefect_run():
-        thresholds = thresholds_for_shot(shot_id)
+    if in_prefect_run():
         links = report_links(run_id, shot_id, report) if report is not None else {}
         create_qc_artifacts(shot, qc, thresholds, reasons, report, links=links)
     return out
@@ -373,9 +161,6 @@ def report_links(run_id: str | None, shot_id: str | None, report: QCReportFiles)
     """Links a browser can open for the HTML report and the contact sheet: presigned URLs when
     the object store issues them (S3), each recorded as a ``download_link.issued`` audit event;
     empty for a local store (a Prefect UI page cannot open file:// links)."""
-    from recast.db import repository as repo
-    from recast.db.session import session_scope
-
     st = store()
     links = {}
     for name, ref in (("report", report.html), ("contact_sheet", report.contact_sheet)):
@@ -390,7 +175,7 @@ def report_links(run_id: str | None, shot_id: str | None, report: QCReportFiles)
     return links
 
 
-def create_qc_artifacts(shot: str, qc: QCReport, thresholds: QCThresholds, reasons: list[dict[str, Any]], report: QCReportFiles | None,
+def create_qc_artifacts(shot: str, qc: QCReport, thresholds: dict[str, float], reasons: list[dict[str, Any]], report: QCReportFiles | None,
                         *, links: dict[str, str] | None = None) -> None:
     """The table and markdown artifacts of a QC result (needs a Prefect flow or task run)."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact

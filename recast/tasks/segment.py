@@ -8,17 +8,16 @@ import numpy as np
 
 from recast.contracts import AssetRef, Mode, ModelRef, PlateChunk, SegmentResult, SourceFaceResult
 from recast.media import read_frames, read_image
+from recast.media.artifacts import ANALYSIS_MEDIA_TYPE, PlateAnalysis, SourceAnalysis
 from recast.models.face import FaceAnalyzer
-from recast.models.head import extract_source_head, skin_colour_stats
+from recast.models.head import chosen_person_mask, extract_source_head, skin_colour_stats
 from recast.models.identity import DlibFaceEmbedder
 from recast.models.masks import PersonSegmenter
 from recast.models.metrics import head_pose
 from recast.models.temporal import frame_signature
 from recast.models.tracking import parse_face_selector, require_single_source_face
-from recast.tasks.arrays import load_npz, pack_masks, save_npz
 from recast.tasks.common import fetch, progress_for, run_stage, scratch_dir, store_asset
 
-ANALYSIS_MEDIA_TYPE = "application/x-recast-face-analysis+npz"
 N_LANDMARKS = 478
 MAX_FACES = 4
 # identity embeddings are costly (~80 ms a face): sample every Nth frame of the shot, enough for
@@ -68,20 +67,18 @@ def segment_chunk(*, run_id: str | None, shot_id: str | None, chunk: PlateChunk,
                 signatures.append(frame_signature(frame))
                 person_masks.append(segmenter.segment(frame) > 127)
                 progress.advance()
-        pm = pack_masks(np.stack(person_masks))
+        analysis = PlateAnalysis(
+            faces_landmarks=lms,
+            faces_boxes=boxes,
+            face_count=counts,
+            skin_stats=stats if stats is not None else np.zeros((n, MAX_FACES, 0, 6), np.float32),
+            signatures=np.stack(signatures).astype(np.float32),
+            embedding_index=np.asarray(emb_index, dtype=np.int32).reshape(-1, 2),
+            embeddings=np.asarray(emb_values, dtype=np.float32).reshape(-1, 128),
+            person_mask=np.stack(person_masks),
+        )
         with scratch_dir("segment-") as tmp:
-            path = save_npz(
-                tmp / "analysis.npz",
-                faces_landmarks=lms,
-                faces_boxes=boxes,
-                face_count=counts,
-                skin_stats=stats if stats is not None else np.zeros((n, MAX_FACES, 0, 6), np.float32),
-                signatures=np.stack(signatures).astype(np.float32),
-                embedding_index=np.asarray(emb_index, dtype=np.int32).reshape(-1, 2),
-                embeddings=np.asarray(emb_values, dtype=np.float32).reshape(-1, 128),
-                person_mask_bits=pm["bits"],
-                mask_shape=pm["shape"],
-            )
+            path = analysis.save(tmp / "analysis.npz")
             ref = store_asset(path, media_type=ANALYSIS_MEDIA_TYPE, role="plate_analysis", suffix=".npz", parents=[chunk.video])
         return SegmentResult(chunk=chunk.frames, analysis=ref, faces_found=int((counts > 0).sum()),
                              max_faces_in_frame=int(counts.max(initial=0)), models=models)
@@ -92,7 +89,7 @@ def segment_chunk(*, run_id: str | None, shot_id: str | None, chunk: PlateChunk,
         shot_id=shot_id,
         inputs=[chunk.video],
         params={"max_faces": MAX_FACES, "embed_every": EMBED_EVERY, "always_embed": always_embed, "landmarks": N_LANDMARKS,
-                "frames": [chunk.frames.start, chunk.frames.end]},
+                "frames": [chunk.frames.start, chunk.frames.end], "analysis_format": PlateAnalysis.FORMAT_VERSION},
         models=models,
         result_type=SegmentResult,
         compute=compute,
@@ -112,36 +109,15 @@ def analyze_source(*, run_id: str | None, shot_id: str | None, source: AssetRef,
             faces = analyzer.detect(rgb)
         face = require_single_source_face(faces, source_face, name)
         pose = head_pose(face.landmarks, rgb.shape[:2])
-        arrays: dict[str, np.ndarray] = {"landmarks": face.landmarks.astype(np.float32), "box": np.asarray(face.box, dtype=np.int32)}
+        head = None
         if mode == Mode.head.value:
-            person = None
             others = [f for f in faces if f is not face]
-            if others:
-                # in a group photo the person mask covers everyone: keep only the chosen person's
-                # head by removing the head regions of the others, nearest-face-wins
-                from recast.models.head import head_region
-
-                # segment a crop around the chosen head: on a whole group photo the 256 px
-                # segmentation model is too coarse and merges people and wall into one blob
-                x0, y0, x1, y1 = face.box
-                fw, fh = x1 - x0, y1 - y0
-                cx0, cy0 = max(0, int(x0 - 1.2 * fw)), max(0, int(y0 - 1.6 * fh))
-                cx1, cy1 = min(rgb.shape[1], int(x1 + 1.0 * fw)), min(rgb.shape[0], int(y1 + 1.6 * fh))
-                person = np.zeros(rgb.shape[:2], np.uint8)
-                with PersonSegmenter() as segmenter:
-                    person[cy0:cy1, cx0:cx1] = segmenter.segment(np.ascontiguousarray(rgb[cy0:cy1, cx0:cx1]))
-                ys, xs = np.mgrid[0: rgb.shape[0], 0: rgb.shape[1]]
-                own_c = face.landmarks[:, :2].mean(axis=0)
-                own_d = np.hypot(xs - own_c[0], ys - own_c[1])
-                for other in others:
-                    c = other.landmarks[:, :2].mean(axis=0)
-                    closer = np.hypot(xs - c[0], ys - c[1]) < own_d
-                    person[(head_region(other.landmarks, rgb.shape[:2], cut_below_chin=1.0) > 0) | closer] = 0
+            # alone in the photo, the head model segments the person itself
+            person = chosen_person_mask(rgb, face, others) if others else None
             head = extract_source_head(rgb, face.landmarks, person_mask=person, role_name=name)
-            arrays.update(head_rgb=head.rgb, head_landmarks=head.landmarks.astype(np.float32), head_alpha=head.alpha.astype(np.float32),
-                          head_hair=head.hair, head_neck_line=np.asarray(head.neck_line, dtype=np.float32))
+        analysis = SourceAnalysis(landmarks=face.landmarks, box=face.box, head=head)
         with scratch_dir("source-") as tmp:
-            path = save_npz(tmp / "source.npz", **arrays)
+            path = analysis.save(tmp / "source.npz")
             ref = store_asset(path, media_type=ANALYSIS_MEDIA_TYPE, role="source_analysis", suffix=".npz", parents=[source])
         return SourceFaceResult(source=source, analysis=ref, face_box=tuple(int(v) for v in face.box),
                                 yaw_deg=None if pose is None else float(pose[0]), models=models)
@@ -151,21 +127,9 @@ def analyze_source(*, run_id: str | None, shot_id: str | None, source: AssetRef,
         run_id=run_id,
         shot_id=shot_id,
         inputs=[source],
-        params={"what": "source_face", "mode": mode, "source_face": source_face},
+        params={"what": "source_face", "mode": mode, "source_face": source_face, "analysis_format": SourceAnalysis.FORMAT_VERSION},
         models=models,
         result_type=SourceFaceResult,
         compute=compute,
     )
 
-
-def load_analysis(ref: AssetRef) -> dict[str, np.ndarray]:
-    """Arrays of a stored plate or source analysis."""
-    return load_npz(fetch(ref))
-
-
-def load_source_head(ref: AssetRef):
-    """The stored head matte of a source photo as a :class:`recast.models.head.SourceHead`."""
-    from recast.models.head import SourceHead
-
-    a = load_analysis(ref)
-    return SourceHead(rgb=a["head_rgb"], landmarks=a["head_landmarks"], alpha=a["head_alpha"], hair=a["head_hair"], neck_line=a["head_neck_line"])

@@ -10,35 +10,37 @@ from __future__ import annotations
 
 import numpy as np
 
+from recast.checksums import sha256_file
 from recast.contracts import IngestResult, ModelRef, SegmentResult, TrackResult
 from recast.errors import NoFaceError
 from recast.media import read_image
+from recast.media.artifacts import ANALYSIS_MEDIA_TYPE, PlateAnalysis, ShotTracks
 from recast.models.face import FaceAnalyzer, select_face
 from recast.models.identity import DlibFaceEmbedder
-from recast.models.temporal import scene_cuts, smooth_landmarks, smooth_series
-from recast.models.tracking import choose_track, link_tracks, mean_track_embeddings, parse_face_selector
-from recast.tasks.arrays import save_npz
-from recast.tasks.common import run_stage, scratch_dir, store_asset
-from recast.tasks.ingest import _local_input
-from recast.tasks.segment import ANALYSIS_MEDIA_TYPE, load_analysis
+from recast.models.temporal import fill_gaps, scene_cuts, smooth_landmarks, smooth_series
+from recast.models.tracking import choose_track, link_tracks, mean_track_embeddings, parse_face_selector, pick_chosen
+from recast.storage import local_input
+from recast.tasks.common import load_artifact, run_stage, scratch_dir, store_asset
 
 METHOD = "iou-tracks+embedding-reid+one-euro-forward-backward"
 
 
 def _concat(segments: list[SegmentResult]) -> dict[str, np.ndarray]:
-    parts = [load_analysis(s.analysis) for s in segments]
-    out = {k: np.concatenate([p[k] for p in parts]) for k in ("faces_landmarks", "faces_boxes", "face_count", "signatures")}
+    """The chunks' analyses as one shot (embedding frames counted from the shot's start); the
+    person masks are left out: tracking does not need them."""
+    parts = [load_artifact(s.analysis, PlateAnalysis) for s in segments]
+    out = {k: np.concatenate([getattr(p, k) for p in parts]) for k in ("faces_landmarks", "faces_boxes", "face_count", "signatures")}
     offsets = np.cumsum([0] + [s.chunk.count for s in segments[:-1]])
-    out["embedding_index"] = np.concatenate([p["embedding_index"] + np.array([off, 0]) for p, off in zip(parts, offsets)]).astype(int)
-    out["embeddings"] = np.concatenate([p["embeddings"] for p in parts])
-    stats = [p["skin_stats"] for p in parts]
+    out["embedding_index"] = np.concatenate([p.embedding_index + np.array([off, 0]) for p, off in zip(parts, offsets)]).astype(int)
+    out["embeddings"] = np.concatenate([p.embeddings for p in parts])
+    stats = [p.skin_stats for p in parts]
     width = max(s.shape[2] for s in stats)
     out["skin_stats"] = np.concatenate([s if s.shape[2] == width else np.full(s.shape[:2] + (width, 6), np.nan, np.float32) for s in stats])
     return out
 
 
 def _reference_embedding(reference: str, embedder: DlibFaceEmbedder) -> np.ndarray:
-    rgb = read_image(_local_input(reference, "face reference"), role="face reference")
+    rgb = read_image(local_input(reference, "face reference"), role="face reference")
     with FaceAnalyzer(static_images=True, max_faces=1) as analyzer:
         face = select_face(analyzer.detect(rgb), "largest")
     if face is None:
@@ -53,11 +55,10 @@ def track_person(*, run_id: str | None, shot_id: str | None, ingest: IngestResul
     models: tuple[ModelRef, ...] = (embedder.model,) if selector.kind == "reference" else ()
     reference_sha = None
     if selector.kind == "reference":
-        from recast.media import sha256_file
-
-        reference_sha = sha256_file(_local_input(selector.reference_path, "face reference"))
-    params = {"method": METHOD, "face": face_selector if reference_sha is None else f"reference:{reference_sha}"}
-    fps = float(ingest.plate_info.rate.fraction) if ingest.plate_info.rate else 25.0
+        reference_sha = sha256_file(local_input(selector.reference_path, "face reference"))
+    params = {"method": METHOD, "face": face_selector if reference_sha is None else f"reference:{reference_sha}",
+              "analysis_format": PlateAnalysis.FORMAT_VERSION, "tracks_format": ShotTracks.FORMAT_VERSION}
+    fps = ingest.plate_info.fps
 
     def compute() -> TrackResult:
         a = _concat(segments)
@@ -71,20 +72,14 @@ def track_person(*, run_id: str | None, shot_id: str | None, ingest: IngestResul
         ref = _reference_embedding(selector.reference_path, embedder) if selector.kind == "reference" else None
         chosen = choose_track(track_ids, boxes_per_frame, selector, embeddings=embeddings, reference_embedding=ref, cuts=cuts)
         present = chosen >= 0
-        raw = np.full((total, 478, 3), np.nan, dtype=np.float32)
-        boxes = np.zeros((total, 4), dtype=np.int32)
-        stats = np.full((total,) + a["skin_stats"].shape[2:], np.nan, dtype=np.float32)
-        idx = np.flatnonzero(present)
-        raw[idx] = a["faces_landmarks"][idx, chosen[idx]]
-        boxes[idx] = a["faces_boxes"][idx, chosen[idx]]
-        stats[idx] = a["skin_stats"][idx, chosen[idx]]
+        raw, boxes, stats = (pick_chosen(a[k], chosen) for k in ("faces_landmarks", "faces_boxes", "skin_stats"))
         smoothed = smooth_landmarks(raw, fps, cuts).astype(np.float32)
         flat = stats.reshape(total, -1)
-        smooth_stats = smooth_series(_fill_gaps(flat), fps, cuts).reshape(stats.shape).astype(np.float32)
+        smooth_stats = smooth_series(fill_gaps(flat), fps, cuts).reshape(stats.shape).astype(np.float32)
         smooth_stats[~present] = np.nan
         with scratch_dir("track-") as tmp:
-            path = save_npz(tmp / "track.npz", landmarks=smoothed, raw_landmarks=raw, chosen=chosen.astype(np.int16), boxes=boxes,
-                            skin_stats=smooth_stats, cuts=np.asarray(cuts, dtype=np.int32))
+            path = ShotTracks(landmarks=smoothed, raw_landmarks=raw, chosen=chosen.astype(np.int16), boxes=boxes,
+                              skin_stats=smooth_stats, cuts=np.asarray(cuts, dtype=np.int32)).save(tmp / "track.npz")
             ref_asset = store_asset(path, media_type=ANALYSIS_MEDIA_TYPE, role="track", suffix=".npz", parents=[s.analysis for s in segments])
         return TrackResult(tracks=ref_asset, frames_with_person=int(present.sum()), cuts=tuple(cuts), selector=face_selector)
 
@@ -99,15 +94,3 @@ def track_person(*, run_id: str | None, shot_id: str | None, ingest: IngestResul
         compute=compute,
     )
 
-
-def _fill_gaps(values: np.ndarray) -> np.ndarray:
-    """Carry the nearest known value into NaN entries so the colour filter has a continuous signal."""
-    out = values.copy()
-    for j in range(out.shape[1]):
-        col = out[:, j]
-        ok = ~np.isnan(col)
-        if not ok.any():
-            col[:] = 0.0
-        elif not ok.all():
-            col[~ok] = np.interp(np.flatnonzero(~ok), np.flatnonzero(ok), col[ok])
-    return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from recast.cli import app
@@ -31,6 +32,7 @@ def tiny_model_dir(root):
     return root
 
 
+@pytest.mark.slow
 def test_inswapper_backend_runs_through_the_flow_and_is_refused_for_commercial_projects(recast_env, tmp_path, short_plate, monkeypatch):
     models = tiny_model_dir(tmp_path / "models")
     monkeypatch.setenv("RECAST_MODEL_DIR", str(models))
@@ -55,6 +57,7 @@ def test_inswapper_backend_runs_through_the_flow_and_is_refused_for_commercial_p
     assert refused.exit_code == 4 and "non-commercial" in refused.stderr and not (tmp_path / "c.mp4").exists()
 
 
+@pytest.mark.slow
 def test_missing_weights_name_the_files(recast_env, tmp_path, short_plate, monkeypatch):
     monkeypatch.setenv("RECAST_MODEL_DIR", str(tmp_path / "empty"))
     (tmp_path / "empty").mkdir()
@@ -65,15 +68,3 @@ def test_missing_weights_name_the_files(recast_env, tmp_path, short_plate, monke
                "--mode", "head", "--backend", "diffusion")
     assert r.exit_code == 3
     assert "sd15_inpainting" in r.stderr and "unet" in r.stderr
-
-
-def test_recast_deploy_sets_a_gpu_concurrency_limit():
-    """GPU-tagged swap chunks occupy the global "gpu" limit; its size is the number of GPUs (≥ 1)."""
-    from prefect.client.orchestration import get_client
-
-    from recast.flows.deployments import ensure_gpu_concurrency_limit, gpu_count
-
-    assert ensure_gpu_concurrency_limit() == max(1, gpu_count())
-    assert ensure_gpu_concurrency_limit(3) == 3
-    with get_client(sync_client=True) as client:
-        assert client.read_global_concurrency_limit_by_name("gpu").limit == 3

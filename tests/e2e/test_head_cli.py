@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from typer.testing import CliRunner
 
 from recast.cli import app
@@ -15,6 +16,7 @@ def invoke(*args):
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
+@pytest.mark.slow
 def test_head_swap_with_edits_records_parameters_and_moves_hair_and_identity(recast_env, short_plate, tmp_path):
     out = tmp_path / "head.mp4"
     r = invoke("swap", "--plate", short_plate, "--source", IMAGES / "deepface_img45.jpg", "--out", out, "--chunk-size", "20",

@@ -23,6 +23,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.skipif(not CHROMIUM.exists(), reason="/usr/bin/chromium is absent: apt-get install -y chromium chromium-driver"),
     pytest.mark.skipif(not CHROMEDRIVER.exists(), reason="/usr/bin/chromedriver is absent: apt-get install -y chromium-driver"),
 ]

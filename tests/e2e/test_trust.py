@@ -41,7 +41,7 @@ def studio(recast_env, release):
 
 
 def latest_run():
-    from recast.reports import recent_runs
+    from recast.services.runs import recent_runs
 
     return recent_runs(1)[0]
 
@@ -70,8 +70,9 @@ def test_expired_consent_and_consent_for_another_project_are_refused(studio, sho
     assert latest_run()["status"] == "failed"
 
 
+@pytest.mark.slow
 def test_revocation_between_swap_and_render_publishes_nothing(studio, short_plate, tmp_path, monkeypatch):
-    import recast.tasks.trust as trust
+    import recast.services.trust as trust
 
     original = trust.require_consent
     calls = []
@@ -100,6 +101,7 @@ def test_revocation_between_swap_and_render_publishes_nothing(studio, short_plat
         assert [x.stage for x in repo.stage_runs_for_run(s, run["run_id"])].count("render") == 0
 
 
+@pytest.mark.slow
 def test_signed_watermarked_deliverable_verifies_and_copies_are_told_apart(studio, short_plate_glasses, tmp_path, monkeypatch):
     short_plate = short_plate_glasses
     out = tmp_path / "deliverable.mp4"
@@ -165,6 +167,7 @@ def test_signed_watermarked_deliverable_verifies_and_copies_are_told_apart(studi
     assert json.loads(invoke("verify", out, "--json").stdout)["render"]["revoked_at"] is not None
 
 
+@pytest.mark.slow
 def test_scratch_renders_say_no_consent_and_scratch_can_be_turned_off(recast_env, short_plate, tmp_path, monkeypatch):
     out = tmp_path / "scratch.mp4"
     r = swap(short_plate, out, "--source", PHOTO)

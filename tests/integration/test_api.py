@@ -34,10 +34,11 @@ def get_shot(stack: ApiStack, shot_id: str, token: str | None = None) -> httpx.R
     return httpx.get(f"{stack.url}/v1/shots/{shot_id}", headers=stack.headers(token), timeout=30)
 
 
-def wait_for(stack: ApiStack, shot_id: str, statuses: set[str], timeout_s: float = 240, seen: list | None = None) -> dict[str, Any]:
+def wait_for(stack: ApiStack, shot_id: str, statuses: set[str], timeout_s: float = 240, seen: list | None = None,
+             token: str | None = None) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        r = get_shot(stack, shot_id)
+        r = get_shot(stack, shot_id, token)
         assert r.status_code == 200, r.text
         body = r.json()
         if seen is not None:
@@ -169,7 +170,26 @@ def test_no_deployment_answers_503_and_a_retry_can_start_it(api_stack, inputs):
     assert r3.status_code == 200 and r3.json()["status"] == "cancelled"
 
 
+def test_a_backend_that_cannot_swap_the_mode_is_refused_at_submission(api_stack, inputs):
+    from recast.db import repository as repo
+    from recast.db.session import session_scope
+
+    with session_scope(api_stack.settings) as s:
+        before = len(repo.list_shots(s, limit=10_000))
+    base = {"plate": inputs["plate"], "sources": [inputs["source"]], "schedule": "batch"}
+    for body, expected in [({**base, "mode": "head", "backend": "inswapper"}, "swaps faces only"),
+                           ({**base, "mode": "face", "backend": "diffusion"}, "repaints the whole head"),
+                           ({**base, "mode": "face", "backend": "morph"}, "backend 'morph': not available (choose from classic")]:
+        r = submit(api_stack, body)
+        assert r.status_code == 422, (body, r.text)
+        (err,) = r.json()["detail"]
+        assert err["loc"] == ["body", "backend"] and expected in err["msg"], err
+    with session_scope(api_stack.settings) as s:
+        assert len(repo.list_shots(s, limit=10_000)) == before  # nothing recorded
+
+
 # --- the whole way ------------------------------------------------------------------------------
+@pytest.mark.slow
 def test_submit_run_qc_download_idempotency_review_and_cancel(api_stack, inputs):
     from recast.db import repository as repo
     from recast.db.session import session_scope
@@ -202,7 +222,8 @@ def test_submit_run_qc_download_idempotency_review_and_cancel(api_stack, inputs)
     running = [s for s in seen if s[0] == "running"]
     assert len({s[1] for s in running}) >= 2, seen  # status went through stages
     assert done["progress"]["stages_done"] == done["progress"]["stages_total"]
-    assert done["qc"]["verdict"] in ("pass", "review", "fail") and done["qc"]["metrics"]
+    # the same clean face swap as `recast swap` makes: QC passes it with nothing to flag
+    assert done["qc"]["verdict"] == "pass" and done["qc"]["reasons"] == [] and done["qc"]["metrics"]["identity_transfer_rate"] >= 0.5
 
     # the deliverable: a presigned S3 link that downloads the recorded bytes
     (out,) = done["outputs"]
@@ -214,11 +235,21 @@ def test_submit_run_qc_download_idempotency_review_and_cancel(api_stack, inputs)
         assert issued and issued[-1].actor.startswith("api-token:")
         assert len([sh for sh in repo.list_shots(s, limit=1000) if sh.code == "sc010_0040"]) == 1
 
-    review = httpx.post(f"{api_stack.url}/v1/shots/{shot_id}/review", json={"decision": "approve", "note": "looks right"},
-                        headers=api_stack.headers())
+    # a review of a run that already rendered (not paused): recorded, its deliverable approved
+    review_url = f"{api_stack.url}/v1/shots/{shot_id}/review"
+    review = httpx.post(review_url, json={"decision": "approve", "note": "looks right"}, headers=api_stack.headers(), timeout=60)
     assert review.status_code == 201 and review.json()["decision"] == "approve"
+    assert review.json()["id"] and review.json()["status"] == "done" and review.json()["resumed_flow_run"] is None
     with session_scope(api_stack.settings) as s:
         assert repo.list_audit_events(s, subject_id=shot_id, action="shot.reviewed")
+        assert [(x.decision, x.note) for x in repo.reviews_for_run(s, done["run"]["id"])] == [("approve", "looks right")]
+        assert [r.approved for r in repo.renders_for_run(s, done["run"]["id"])] == [True]
+    # re-run parameters are checked before anything happens; params go with rerun only
+    bad = httpx.post(review_url, json={"decision": "rerun", "params": {"expression": "grin"}}, headers=api_stack.headers(), timeout=60)
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "params"], bad.text
+    bad = httpx.post(review_url, json={"decision": "approve", "params": {"expression": "neutral"}}, headers=api_stack.headers())
+    assert bad.status_code == 422, bad.text
+    assert get_shot(api_stack, shot_id).json()["run"]["id"] == done["run"]["id"]  # no new run
 
     listing = httpx.get(f"{api_stack.url}/v1/shots", params={"status": "done", "page_size": 1}, headers=api_stack.headers()).json()
     assert listing["total"] >= 1 and len(listing["items"]) == 1
@@ -229,6 +260,7 @@ def test_submit_run_qc_download_idempotency_review_and_cancel(api_stack, inputs)
     assert flow_run_state(cancelled["run"]["prefect_flow_run_id"]) == "CANCELLED"
 
 
+@pytest.mark.slow
 def test_unsupported_media_fails_the_shot_with_the_reason(api_stack, s3_admin, tmp_path):
     import av
     import numpy as np
@@ -251,3 +283,92 @@ def test_unsupported_media_fails_the_shot_with_the_reason(api_stack, s3_admin, t
     failed = wait_for(api_stack, r.json()["id"], {"done", "failed"}, timeout_s=120)
     assert failed["status"] == "failed"
     assert "no video stream" in failed["run"]["error"] and "sound_only.mp4" in failed["run"]["error"]
+
+
+# --- review of a run paused for review ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def review_token(api_stack) -> str:
+    """A token of a project whose QC bar sends the short plate to review (any visible seam)."""
+    from recast.db import repository as repo
+    from recast.db.session import session_scope
+
+    token = make_token(api_stack.settings, "api-review")
+    with session_scope(api_stack.settings) as s:
+        repo.set_project_qc_thresholds(s, repo.get_project(s, "api-review").id, {"seam_review": 0.2})
+    return token
+
+
+def _paused_shot(stack: ApiStack, inputs: dict[str, str], token: str, code: str) -> dict[str, Any]:
+    """Submit the short plate in the review project; the deployment run pauses for review."""
+    r = submit(stack, {"plate": inputs["plate"], "sources": [inputs["source"]], "mode": "face", "code": code}, token=token)
+    assert r.status_code == 201, r.text
+    paused = wait_for(stack, r.json()["id"], {"awaiting_review", "done", "failed", "rejected"}, token=token)
+    assert paused["status"] == "awaiting_review", paused["run"]
+    assert paused["qc"]["verdict"] == "review" and paused["outputs"] == []
+    return paused
+
+
+def _review(stack: ApiStack, shot_id: str, token: str, body: dict[str, Any]) -> dict[str, Any]:
+    r = httpx.post(f"{stack.url}/v1/shots/{shot_id}/review", json=body, headers=stack.headers(token), timeout=60)
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+@pytest.mark.slow
+def test_a_paused_run_rejected_through_the_api_ends_with_nothing_rendered(api_stack, inputs, review_token):
+    from recast.db import repository as repo
+    from recast.db.session import session_scope
+
+    paused = _paused_shot(api_stack, inputs, review_token, "sc020_0010")
+    shot_id, run_id = paused["id"], paused["run"]["id"]
+    got = _review(api_stack, shot_id, review_token, {"decision": "reject", "note": "wrong take", "reviewer": "sup.ana"})
+    assert got["resumed_flow_run"] == paused["run"]["prefect_flow_run_id"] and got["id"] is None  # the flow records it
+    ended = wait_for(api_stack, shot_id, {"rejected", "done", "failed"}, token=review_token)
+    assert ended["status"] == "rejected" and ended["outputs"] == [] and "sup.ana" in ended["run"]["error"]
+    with session_scope(api_stack.settings) as s:
+        assert repo.renders_for_run(s, run_id) == []
+        assert [(x.decision, x.reviewer, x.note) for x in repo.reviews_for_run(s, run_id)] == [("reject", "sup.ana", "wrong take")]
+        sent = repo.list_audit_events(s, subject_type="shot", subject_id=shot_id, action="shot.reviewed")
+        assert len(sent) == 1 and sent[0].detail["via"] == "api" and sent[0].actor.startswith("api-token:")
+
+
+@pytest.mark.slow
+def test_a_paused_run_rerun_then_approved_through_the_api_reuses_stages_and_renders(api_stack, inputs, review_token):
+    """rerun with changed parameters: a new run of the shot reusing the stages the change does not
+    touch, paused for review in turn; approve: it renders and its deliverable is approved."""
+    from recast.db import repository as repo
+    from recast.db.session import session_scope
+
+    paused = _paused_shot(api_stack, inputs, review_token, "sc020_0020")
+    shot_id, run_id = paused["id"], paused["run"]["id"]
+    got = _review(api_stack, shot_id, review_token, {"decision": "rerun", "params": {"expression": "neutral"},
+                                                     "note": "keep the actor's expression neutral", "reviewer": "sup.ana"})
+    assert got["resumed_flow_run"] == paused["run"]["prefect_flow_run_id"]
+
+    deadline = time.monotonic() + 240
+    while True:
+        again = get_shot(api_stack, shot_id, review_token).json()
+        # the shot's status follows whichever run changed last (the first one ends rejected): watch the new run
+        if again["run"]["id"] != run_id and again["run"]["status"] in ("awaiting_review", "done", "failed", "rejected"):
+            break
+        assert time.monotonic() < deadline, again
+        time.sleep(0.5)
+    new_run_id = again["run"]["id"]
+    assert again["run"]["status"] == "awaiting_review" and again["params"]["expression"] == "neutral", again["run"]
+    with session_scope(api_stack.settings) as s:
+        first = repo.get_run(s, run_id)
+        assert first.status == "rejected" and new_run_id in first.error and "neutral" in first.error
+        stages = {(r.stage, r.chunk_index): r.status for r in repo.stage_runs_for_run(s, new_run_id)}
+        for stage in ("ingest", "segment", "track"):
+            assert {st for (name, _), st in stages.items() if name == stage} == {"reused"}, (stage, stages)
+        assert stages[("expression", None)] == "done"
+        assert [(x.decision, x.reviewer) for x in repo.reviews_for_run(s, run_id)] == [("rerun", "sup.ana")]
+
+    got = _review(api_stack, shot_id, review_token, {"decision": "approve", "reviewer": "sup.ana"})
+    assert got["run_id"] == new_run_id and got["resumed_flow_run"]
+    done = wait_for(api_stack, shot_id, {"done", "failed", "rejected"}, token=review_token)
+    assert done["status"] == "done" and done["run"]["id"] == new_run_id and len(done["outputs"]) == 1, done["run"]
+    with session_scope(api_stack.settings) as s:
+        assert [r.approved for r in repo.renders_for_run(s, new_run_id)] == [True]
+        assert repo.renders_for_run(s, run_id) == []
+        assert [(x.decision, x.reviewer) for x in repo.reviews_for_run(s, new_run_id)] == [("approve", "sup.ana")]

@@ -30,6 +30,7 @@ def swapped_frames(run_id: str):
     return np.concatenate([read_all_frames(fetch_any(u)) for u in uris])
 
 
+@pytest.mark.slow
 def test_dask_cluster_gives_the_default_runners_output(tmp_path, monkeypatch, postgres_url, short_plate, prefect_server):
     from distributed import LocalCluster
 

@@ -7,6 +7,7 @@ import re
 import urllib.request
 
 import boto3
+import pytest
 from typer.testing import CliRunner
 
 from recast.cli import app
@@ -14,6 +15,7 @@ from recast.settings import reset_settings
 from tests.conftest import IMAGES
 
 
+@pytest.mark.slow
 def test_swap_on_s3_and_postgres(tmp_path, monkeypatch, s3_bucket, postgres_url, short_plate, prefect_server):
     endpoint, bucket = s3_bucket
     monkeypatch.setenv("RECAST_DATA_DIR", str(tmp_path / "data"))

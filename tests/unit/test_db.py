@@ -20,6 +20,7 @@ from sqlalchemy import inspect, select, text
 from recast.contracts import AssetRef, FrameRange, ModelRef, Rate, SegmentResult, ShotParams, Verdict
 from recast.db import migrate
 from recast.db import repository as repo
+from recast.db import trust as trust_db
 from recast.db.orm import AuditEvent, Base
 from recast.db.session import make_engine, make_session, safe_url, session_scope
 from recast.errors import (
@@ -498,8 +499,9 @@ def test_qc_review_and_render(db_session):
     review = repo.record_review(s, run_id=run.id, decision="approve", reviewer="ana", note="ok")
     assert review.shot_id == shot.id and [r.id for r in repo.reviews_for_run(s, run.id)] == [review.id]
     out = asset(s, f"{tag}/out.mp4", "deliverable")
-    render = repo.record_render(s, run_id=run.id, asset_id=out.id)
-    assert render.approved is False and repo.get_run(s, run.id).output_asset_id == out.id
+    render = trust_db.create_render(s, render_id=uuid.uuid4(), run_id=run.id, asset_id=out.id, approved=False,
+                                    watermark_payload=None, consent_id=None, signed=False)
+    assert render.approved is False and render.shot_id == shot.id and repo.get_run(s, run.id).output_asset_id == out.id
     assert repo.set_render_approved(s, render.id).approved is True
     assert repo.revoke_render(s, render.id).revoked_at is not None
     assert [r.id for r in repo.renders_for_run(s, run.id)] == [render.id]

@@ -20,9 +20,9 @@ from recast.models.inswapper import (  # noqa: E402
     align_face,
     arcface_template,
     five_points,
-    similarity_transform,
     tiled_upscale,
 )
+from recast.models.similarity import similarity_align, similarity_matrix  # noqa: E402
 from recast.models.swap_classic import SwapFrame  # noqa: E402
 from tests.conftest import IMAGES  # noqa: E402
 
@@ -116,7 +116,7 @@ def test_alignment_template_and_transform():
     src = rng.uniform(0, 100, (5, 2))
     ang, s, sh = 0.3, 1.7, np.array([5.0, -3.0])
     r = np.array([[np.cos(ang), -np.sin(ang)], [np.sin(ang), np.cos(ang)]]) * s
-    m = similarity_transform(src, src @ r.T + sh)
+    m = similarity_matrix(*similarity_align(src, src @ r.T + sh))
     assert np.allclose(m[:, :2], r) and np.allclose(m[:, 2], sh)
 
 

@@ -1,4 +1,4 @@
-"""Face detection, landmarks, masks, segmentation and identity-shape retargeting on real media."""
+"""Face detection, landmarks, masks and segmentation on real media."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from recast.errors import NoFaceError, UsageError
-from recast.models import expression, masks, mesh_topology
+from recast.models import masks, mesh_topology
 from recast.models.face import DetectedFace, FaceAnalyzer, analyze_source_photo, select_face
 from tests.conftest import IMAGES, VIDEOS
 
@@ -40,13 +40,6 @@ def astronaut() -> np.ndarray:
 @pytest.fixture(scope="module")
 def astronaut_face(astronaut) -> DetectedFace:
     return analyze_source_photo(astronaut, role_name="astronaut")
-
-
-@pytest.fixture(scope="module")
-def d0_landmarks() -> np.ndarray:
-    """Landmarks of d0 frames 0 (mouth closed) and 32 (wide grin)."""
-    with FaceAnalyzer(static_images=False, max_faces=1) as fa:
-        return np.stack([fa.detect(f)[0].landmarks for f in _frames("liveportrait_d0.mp4", [0, 32])])
 
 
 def _check_face(face: DetectedFace, shape) -> None:
@@ -200,74 +193,3 @@ def test_person_segmenter():
     nose = face.landmarks[1]
     assert prob[int(nose[1]), int(nose[0])] > 200
     assert prob[:20, :20].mean() < 30  # green screen corner
-
-
-# --- expression: identity shape -------------------------------------------------------------
-
-
-def test_similarity_align_recovers_transform():
-    rng = np.random.default_rng(1)
-    src = rng.normal(0, 50, (30, 3))
-    ang = np.deg2rad(20)
-    r = np.array([[np.cos(ang), -np.sin(ang), 0], [np.sin(ang), np.cos(ang), 0], [0, 0, 1]])
-    dst = 1.7 * src @ r.T + np.array([10.0, -4.0, 2.0])
-    s, rr, t = expression.similarity_align(src, dst)
-    assert s == pytest.approx(1.7) and np.allclose(rr, r) and np.allclose(t, [10, -4, 2])
-    assert np.allclose(expression.apply_similarity(src, s, rr, t), dst)
-    s2, r2, t2 = expression.similarity_align(src[:, :2], dst[:, :2])
-    assert r2.shape == (2, 2) and s2 == pytest.approx(1.7)
-    out = expression.apply_similarity(src, s2, r2, t2)
-    assert np.allclose(out[:, :2], dst[:, :2]) and np.allclose(out[:, 2], 1.7 * src[:, 2])
-
-
-def _eye_distance(lm):
-    right = lm[[33, 133], :2].mean(0)
-    left = lm[[263, 362], :2].mean(0)
-    return np.linalg.norm(left - right)
-
-
-def _proportion(lm):
-    """Inter-ocular distance over face height (forehead top to chin)."""
-    return _eye_distance(lm) / np.linalg.norm(lm[10, :2] - lm[152, :2])
-
-
-def _mouth_opening(lm):
-    return np.linalg.norm(lm[13, :2] - lm[14, :2]) / _eye_distance(lm)
-
-
-def test_identity_shape_takes_source_proportions_and_plate_expression(astronaut_face, d0_landmarks):
-    src = astronaut_face.landmarks
-    plate = d0_landmarks  # frame 0: mouth closed, frame 1: wide open grin
-    assert _mouth_opening(plate[1]) > 3 * _mouth_opening(plate[0])
-    assert abs(_proportion(src) - _proportion(plate[0])) > 0.03  # different people
-    nan = np.full((1, 478, 3), np.nan, np.float32)
-    out = expression.blend_identity_shape(np.concatenate([plate[:1], nan, plate[1:]]), src, strength=1.0)
-    assert out.shape == (3, 478, 3) and out.dtype == np.float32
-    assert np.isnan(out[1]).all() and np.isfinite(out[[0, 2]]).all()
-    closed, grin = out[0], out[2]
-    # proportions are the source's on the frame of rest; on the grin the jaw drop still shows
-    assert _proportion(closed) == pytest.approx(_proportion(src), rel=0.05)
-    assert abs(_proportion(grin) - _proportion(src)) < abs(_proportion(plate[1]) - _proportion(src))
-    # expression is the plate's: the grin stays open, the closed mouth stays closed although
-    # the source photo smiles with parted lips
-    assert _mouth_opening(grin) == pytest.approx(_mouth_opening(plate[1]), rel=0.35)
-    assert _mouth_opening(closed) < 0.5 * _mouth_opening(grin)
-    assert _mouth_opening(closed) < _mouth_opening(src)
-    # pose and position stay the plate's: the face sits where the plate's face is
-    for o, p in ((closed, plate[0]), (grin, plate[1])):
-        assert np.linalg.norm(o[1, :2] - p[1, :2]) < 0.1 * np.linalg.norm(p[10, :2] - p[152, :2])
-
-
-def test_identity_shape_strength_and_single_frame(astronaut_face, d0_landmarks):
-    src = astronaut_face.landmarks
-    zero = expression.blend_identity_shape(d0_landmarks, src, strength=0.0)
-    assert np.allclose(zero, d0_landmarks, atol=1e-3)
-    single = expression.blend_identity_shape(d0_landmarks[:1], src)
-    assert _proportion(single[0]) == pytest.approx(_proportion(src), rel=0.03)
-    half = expression.blend_identity_shape(d0_landmarks[:1], src, strength=0.5)
-    assert _proportion(half[0]) == pytest.approx((_proportion(src) + _proportion(d0_landmarks[0])) / 2, rel=0.05)
-    assert np.isnan(expression.blend_identity_shape(np.full((2, 478, 3), np.nan), src)).all()
-    with pytest.raises(UsageError):
-        expression.blend_identity_shape(d0_landmarks, src, strength=1.5)
-    with pytest.raises(UsageError):
-        expression.blend_identity_shape(d0_landmarks[0], src)

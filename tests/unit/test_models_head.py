@@ -11,7 +11,7 @@ import pytest
 
 from recast.errors import InputError, UnsupportedMediaError
 from recast.models import head as hd
-from recast.models.expression import blend_identity_shape
+from recast.models.retarget import retarget_sequence
 from recast.models.face import FaceAnalyzer
 from recast.models.head import (
     ColourMatch,
@@ -20,11 +20,11 @@ from recast.models.head import (
     SourceHead,
     estimate_yaw,
     extract_source_head,
-    hair_colour_transfer,
     head_region,
     skin_colour_stats,
 )
 from recast.models.masks import PersonSegmenter, dilate_mask
+from recast.models.qc import hair_colour_transfer
 from tests.conftest import IMAGES, VIDEOS
 
 PLATE = VIDEOS / "liveportrait_d0.mp4"  # short black hair, green screen
@@ -77,7 +77,7 @@ def blonde():
 def case(blonde):
     _, _, src = blonde
     frames, plm, persons = _plate(PLATE, FRAMES)
-    targets = blend_identity_shape(plm, src.landmarks)
+    targets = retarget_sequence(plm, src.landmarks)
     swapper = HeadSwapper(src)
     results = [swapper.swap(f, target_landmarks=t, plate_landmarks=p, plate_person_mask=m, background=None,
                             background_known=None) for f, t, p, m in zip(frames, targets, plm, persons)]
@@ -90,7 +90,7 @@ def _old_head(plm, person, shape):
 
 
 def _face_height(lm):
-    return hd._face_frame(np.asarray(lm, np.float64)).height
+    return hd.face_frame(np.asarray(lm, np.float64)).height
 
 
 # --- the source head ---------------------------------------------------------------------------
@@ -101,7 +101,7 @@ def test_source_head_covers_long_hair_and_stops_above_the_shoulders(blonde):
     assert src.alpha.shape == src.rgb.shape[:2] == src.hair.shape
     assert src.neck_line.shape == (2, 2)
     off = lm[0, :2] - src.landmarks[0, :2]  # the crop's origin in the photo
-    ff = hd._face_frame(src.landmarks.astype(np.float64))
+    ff = hd.face_frame(src.landmarks.astype(np.float64))
     H = ff.height
     # the hair is in the matte: a big share of it, above the forehead and hanging below the chin
     assert src.hair.sum() > 0.5 * H * H
@@ -229,7 +229,7 @@ def test_old_head_takes_the_background_where_the_new_head_leaves_it():
     src = extract_source_head(src_rgb, _landmarks(src_rgb), role_name="astro")
     frames, plm, persons = _plate(VIDEOS / "liveportrait_d3.mp4", [0])
     plate, plm, person = frames[0], plm[0], persons[0]
-    tgt = blend_identity_shape(plm[None], src.landmarks)[0]
+    tgt = retarget_sequence(plm[None], src.landmarks)[0]
     bg = np.zeros_like(plate)
     bg[..., 0], bg[..., 2] = 250, 10  # a colour that is nowhere in the plate
     bg[..., 1] = np.arange(plate.shape[1], dtype=np.uint8)[None, :] // 4
@@ -259,7 +259,7 @@ def test_glasses_plate_aligns_and_colour_match_is_used():
     src = extract_source_head(src_rgb, _landmarks(src_rgb), role_name="dark-hair")
     frames, plm, persons = _plate(VIDEOS / "liveportrait_d19.mp4", [0])  # round glasses
     plate, plm, person = frames[0], plm[0], persons[0]
-    tgt = blend_identity_shape(plm[None], src.landmarks)[0]
+    tgt = retarget_sequence(plm[None], src.landmarks)[0]
     sw = HeadSwapper(src)
     colour = ColourMatch(source_stats=skin_colour_stats(src.rgb, src.landmarks), plate_stats=skin_colour_stats(plate, plm))
     res = sw.swap(plate, target_landmarks=tgt, plate_landmarks=plm, plate_person_mask=person, background=None,

@@ -454,3 +454,87 @@ def test_flicker_ratio_ignores_motion_that_the_plate_lacks_but_catches_pumping()
     assert M.flicker_ratio(moving, plate, mask) < M.QCThresholds().flicker_ratio_review
     assert M.flicker_ratio(pumping, plate, mask) > 3 * M.QCThresholds().flicker_ratio_review
     assert M.temporal_noise(plate, mask) == 0.0 and M.temporal_noise(plate[:1], mask) is None
+
+
+# --- the shot-level measure (recast.models.qc) -------------------------------------------------
+_MEASURE_N = 24
+_ALTERED = range(10, 16)  # frames whose background the "output" changes
+
+
+@pytest.fixture(scope="module")
+def measured_plate(media_dir):
+    """24 frames of a real talking-head plate with the face's landmarks and box per frame."""
+    from recast.media import read_all_frames
+    from recast.models.face import FaceAnalyzer
+
+    frames = read_all_frames(VIDEOS / "liveportrait_d0.mp4", role="plate")[:_MEASURE_N]
+    with FaceAnalyzer(static_images=False, max_faces=1) as fa:
+        faces = [fa.detect(f)[0] for f in frames]
+    lms = np.stack([f.landmarks for f in faces]).astype(np.float32)
+    boxes = np.array([f.box for f in faces], float)
+    return frames, lms, boxes
+
+
+def _measure(frames: np.ndarray, out: np.ndarray, lms: np.ndarray, boxes: np.ndarray):
+    """QC of ``out`` against its plate ``frames``, the plate's own face (frame 0) as the source,
+    the output's face where the plate's is (as ``recast qc --plate --output`` finds it)."""
+    from recast.models.qc import DlibIdentity, QCInputs, measure
+    from recast.models.qc_frames import observe_chunk
+
+    n, h, w = frames.shape[:3]
+    person = np.zeros((n, h, w), bool)  # the person: the face box grown by half its size
+    for i, (x0, y0, x1, y1) in enumerate(boxes.astype(int)):
+        gx, gy = (x1 - x0) // 2, (y1 - y0) // 2
+        person[i, max(0, y0 - gy):y1 + gy, max(0, x0 - gx):x1 + gx] = True
+    change = np.zeros_like(person)  # what the "swap" changed: nothing it owns up to
+    obs = observe_chunk(start=0, plate_frames=iter(frames), out_frames=iter(out), exclude=person, change=change, plate_boxes=boxes,
+                        face_found=np.ones(n, bool), plate_landmarks=lms, out_landmarks=lms)
+    inputs = QCInputs(decode=lambda wanted: {f: (frames[f] if need else None, out[f]) for f, need in wanted.items()},
+                      observations=[obs], total=n, rate=25.0, size=(h, w), plate_landmarks=lms, face_found=np.ones(n, bool),
+                      source_rgb=frames[0], source_landmarks=lms[0], source_box=tuple(int(v) for v in boxes[0]), mode="face")
+    return measure(inputs, DlibIdentity(), M.QCThresholds(), samples_per_second=1.0)
+
+
+def test_measure_an_unchanged_plate_is_the_same_person_and_fails_identity_transfer(measured_plate):
+    from recast.models.qc import DlibIdentity
+
+    frames, lms, boxes = measured_plate
+    metrics, per_frame, reasons, verdict = _measure(frames, frames.copy(), lms, boxes)
+    # the output is the plate: its face is the plate's person and the "source" (the same person)
+    assert metrics["identity_samples"] >= 3 and metrics["identity_measured_samples"] == metrics["identity_samples"]
+    assert metrics["identity_distance_plate"] < DlibIdentity.match_distance
+    assert metrics["identity_distance_source"] < DlibIdentity.match_distance
+    # ... so no identity was transferred, and QC must say so
+    assert metrics["identity_transfer_rate"] == 0.0 and verdict is Verdict.failed
+    ident = next(r for r in reasons if r["metric"] == "identity_transfer_rate")
+    assert ident["outcome"] == "fail" and ident["frames"] == [int(f) for f in per_frame["sampled"]]
+    # nothing else differs: background at the cap, no pose or expression error
+    assert metrics["background_psnr_db"] == pytest.approx(100.0) and metrics["pose_error_deg"] == pytest.approx(0.0, abs=1e-6)
+    assert not any(r["metric"] == "background_psnr_db" for r in reasons)
+
+
+def test_measure_a_background_change_outside_the_face_lowers_background_psnr_on_those_frames(measured_plate):
+    frames, lms, boxes = measured_plate
+    out = frames.copy()
+    h, w = frames.shape[1:3]
+    x1 = int(boxes[:, 0].min()) // 2  # a strip at the left edge, far from the face
+    for f in _ALTERED:
+        out[f, : h // 3, :x1] = np.clip(out[f, : h // 3, :x1].astype(int) + 60, 0, 255).astype(np.uint8)
+    baseline, _, _, _ = _measure(frames, frames.copy(), lms, boxes)
+    metrics, per_frame, reasons, verdict = _measure(frames, out, lms, boxes)
+    psnr = per_frame["background_psnr"]
+    assert np.allclose(np.delete(psnr, list(_ALTERED)), 100.0)  # untouched frames keep the cap
+    assert (psnr[list(_ALTERED)] < M.QCThresholds().background_psnr_pass).all()
+    assert metrics["background_psnr_db"] < baseline["background_psnr_db"]
+    assert metrics["background_psnr_min_db"] < M.QCThresholds().background_psnr_pass
+    # the face was not touched: identity is measured exactly as on the unchanged plate
+    assert metrics["identity_distance_plate"] == pytest.approx(baseline["identity_distance_plate"])
+
+    # the same change on every frame brings the shot's background below its bound: a reason
+    # names it with the worst frames first
+    for f in range(len(out)):
+        out[f, : h // 3, :x1] = np.clip(frames[f, : h // 3, :x1].astype(int) + (90 if f in _ALTERED else 60), 0, 255).astype(np.uint8)
+    metrics, per_frame, reasons, verdict = _measure(frames, out, lms, boxes)
+    assert metrics["background_psnr_db"] < M.QCThresholds().background_psnr_pass
+    bg = next(r for r in reasons if r["metric"] == "background_psnr_db")
+    assert bg["value"] == metrics["background_psnr_db"] and set(bg["frames"][: len(_ALTERED)]) == set(_ALTERED)

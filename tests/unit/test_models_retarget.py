@@ -244,3 +244,39 @@ def test_nan_rows_stay_nan_and_no_flips():
     still = rt.retarget_sequence(plate, image_landmarks("deepface_img17.jpg"), mode="neutral")
     assert all(flips(still[f], out[f]) == 0 for f in ok)
     assert np.isnan(rt.retarget_sequence(np.full((3, 478, 3), np.nan), image_landmarks("deepface_img17.jpg"))).all()
+
+
+# --- the shared similarity estimate ----------------------------------------------------------------
+def test_similarity_align_recovers_transform():
+    from recast.models.similarity import apply_similarity, similarity_align, similarity_matrix
+
+    rng = np.random.default_rng(1)
+    src = rng.normal(0, 50, (30, 3))
+    ang = np.deg2rad(20)
+    r = np.array([[np.cos(ang), -np.sin(ang), 0], [np.sin(ang), np.cos(ang), 0], [0, 0, 1]])
+    dst = 1.7 * src @ r.T + np.array([10.0, -4.0, 2.0])
+    s, rr, t = similarity_align(src, dst)
+    assert s == pytest.approx(1.7) and np.allclose(rr, r) and np.allclose(t, [10, -4, 2])
+    assert np.allclose(apply_similarity(src, s, rr, t), dst)
+    s2, r2, t2 = similarity_align(src[:, :2], dst[:, :2])
+    assert r2.shape == (2, 2) and s2 == pytest.approx(1.7)
+    out = apply_similarity(src, s2, r2, t2)
+    assert np.allclose(out[:, :2], dst[:, :2]) and np.allclose(out[:, 2], 1.7 * src[:, 2])
+    m = similarity_matrix(s2, r2, t2)
+    assert m.shape == (2, 3) and np.allclose(src[:, :2] @ m[:, :2].T + m[:, 2], dst[:, :2])
+    # rows with NaN are left out of the fit
+    noisy = dst.copy()
+    noisy[3] = np.nan
+    assert similarity_align(src, noisy)[0] == pytest.approx(1.7)
+
+
+def test_similarity_align_never_reflects():
+    from recast.models.similarity import similarity_align
+
+    rng = np.random.default_rng(2)
+    src = rng.normal(0, 10, (12, 2))
+    mirrored = src * np.array([-1.0, 1.0])  # no rotation maps src onto its mirror image
+    _, r, _ = similarity_align(src, mirrored)
+    assert np.linalg.det(r) == pytest.approx(1.0)
+    with pytest.raises(UsageError, match="at least 2 finite point pairs"):
+        similarity_align(src[:1], mirrored[:1])

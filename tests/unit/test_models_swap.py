@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from recast.errors import UsageError
-from recast.models.expression import blend_identity_shape
+from recast.models.retarget import retarget_sequence
 from recast.models.face import FaceAnalyzer, analyze_source_photo
 from recast.models.masks import dilate_mask, face_oval_mask, face_skin_mask
 from recast.models.swap_classic import ClassicFaceSwapper, SwapFrame
@@ -31,7 +31,7 @@ def case():
     plates = [frames[i] for i in FRAMES]
     with FaceAnalyzer(static_images=False, max_faces=1) as fa:
         plate_lm = np.stack([fa.detect(f)[0].landmarks for f in plates])
-    targets = blend_identity_shape(plate_lm, src_face.landmarks)
+    targets = retarget_sequence(plate_lm, src_face.landmarks)
     swapper = ClassicFaceSwapper(src, src_face.landmarks)
     results = [swapper.swap(f, t, p) for f, t, p in zip(plates, targets, plate_lm)]
     return dict(src=src, src_face=src_face, plates=plates, plate_lm=plate_lm, targets=targets,

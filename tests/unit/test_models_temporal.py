@@ -178,3 +178,13 @@ def test_smooth_masks_removes_flicker_not_across_cuts():
     soft = (m * 255).astype(np.uint8)
     outs = tp.smooth_masks(soft, cuts=[9])
     assert outs.dtype == np.uint8 and (outs[4, 2:6, 2:6] == 255).all()
+
+
+def test_fill_gaps_interpolates_inside_and_holds_the_ends():
+    from recast.models.temporal import fill_gaps
+
+    v = np.array([[np.nan, np.nan], [1.0, np.nan], [np.nan, np.nan], [3.0, np.nan], [np.nan, np.nan]])
+    out = fill_gaps(v)
+    assert out[:, 0].tolist() == [1.0, 1.0, 2.0, 3.0, 3.0]
+    assert out[:, 1].tolist() == [0.0] * 5  # a column never known: a flat zero signal
+    assert np.isnan(v).sum() == 8  # the input is left as it was

@@ -284,3 +284,15 @@ def test_singer_tracked_within_shots_and_reidentified_across_cuts(ghost, embedde
     none = tk.choose_track(ids, boxes, tk.FaceSelector("reference", reference_path="a.png"), embeddings=emb,
                            reference_embedding=other, cuts=cuts)
     assert (none == -1).all()
+
+
+def test_pick_chosen_takes_the_chosen_slot_and_leaves_absent_frames_empty():
+    from recast.models.tracking import pick_chosen
+
+    lms = np.arange(4 * 2 * 3, dtype=np.float32).reshape(4, 2, 3)
+    boxes = np.arange(4 * 2 * 4, dtype=np.int32).reshape(4, 2, 4)
+    chosen = np.array([0, 1, -1, 1])
+    got = pick_chosen(lms, chosen)
+    assert np.array_equal(got[[0, 1, 3]], lms[[0, 1, 3], [0, 1, 1]]) and np.isnan(got[2]).all()
+    b = pick_chosen(boxes, chosen)
+    assert b.dtype == np.int32 and (b[2] == 0).all() and np.array_equal(b[1], boxes[1, 1])

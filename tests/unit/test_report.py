@@ -3,6 +3,7 @@ reasons with frames, contact sheet, plots, HTML, progress artifacts outside Pref
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -10,6 +11,7 @@ import numpy as np
 import pytest
 
 from recast.contracts import AssetRef, ModelRef, QCReport, Verdict
+from recast.media.artifacts import QCPerFrame
 from recast.models.metrics import QCThresholds
 
 
@@ -44,7 +46,7 @@ def test_identity_model_is_arcface_when_its_file_is_in_the_model_dir(tmp_path):
     import cv2
 
     from recast.models.face import analyze_source_photo
-    from recast.tasks.qc import ArcFaceIdentity, DlibIdentity, identity_model
+    from recast.models.qc import ArcFaceIdentity, DlibIdentity, identity_model
     from tests.conftest import IMAGES
 
     model_dir, sha = _arcface_model_dir(tmp_path)
@@ -74,7 +76,7 @@ def test_identity_model_is_arcface_when_its_file_is_in_the_model_dir(tmp_path):
 def test_thresholds_project_over_settings_over_defaults(monkeypatch):
     from recast.errors import UsageError
     from recast.settings import reset_settings
-    from recast.tasks.qc import thresholds_from_settings
+    from recast.tasks.common import thresholds_from_settings
 
     monkeypatch.setenv("RECAST_QC_POSE_ERROR_REVIEW", "7.5")
     reset_settings()
@@ -90,7 +92,7 @@ def test_thresholds_project_over_settings_over_defaults(monkeypatch):
 
 
 def test_reasons_name_metric_value_threshold_and_frames():
-    from recast.tasks.qc import explain_verdict
+    from recast.models.qc import explain_verdict
 
     metrics = {"identity_transfer_rate": 0.4, "background_psnr_db": 45.0, "seam_score": 1.9, "face_found_ratio": 1.0}
     verdict, reasons = explain_verdict(metrics, QCThresholds(), {"identity_transfer_rate": [3, 9], "seam_score": [12, 4]})
@@ -103,7 +105,7 @@ def test_reasons_name_metric_value_threshold_and_frames():
 
 
 def test_contact_sheet_plots_and_html_are_self_contained():
-    from recast.tasks.report import choose_frames, contact_sheet, heat_map, metric_plots, render_html, thumbnail_jpeg
+    from recast.media.qc_report import choose_frames, contact_sheet, heat_map, metric_plots, render_html, thumbnail_jpeg
 
     rng = np.random.default_rng(0)
     plate = rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)
@@ -116,12 +118,17 @@ def test_contact_sheet_plots_and_html_are_self_contained():
     assert thumbnail_jpeg(sheet, width=80)[:2] == b"\xff\xd8"
 
     total = 30
-    pf = {"swapped": np.ones(total, bool), "d_source": np.full(total, np.nan), "d_plate": np.full(total, np.nan),
-          "pose_error": np.linspace(0, 3, total), "expression_error": np.zeros(total), "jitter_excess": np.zeros(total),
-          "flicker_ratio": np.ones(total), "seam": np.full(total, 1.1), "background_psnr": np.full(total, 45.0),
-          "identity_match_distance": np.asarray([0.6])}
-    pf["d_source"][::10] = 0.4
+    nan = np.full(total, np.nan)
+    d_source = nan.copy()
+    d_source[::10] = 0.4
     reasons = [{"metric": "seam_score", "frames": [17, 5], "text": "seam score 1.90 > 1.50 (review) at frames 17, 5", "outcome": "review"}]
+    pf = QCPerFrame(swapped=np.ones(total, bool), face_found=np.ones(total, bool), sampled=np.arange(0, total, 10), d_source=d_source,
+                    d_plate=nan, similarity_source=nan, similarity_plate=nan, transferred=np.zeros(total, bool),
+                    pose_plate=np.zeros((total, 3)), pose_output=np.zeros((total, 3)), pose_error=np.linspace(0, 3, total),
+                    expression_error=np.zeros(total), jitter_excess=np.zeros(total), flicker_output=np.ones(total),
+                    flicker_plate=np.ones(total), flicker_ratio=np.ones(total), seam=np.full(total, 1.1),
+                    background_psnr=np.full(total, 45.0), hair=nan, badness=nan, identity_match_distance=0.6,
+                    reasons=tuple(reasons), thresholds=dataclasses.asdict(QCThresholds()))
     frames = choose_frames(pf, reasons, total)
     assert 17 in frames and 5 in frames and 29 in frames and 0 in frames and len(frames) <= 8 and frames == sorted(frames)
     qc = QCReport(metrics={"seam_score": 1.9}, verdict=Verdict.review, reasons=(reasons[0]["text"],),
@@ -134,11 +141,11 @@ def test_contact_sheet_plots_and_html_are_self_contained():
 
 
 def test_qc_table_rows_and_artifact_keys():
-    from recast.tasks.report import artifact_key, qc_table
+    from recast.media.qc_report import artifact_key, qc_table
 
     qc = QCReport(metrics={"identity_transfer_rate": 0.7, "seam_score": 1.2, "background_psnr_db": 50.0}, verdict=Verdict.review,
                   reasons=("identity transfer 0.70 < 0.90 (review)",))
-    rows = qc_table(qc, QCThresholds(), [{"metric": "identity_transfer_rate", "outcome": "review", "frames": [2, 8]}])
+    rows = qc_table(qc, dataclasses.asdict(QCThresholds()), [{"metric": "identity_transfer_rate", "outcome": "review", "frames": [2, 8]}])
     assert rows[0] == {"metric": "verdict", "value": "REVIEW", "threshold": "", "status": "review", "frames": ""}
     ident = next(r for r in rows if r["metric"] == "identity transfer rate")
     assert ident["status"] == "review" and ident["threshold"] == "0.9 / 0.5" and ident["frames"] == "2, 8"
@@ -162,7 +169,7 @@ def test_progress_artifact_created_once_and_updated_throttled(monkeypatch):
     from recast.tasks import common
 
     created, updated = [], []
-    monkeypatch.setattr(common, "_in_prefect_run", lambda: True)
+    monkeypatch.setattr(common, "in_prefect_run", lambda: True)
     monkeypatch.setattr("prefect.artifacts.create_progress_artifact", lambda **kw: created.append(kw) or "art-1")
     monkeypatch.setattr("prefect.artifacts.update_progress_artifact", lambda aid, **kw: updated.append((aid, kw)))
     p = common.Progress("segment", 100, "run-y")

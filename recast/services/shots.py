@@ -12,10 +12,9 @@ from recast.contracts import ShotParams
 from recast.db import repository as repo
 from recast.db.migrate import ensure_schema
 from recast.db.session import session_scope
-from recast.errors import RecastError
+from recast.errors import RecastError, UsageError
+from recast.services.trust import SCRATCH_PROJECT
 from recast.settings import get_settings
-
-from recast.tasks.trust import SCRATCH_PROJECT  # noqa: E402 - one name for the built-in project
 
 
 @dataclass(frozen=True)
@@ -37,6 +36,22 @@ def _as_input(value: str) -> str:
     return str(Path(value).expanduser().absolute())
 
 
+def check_shot_params(params: ShotParams) -> None:
+    """What ShotParams cannot check alone, checked whenever a shot is submitted or re-run (CLI,
+    API, review): the backend exists and swaps the mode, the expression mode and edits are known
+    (UsageError naming the value), so a bad choice is refused before anything is recorded rather
+    than stages later. (The face selector is checked by the CLI and the API's schema: parsing it
+    here would load MediaPipe into the API server.)"""
+    from recast.models.engines import check_engine
+    from recast.models.retarget import MODES, parse_edit
+
+    check_engine(params.backend, params.mode.value)
+    if params.expression not in MODES:
+        raise UsageError(f"expression '{params.expression}': choose from {', '.join(MODES)}")
+    for edit in params.edits:
+        parse_edit(edit)
+
+
 def submit_local_shot(*, plate: str, sources: list[str], params: ShotParams, project: str | None = None, identity: str | None = None,
                       code: str | None = None, actor: str = "cli") -> tuple[str, str]:
     """Record a shot and a queued run for it; returns (shot_id, run_id).
@@ -45,8 +60,9 @@ def submit_local_shot(*, plate: str, sources: list[str], params: ShotParams, pro
     unless RECAST_SCRATCH_ENABLED=false turns it off). With an identity and no sources, the
     identity's reference photos are the sources.
     """
-    from recast.errors import PolicyError, UsageError
+    from recast.errors import PolicyError
 
+    check_shot_params(params)
     settings = get_settings()
     ensure_schema(settings)
     if project is None:
@@ -55,7 +71,7 @@ def submit_local_shot(*, plate: str, sources: list[str], params: ShotParams, pro
         project = SCRATCH_PROJECT
     identity_id = None
     if identity is not None:
-        from recast.tasks.trust import identity_photo_paths
+        from recast.services.trust import identity_photo_paths
 
         identity_id, photos = identity_photo_paths(identity)
         sources = list(sources) or photos

@@ -1,8 +1,5 @@
 """Production commands of the ``recast`` CLI: ``serve``, ``token``, ``deploy``, ``worker``.
 
-``recast.cli`` adds them with :func:`register`; exit codes stay decided in ``recast.cli`` (each
-command runs inside its ``_guarded``, imported when the command runs).
-
 * ``recast serve --host H --port P [--workers N]``: the HTTP API (uvicorn). Needs ``PREFECT_API_URL``.
 * ``recast token create --project P [--name N]``: prints a new API token's secret once (stdout).
   ``recast token list``, ``recast token revoke ID|PREFIX``.
@@ -14,23 +11,13 @@ command runs inside its ``_guarded``, imported when the command runs).
 from __future__ import annotations
 
 import json
-from typing import Any, Callable, Optional
+from typing import Optional
 
 import typer
 
+from recast.cli.guard import guarded, prepare
+
 token_app = typer.Typer(no_args_is_help=True, help="API tokens (bearer tokens of the HTTP API, one project each).")
-
-
-def _run(fn: Callable[[], Any]) -> Any:
-    from recast.cli import _guarded
-
-    return _guarded(fn)
-
-
-def _prepare() -> None:
-    from recast.cli import _prepare as prepare
-
-    prepare()
 
 
 def serve(
@@ -49,7 +36,7 @@ def serve(
         from recast.flows.deployments import prefect_api_url
         from recast.settings import get_settings
 
-        _prepare()
+        prepare()
         if workers > 1 and is_sqlite(get_settings().resolved_database_url):
             raise UsageError("--workers > 1 needs PostgreSQL (RECAST_DATABASE_URL): SQLite takes one writer at a time")
         try:
@@ -58,7 +45,7 @@ def serve(
             typer.echo(f"[recast] warning: {exc}", err=True)
         uvicorn.run("recast.api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level=log_level)
 
-    _run(go)
+    guarded(go)
 
 
 @token_app.command("create")
@@ -74,7 +61,7 @@ def token_create(
         from recast.db import tokens
         from recast.db.session import session_scope
 
-        _prepare()
+        prepare()
         with session_scope() as s:
             proj = repo.get_or_create_project(s, project) if create_project else repo.get_project(s, project)
             row, secret = tokens.create_token(s, project_id=proj.id, name=name)
@@ -84,7 +71,7 @@ def token_create(
                        f"the secret below is shown only now", err=True)
         typer.echo(secret)
 
-    _run(go)
+    guarded(go)
 
 
 @token_app.command("list")
@@ -95,7 +82,7 @@ def token_list(project: Optional[str] = typer.Option(None, "--project"), as_json
         from recast.db import tokens
         from recast.db.session import session_scope
 
-        _prepare()
+        prepare()
         with session_scope() as s:
             rows = [tokens.token_to_dict(t) for t in tokens.list_tokens(s, project)]
         if as_json:
@@ -105,7 +92,7 @@ def token_list(project: Optional[str] = typer.Option(None, "--project"), as_json
             typer.echo(f"{r['id']}  {r['prefix']}…  {r['name']:<24} project {r['project_id']}  last used {r['last_used_at'] or '-'}"
                        + (f"  REVOKED {r['revoked_at']}" if r["revoked_at"] else ""))
 
-    _run(go)
+    guarded(go)
 
 
 @token_app.command("revoke")
@@ -117,14 +104,14 @@ def token_revoke(token: str = typer.Argument(..., help="token id or its displaye
         from recast.db import tokens
         from recast.db.session import session_scope
 
-        _prepare()
+        prepare()
         with session_scope() as s:
             row = tokens.revoke_token(s, token)
             repo.add_audit_event(s, actor="cli", action="api_token.revoked", subject_type="api_token", subject_id=str(row.id),
                                  detail={"prefix": row.prefix})
         typer.echo(f"token {row.prefix}… revoked")
 
-    _run(go)
+    guarded(go)
 
 
 def deploy(
@@ -139,13 +126,13 @@ def deploy(
     def go() -> None:
         from recast.flows.deployments import register_deployments
 
-        _prepare()
+        prepare()
         ids = register_deployments(swap_pool=swap_pool, batch_pool=batch_pool, nightly_project=nightly_project,
                                    nightly_cron=nightly_cron, nightly_concurrency=nightly_concurrency)
         for name, dep_id in ids.items():
             typer.echo(f"{name}  {dep_id}")
 
-    _run(go)
+    guarded(go)
 
 
 def worker(
@@ -161,7 +148,7 @@ def worker(
 
         from recast.flows.deployments import prefect_api_url
 
-        _prepare()
+        prepare()
         prefect_api_url()  # a worker against a temporary server would wait forever for runs
 
         async def main() -> None:
@@ -169,7 +156,7 @@ def worker(
 
         anyio.run(main)
 
-    _run(go)
+    guarded(go)
 
 
 def register(app: typer.Typer) -> None:

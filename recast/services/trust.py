@@ -1,5 +1,5 @@
-"""Trust: projects and consent-gated identities, the consent gate of a shot, signing and marking
-deliverables, verification of a file, revocation and the audit trail.
+"""Trust: projects and consent-gated identities, the consent gate of a shot, verification of a
+file, revocation and the audit trail (signing deliverables is :mod:`recast.media.credentials`).
 
 The consent gate runs inside the flow (the Prefect UI has no auth of its own, so it cannot live
 only in the API or the CLI): once before any work and again just before render, so a consent
@@ -231,33 +231,6 @@ def since_value(text: str | None) -> str | None:
     return text
 
 
-def signing_identity():
-    """The studio's signing certificate, or a development CA created under the data directory."""
-    from recast.media.credentials import ensure_dev_signing_identity, load_signing_identity
-    from recast.tasks.common import emit_progress
-
-    settings = get_settings()
-    if settings.c2pa_cert or settings.c2pa_key:
-        if not (settings.c2pa_cert and settings.c2pa_key):
-            raise UsageError("set both RECAST_C2PA_CERT and RECAST_C2PA_KEY (the certificate chain and its private key)")
-        return load_signing_identity(settings.c2pa_cert, settings.c2pa_key)
-    directory = settings.resolved_data_dir / "c2pa"
-    identity, created = ensure_dev_signing_identity(directory)
-    if created:
-        emit_progress(f"render: created a DEVELOPMENT signing CA and certificate under {directory} "
-                      "(set RECAST_C2PA_CERT and RECAST_C2PA_KEY to sign with the studio's certificate)")
-    return identity
-
-
-def trust_anchors() -> bytes | None:
-    from recast.media.credentials import dev_trust_anchor
-
-    settings = get_settings()
-    if settings.c2pa_trust_anchors:
-        return Path(settings.c2pa_trust_anchors).read_bytes()
-    return dev_trust_anchor(settings.resolved_data_dir / "c2pa")
-
-
 VERIFY_RESULTS = {"verified": 0, "watermark-only": 7, "tampered": 8, "unknown": 9}
 VERIFY_MAX_FRAMES = 150
 
@@ -273,7 +246,7 @@ def verify_file(path: Path) -> dict[str, Any]:
     import av
 
     from recast.errors import InputNotFoundError, MediaDecodeError
-    from recast.media.credentials import read_credentials
+    from recast.media.credentials import read_credentials, trust_anchors
     from recast.models.watermark import WatermarkDecoder, WatermarkKey, payload_from_id
 
     if not path.is_file():

@@ -1,0 +1,145 @@
+"""``recast swap`` and ``recast demo``: run the pipeline on a plate here, progress on stderr
+(``[recast] <stage>: <done>/<total> frames (<pct>%)``), the summary (or ``--json``) on stdout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from recast import errors
+from recast.cli.guard import fmt, guarded, prepare
+from recast.settings import get_settings
+
+
+def shot_params(*, mode: str, face: str, source_face: Optional[str], expression: str, edits: list[str], chunk_size: Optional[int],
+                backend: str = "classic"):
+    """Validate the swap options early, naming the offending option and value."""
+    from recast.contracts import Mode, ShotParams
+    from recast.models.engines import ENGINE_NAMES
+    from recast.models.retarget import MODES, parse_edit
+    from recast.models.tracking import parse_face_selector
+
+    try:
+        mode_value = Mode(mode)
+    except ValueError:
+        raise errors.UsageError(f"--mode '{mode}': choose from {', '.join(m.value for m in Mode)}") from None
+    if expression not in MODES:
+        raise errors.UsageError(f"--expression '{expression}': choose from {', '.join(MODES)}")
+    for e in edits:
+        parse_edit(e)
+    parse_face_selector(face)
+    if source_face is not None and parse_face_selector(source_face).kind != "index":
+        raise errors.UsageError(f"--source-face '{source_face}': use index:N (0 = the largest face of the source photo)")
+    if backend not in ENGINE_NAMES:
+        raise errors.UsageError(f"--backend '{backend}': choose from {', '.join(ENGINE_NAMES)}")
+    # the backend/mode pair is checked where every submission goes through (services.shots)
+    return ShotParams(mode=mode_value, face=face, source_face=source_face, expression=expression, edits=tuple(edits),
+                      chunk_size=chunk_size or get_settings().chunk_size, backend=backend)
+
+
+def run_swap(*, plate: str, sources: list[str], out: Optional[Path], params: Any, as_json: bool, note: str | None = None,
+             project: Optional[str] = None, identity: Optional[str] = None, review: str = "auto") -> None:
+    """Submit the shot and run its flow in this process; print the summary."""
+    from recast.services import shots
+
+    prepare()
+    shot_id, run_id = shots.submit_local_shot(plate=plate, sources=sources, params=params, project=project, identity=identity)
+    typer.echo(f"[recast] run {run_id} (shot {shot_id})", err=True)
+    try:
+        if out is not None:
+            from recast.media import check_output_writable
+
+            check_output_writable(out)
+        from prefect import tags
+
+        from recast.flows.swap_shot import swap_shot, task_runner_for
+
+        flow = swap_shot.with_options(task_runner=task_runner_for()) if get_settings().dask_address else swap_shot
+        # the same tags as deployment runs, so the Prefect UI filters local runs alike
+        with tags(f"project:{project or 'scratch'}", f"mode:{params.mode.value}", f"backend:{params.backend}", "priority:0", "recast"):
+            outcome = flow(shot_id=shot_id, run_id=run_id, output_path=str(out.absolute()) if out else None, review=review)
+    except BaseException as exc:
+        shots.fail_run(run_id, exc)
+        raise
+    summary = outcome.summary()
+    if as_json:
+        typer.echo(json.dumps(summary, default=str))
+    else:
+        print_summary(summary, note)
+
+
+def print_summary(summary: dict[str, Any], note: str | None) -> None:
+    qc = summary["qc"]
+    lines = [
+        f"output:   {summary['output']}",
+        f"run:      {summary['run_id']}   shot: {summary['shot_id']}",
+        f"frames:   {summary['frames']} at {summary['fps']} fps (average {summary['avg_fps']}), {summary['swapped_frames']} swapped, {summary['passthrough_frames']} without a face",
+        f"qc:       {qc['verdict'].upper()}  identity transfer {fmt(qc.get('identity_transfer_rate'))}, hair transfer {fmt(qc.get('hair_transfer_rate'))}, "
+        f"distance to source {fmt(qc.get('identity_distance_source'))} / to plate person {fmt(qc.get('identity_distance_plate'))}, "
+        f"pose error {fmt(qc.get('pose_error_deg'))} deg, background PSNR {fmt(qc.get('delivered_background_psnr_db'))} dB",
+        "stages:   " + ", ".join(f"{k} {v / 1000:.1f}s" for k, v in summary["stages"].items()),
+    ]
+    if qc.get("reasons"):
+        lines.append("reasons:  " + "; ".join(qc["reasons"]))
+    if note:
+        lines.append(note)
+    typer.echo("\n".join(lines))
+
+
+def swap(
+    plate: str = typer.Option(..., "--plate", help="the filmed clip (path, file:// or s3:// URI)"),
+    source: list[str] = typer.Option([], "--source", help="photo of the person whose head goes in (repeatable; default: the --identity's photos)"),
+    project: Optional[str] = typer.Option(None, "--project", help="production project (consent-gated); default: the built-in 'scratch' project"),
+    identity: Optional[str] = typer.Option(None, "--identity", help="registered identity whose consent covers the project"),
+    out: Path = typer.Option(..., "--out", help="where to write the deliverable (.mp4)"),
+    mode: str = typer.Option("head", "--mode", help="head (face, hair and head shape of the source) or face (the face only)"),
+    face: str = typer.Option("largest", "--face", help="which person of the plate: largest | index:N (0 = largest) | reference:PHOTO"),
+    source_face: Optional[str] = typer.Option(None, "--source-face", help="which face of a source photo showing several people: index:N"),
+    expression: str = typer.Option("transfer", "--expression", help="transfer (the plate's performance) | keep_source | neutral"),
+    edit: list[str] = typer.Option([], "--edit", help="expression edit, repeatable: smile|mouth_open|eye_open|brow_raise|gaze=AMOUNT[@START-END], e.g. smile=+0.3"),
+    review: str = typer.Option("auto", "--review", help="auto: a local swap never waits (pauses only in deployment runs) | pause: wait for `recast review` or the Prefect UI on a review verdict | never"),
+    backend: str = typer.Option("classic", "--backend", help="classic (CPU) | inswapper (face, ONNX) | diffusion (head, GPU); weights from RECAST_MODEL_DIR"),
+    chunk_size: Optional[int] = typer.Option(None, "--chunk-size", min=1, help="frames per chunk (default RECAST_CHUNK_SIZE, 48)"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+) -> None:
+    """Swap the source head (or face) onto the chosen person in every frame of the plate; progress goes to stderr."""
+
+    def go() -> None:
+        from recast.flows.review import REVIEW_MODES
+
+        if review not in REVIEW_MODES:
+            raise errors.UsageError(f"--review '{review}': choose from {', '.join(REVIEW_MODES)}")
+        params = shot_params(mode=mode, face=face, source_face=source_face, expression=expression, edits=edit, chunk_size=chunk_size, backend=backend)
+        run_swap(plate=plate, sources=source, out=out, params=params, as_json=as_json, project=project, identity=identity, review=review)
+
+    guarded(go)
+
+
+def demo(
+    source: Optional[Path] = typer.Option(None, "--source", help="your own source photo (default: NASA's astronaut portrait, public domain)"),
+    plate: Optional[Path] = typer.Option(None, "--plate", help="your own plate clip (default: a synthetic plate)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="deliverable path (default: <data dir>/demo/output.mp4)"),
+    mode: str = typer.Option("head", "--mode", help="head or face"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run the whole pipeline on sample media that ships with recast's dependencies."""
+
+    def go() -> None:
+        from recast.demo import demo_inputs
+
+        settings = get_settings()
+        src, plt, note = demo_inputs(settings.resolved_data_dir / "demo", source=source, plate=plate)
+        target = out or settings.resolved_data_dir / "demo" / "output.mp4"
+        params = shot_params(mode=mode, face="largest", source_face=None, expression="transfer", edits=[], chunk_size=None)
+        run_swap(plate=str(plt), sources=[str(src)], out=target, params=params, as_json=as_json, note=note)
+
+    guarded(go)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``swap`` and ``demo``."""
+    app.command("swap")(swap)
+    app.command("demo")(demo)

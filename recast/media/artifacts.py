@@ -1,0 +1,335 @@
+"""Typed stage artefacts: the arrays one stage stores and later stages read.
+
+Each artefact is one frozen dataclass with ``save(path)`` (a compressed npz) and
+``load(path)``, used by its producer and by every consumer alike, so the layout of a file is
+written down once, here. Masks are boolean arrays in memory and packed bits on disk.
+
+Every file carries its kind (the class name) and the class's ``FORMAT_VERSION``; :meth:`load`
+refuses a file of another kind or version rather than guess at its keys. Bump a class's
+``FORMAT_VERSION`` when its layout or meaning changes: stages put the versions of what they read
+and write into their work keys, so cached work of the old layout is redone, not misread.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+import numpy as np
+
+from recast.errors import InputError
+from recast.media.arrays import load_npz, pack_masks, save_npz, unpack_masks
+
+if TYPE_CHECKING:
+    from recast.models.head import SourceHead
+
+#: media types of stored intermediates
+CHUNK_MEDIA_TYPE = "video/x-matroska; codecs=ffv1"
+ANALYSIS_MEDIA_TYPE = "application/x-recast-face-analysis+npz"
+TIMING_MEDIA_TYPE = "application/x-recast-timing+npz"
+
+_KIND = "__kind__"
+_FORMAT = "__format__"
+_BITS = "__bits"
+_SHAPE = "__shape"
+
+A = TypeVar("A", bound="_Artifact")
+
+
+def _frames(name: str, value: np.ndarray, n: int, kind: str) -> None:
+    if len(value) != n:
+        raise ValueError(f"{kind}.{name}: {len(value)} frames, expected {n}")
+
+
+class _Artifact:
+    """Save/load shared by the artefact classes: every field an array (boolean ones packed);
+    classes whose fields are not all arrays override :meth:`_encode` / :meth:`_decode`."""
+
+    FORMAT_VERSION: ClassVar[int]
+
+    def _encode(self) -> dict[str, np.ndarray]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+
+    @classmethod
+    def _decode(cls: type[A], arrays: dict[str, np.ndarray]) -> A:
+        return cls(**{f.name: arrays[f.name] for f in fields(cls)})  # type: ignore[arg-type]
+
+    def save(self, path: Path) -> Path:
+        """Write the artefact as a compressed npz (``.npz`` appended when missing); the path written."""
+        out: dict[str, np.ndarray] = {_KIND: np.asarray(type(self).__name__), _FORMAT: np.asarray(self.FORMAT_VERSION, np.int64)}
+        for name, value in self._encode().items():
+            value = np.asarray(value)
+            if value.dtype == bool:
+                packed = pack_masks(value)
+                out[name + _BITS], out[name + _SHAPE] = packed["bits"], packed["shape"]
+            else:
+                out[name] = value
+        return save_npz(Path(path), **out)
+
+    @classmethod
+    def load(cls: type[A], path: Path) -> A:
+        """Read what :meth:`save` wrote; a file of another kind or format version is refused."""
+        try:
+            raw = load_npz(Path(path))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{cls.__name__} '{path}': not a readable npz file ({exc})") from exc
+        kind = str(raw[_KIND]) if _KIND in raw else None
+        version = int(raw[_FORMAT]) if _FORMAT in raw else None
+        if kind != cls.__name__:
+            raise InputError(f"'{path}' holds {kind or 'an untyped array file'}, not a {cls.__name__}")
+        if version != cls.FORMAT_VERSION:
+            raise InputError(f"{cls.__name__} '{path}' has format version {version}, this recast reads version "
+                             f"{cls.FORMAT_VERSION}: run the stage that wrote it again")
+        arrays: dict[str, np.ndarray] = {}
+        for key, value in raw.items():
+            if key in (_KIND, _FORMAT) or key.endswith(_SHAPE):
+                continue
+            if key.endswith(_BITS):
+                name = key[: -len(_BITS)]
+                arrays[name] = unpack_masks(value, raw[name + _SHAPE])
+            else:
+                arrays[key] = value
+        return cls._decode(arrays)
+
+
+@dataclass(frozen=True, eq=False)
+class PlateTiming(_Artifact):
+    """The plate's presentation timestamps (``pts``, one per frame) in units of ``time_base``:
+    ingest stores them so that a deliverable can keep the plate's exact timing."""
+
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    pts: np.ndarray  # (F,) int64
+    time_base: Fraction
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pts", np.asarray(self.pts, np.int64).reshape(-1))
+        object.__setattr__(self, "time_base", Fraction(self.time_base))
+
+    def _encode(self) -> dict[str, np.ndarray]:
+        return {"pts": self.pts, "time_base": np.asarray([self.time_base.numerator, self.time_base.denominator], np.int64)}
+
+    @classmethod
+    def _decode(cls, arrays: dict[str, np.ndarray]) -> "PlateTiming":
+        num, den = (int(v) for v in arrays["time_base"])
+        return cls(pts=arrays["pts"], time_base=Fraction(num, den))
+
+
+@dataclass(frozen=True, eq=False)
+class PlateAnalysis(_Artifact):
+    """Segment's analysis of one plate chunk (``n`` frames), up to ``M`` faces a frame.
+
+    Face slots beyond ``face_count[i]`` hold NaN landmarks and zero boxes. Identity embeddings
+    are sampled: ``embeddings[j]`` belongs to face ``embedding_index[j] = (frame, slot)``, frame
+    counted from the chunk's start.
+    """
+
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    faces_landmarks: np.ndarray  # (n, M, 478, 3) float32
+    faces_boxes: np.ndarray  # (n, M, 4) int32 x0, y0, x1, y1
+    face_count: np.ndarray  # (n,) int16
+    skin_stats: np.ndarray  # (n, M, R, 6) float32 per-region colour statistics, NaN where no face
+    signatures: np.ndarray  # (n, D) float32 frame signatures for scene cuts
+    embedding_index: np.ndarray  # (k, 2) int32 (frame, slot)
+    embeddings: np.ndarray  # (k, 128) float32
+    person_mask: np.ndarray  # (n, H, W) bool
+
+    def __post_init__(self) -> None:
+        n = len(self.face_count)
+        for name in ("faces_landmarks", "faces_boxes", "skin_stats", "signatures", "person_mask"):
+            _frames(name, getattr(self, name), n, "PlateAnalysis")
+        if np.asarray(self.person_mask).dtype != bool or np.ndim(self.person_mask) != 3:
+            raise ValueError(f"PlateAnalysis.person_mask: expected bool (n, H, W), got {np.asarray(self.person_mask).dtype} "
+                             f"{np.shape(self.person_mask)}")
+        object.__setattr__(self, "embedding_index", np.asarray(self.embedding_index, np.int32).reshape(-1, 2))
+        if len(self.embeddings) != len(self.embedding_index):
+            raise ValueError(f"PlateAnalysis: {len(self.embeddings)} embeddings for {len(self.embedding_index)} indices")
+
+    def __len__(self) -> int:
+        return int(len(self.face_count))
+
+
+@dataclass(frozen=True, eq=False)
+class SourceAnalysis(_Artifact):
+    """Segment's analysis of one source photo: the chosen face's landmarks and box, and in head
+    mode its head matte (:class:`recast.models.head.SourceHead`)."""
+
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    landmarks: np.ndarray  # (478, 3) float32, photo pixels
+    box: tuple[int, int, int, int]
+    head: "SourceHead | None" = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "landmarks", np.asarray(self.landmarks, np.float32))
+        box = tuple(int(v) for v in np.asarray(self.box).reshape(-1))
+        if len(box) != 4:
+            raise ValueError(f"SourceAnalysis.box: expected x0, y0, x1, y1, got {box}")
+        object.__setattr__(self, "box", box)
+
+    def _encode(self) -> dict[str, np.ndarray]:
+        out = {"landmarks": self.landmarks, "box": np.asarray(self.box, np.int32)}
+        if self.head is not None:
+            h = self.head
+            out.update(head_rgb=np.asarray(h.rgb, np.uint8), head_landmarks=np.asarray(h.landmarks, np.float32),
+                       head_alpha=np.asarray(h.alpha, np.float32), head_hair=np.asarray(h.hair, bool),
+                       head_neck_line=np.asarray(h.neck_line, np.float32))
+        return out
+
+    @classmethod
+    def _decode(cls, arrays: dict[str, np.ndarray]) -> "SourceAnalysis":
+        head = None
+        if "head_rgb" in arrays:
+            from recast.models.head import SourceHead
+
+            head = SourceHead(rgb=arrays["head_rgb"], landmarks=arrays["head_landmarks"], alpha=arrays["head_alpha"],
+                              hair=arrays["head_hair"], neck_line=arrays["head_neck_line"])
+        return cls(landmarks=arrays["landmarks"], box=tuple(arrays["box"]), head=head)
+
+
+@dataclass(frozen=True, eq=False)
+class ShotTracks(_Artifact):
+    """Track's choice of the person in every frame of the shot (``F`` frames).
+
+    ``chosen[f]`` is the face slot of frame ``f`` in its chunk's :class:`PlateAnalysis`, -1
+    where the person is absent (landmarks NaN, box zero there). ``landmarks`` and ``skin_stats``
+    are smoothed over the shot (restarting at each cut); ``raw_landmarks`` are as detected.
+    """
+
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    landmarks: np.ndarray  # (F, 478, 3) float32
+    raw_landmarks: np.ndarray  # (F, 478, 3) float32
+    chosen: np.ndarray  # (F,) int16
+    boxes: np.ndarray  # (F, 4) int32
+    skin_stats: np.ndarray  # (F, R, 6) float32
+    cuts: np.ndarray  # (c,) int32 first frames of new scenes
+
+    def __post_init__(self) -> None:
+        n = len(self.chosen)
+        for name in ("landmarks", "raw_landmarks", "boxes", "skin_stats"):
+            _frames(name, getattr(self, name), n, "ShotTracks")
+        object.__setattr__(self, "cuts", np.asarray(self.cuts, np.int32).reshape(-1))
+
+    @property
+    def present(self) -> np.ndarray:
+        """(F,) bool: frames where the chosen person was found."""
+        return np.asarray(self.chosen) >= 0
+
+    def __len__(self) -> int:
+        return int(len(self.chosen))
+
+
+@dataclass(frozen=True, eq=False)
+class ExpressionTargets(_Artifact):
+    """Expression's target landmarks of the new face for every frame of the shot; ``valid`` is
+    False (and the landmarks NaN) where there is no target (no person in that frame)."""
+
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    targets: np.ndarray  # (F, 478, 3) float32
+    valid: np.ndarray  # (F,) bool
+
+    def __post_init__(self) -> None:
+        _frames("valid", self.valid, len(self.targets), "ExpressionTargets")
+
+
+@dataclass(frozen=True, eq=False)
+class BackgroundKnown(_Artifact):
+    """Where background's clean plate of one chunk was seen in some frame (True) rather than
+    inpainted (False)."""
+
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    known: np.ndarray  # (n, H, W) bool
+
+    def __post_init__(self) -> None:
+        if np.asarray(self.known).dtype != bool or np.ndim(self.known) != 3:
+            raise ValueError(f"BackgroundKnown.known: expected bool (n, H, W), got {np.asarray(self.known).dtype} {np.shape(self.known)}")
+
+
+@dataclass(frozen=True, eq=False)
+class SwapMatte(_Artifact):
+    """The pixels the swap of one chunk changed (True), per frame."""
+
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    mask: np.ndarray  # (n, H, W) bool
+
+    def __post_init__(self) -> None:
+        if np.asarray(self.mask).dtype != bool or np.ndim(self.mask) != 3:
+            raise ValueError(f"SwapMatte.mask: expected bool (n, H, W), got {np.asarray(self.mask).dtype} {np.shape(self.mask)}")
+
+
+@dataclass(frozen=True, eq=False)
+class QCPerFrame(_Artifact):
+    """QC's per-frame values of a shot (``F`` frames), the report's source; the verdict's
+    reasons as records (metric, value, threshold, outcome, frames, text) and the thresholds
+    (:class:`recast.models.metrics.QCThresholds` fields) it was decided with.
+
+    Identity values (``d_*``, ``similarity_*``, ``transferred``, ``hair``) are known only on the
+    ``sampled`` frames (NaN elsewhere); ``identity_match_distance`` is the identity model's
+    same-person bound the distances are read against.
+    """
+
+    FORMAT_VERSION: ClassVar[int] = 1
+
+    swapped: np.ndarray  # (F,) bool
+    face_found: np.ndarray  # (F,) bool
+    sampled: np.ndarray  # (s,) int frames embedded for identity
+    d_source: np.ndarray  # (F,) identity distance to the source
+    d_plate: np.ndarray  # (F,) identity distance to the plate's person
+    similarity_source: np.ndarray  # (F,) cosine similarity to the source
+    similarity_plate: np.ndarray  # (F,)
+    transferred: np.ndarray  # (F,) bool
+    pose_plate: np.ndarray  # (F, 3) yaw, pitch, roll (deg)
+    pose_output: np.ndarray  # (F, 3)
+    pose_error: np.ndarray  # (F,) deg
+    expression_error: np.ndarray  # (F,)
+    jitter_excess: np.ndarray  # (F,) output - plate landmark acceleration (inter-ocular units)
+    flicker_output: np.ndarray  # (F,)
+    flicker_plate: np.ndarray  # (F,)
+    flicker_ratio: np.ndarray  # (F,)
+    seam: np.ndarray  # (F,)
+    background_psnr: np.ndarray  # (F,) dB
+    hair: np.ndarray  # (F,) 1.0 hair transferred, 0.0 not, NaN unknown
+    badness: np.ndarray  # (F,)
+    identity_match_distance: float
+    reasons: tuple[dict[str, Any], ...] = ()
+    thresholds: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.swapped)
+        for f in fields(self):
+            if f.name not in ("sampled", "identity_match_distance", "reasons", "thresholds", "swapped"):
+                _frames(f.name, getattr(self, f.name), n, "QCPerFrame")
+        object.__setattr__(self, "sampled", np.asarray(self.sampled, np.int64).reshape(-1))
+        object.__setattr__(self, "identity_match_distance", float(self.identity_match_distance))
+        object.__setattr__(self, "reasons", tuple(dict(r) for r in self.reasons))
+        object.__setattr__(self, "thresholds", {str(k): float(v) for k, v in dict(self.thresholds).items()})
+
+    def __len__(self) -> int:
+        return int(len(self.swapped))
+
+    def _encode(self) -> dict[str, np.ndarray]:
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _QC_JSON}
+        out["identity_match_distance"] = np.asarray(self.identity_match_distance, np.float64)
+        out["reasons_json"] = np.asarray(json.dumps(list(self.reasons), default=float))
+        out["thresholds_json"] = np.asarray(json.dumps(self.thresholds))
+        return out
+
+    @classmethod
+    def _decode(cls, arrays: dict[str, np.ndarray]) -> "QCPerFrame":
+        values: dict[str, Any] = {f.name: arrays[f.name] for f in fields(cls) if f.name not in _QC_JSON}
+        values["identity_match_distance"] = float(values["identity_match_distance"])
+        values["reasons"] = tuple(json.loads(str(arrays["reasons_json"])))
+        values["thresholds"] = json.loads(str(arrays["thresholds_json"]))
+        return cls(**values)
+
+
+#: QCPerFrame fields stored as JSON text rather than arrays
+_QC_JSON = ("reasons", "thresholds")
