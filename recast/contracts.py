@@ -94,8 +94,14 @@ class MediaInfo(Record):
     kind: str = Field(description="'video' or 'image'")
     container: str | None = None
     codec: str
-    width: int
-    height: int
+    width: int = Field(description="width as shown (upright: after the display matrix or EXIF orientation)")
+    height: int = Field(description="height as shown (upright)")
+    rotation: int = Field(default=0, description="display rotation, degrees counter-clockwise (0, 90, 180, -90; "
+                          "-90 for a phone held upright): the stored pixels are turned by this to be shown")
+    mirrored: bool = Field(default=False, description="a left-right mirror follows the rotation")
+    stream_index: int = Field(default=0, description="the container stream read (the default-disposition "
+                              "video stream, else the largest: FFmpeg's choice)")
+    video_streams: int = Field(default=1, description="how many video streams the file has (cover art not counted)")
     pix_fmt: str | None = None
     frame_count: int = 1
     rate: Rate | None = Field(default=None, description="nominal frame rate (the stream's declared rate)")
@@ -111,6 +117,11 @@ class MediaInfo(Record):
         stream declares none (a still image, a stream without a rate)."""
         return float(self.rate.fraction) if self.rate else 25.0
 
+    @property
+    def stored_size(self) -> tuple[int, int]:
+        """(width, height) of the pixels as the file stores them (a quarter turn swaps them)."""
+        return (self.height, self.width) if self.rotation in (90, -90) else (self.width, self.height)
+
 
 class Mode(str, Enum):
     face = "face"
@@ -121,6 +132,11 @@ class Verdict(str, Enum):
     passed = "pass"
     review = "review"
     failed = "fail"
+
+
+#: the ``review`` parameter of a shot's flow: ``auto`` pauses for a supervisor on a review verdict
+#: only in deployment runs, ``pause`` always does, ``never`` does not (see recast.flows.review)
+REVIEW_MODES: tuple[str, ...] = ("auto", "pause", "never")
 
 
 class ShotParams(Record):
@@ -255,6 +271,8 @@ class ShotOutcome(Record):
     shot: str
     status: str = Field(default="done", description="'done' (rendered) or 'rejected' (in review; nothing rendered)")
     output: str | None = Field(default=None, description="where the deliverable was published (a path, or its store URI)")
+    published: bool | None = Field(default=None, description="whether the deliverable was written at the requested output path: "
+                                   "False when the QC verdict failed (it stays in the store, at output_uri); None: no path requested")
     output_uri: str | None = None
     output_asset_id: str | None = None
     frames: int | None = None
@@ -273,7 +291,7 @@ class ShotOutcome(Record):
 
     #: fields a rejected run has no value for (left out of its summary)
     DELIVERY_FIELDS: ClassVar[tuple[str, ...]] = (
-        "output_uri", "output_asset_id", "frames", "fps", "avg_fps", "variable_frame_rate", "audio_copied", "swapped_frames",
+        "published", "output_uri", "output_asset_id", "frames", "fps", "avg_fps", "variable_frame_rate", "audio_copied", "swapped_frames",
         "passthrough_frames", "approved")
 
     def summary(self) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 Nothing else in recast reads ``os.environ``; code asks :func:`get_settings`. With nothing set,
 everything runs on one machine: SQLite and a local object store under ``RECAST_DATA_DIR`` and a
-temporary Prefect server whose state lives under the same directory.
+Prefect server (:mod:`recast.services.processes`) whose state lives under the same directory.
 """
 
 from __future__ import annotations
@@ -41,6 +41,12 @@ class Settings(BaseSettings):
     qc_face_found_review: float = 0.8
     qc_identity_samples_per_second: float = 1.0
     review_timeout_s: int = Field(default=3 * 24 * 3600, gt=0, description="how long a run paused for review waits for a decision (default 3 days, a weekend); then it ends as rejected, nothing rendered")
+    # process hygiene: who owns a run, and how long a process of another host may stay silent
+    run_heartbeat_s: float = Field(default=30.0, gt=0, description="how often a process running a flow records that it is alive (run.heartbeat_at)")
+    run_heartbeat_timeout_s: float = Field(default=300.0, gt=0, description="a running run of another host whose heartbeat is older than this is marked crashed")
+    exit_grace_s: float = Field(default=5.0, gt=0, le=120, description="after Ctrl-C, SIGTERM or a lost Prefect server, how long recast lets the flow unwind before it records the end and exits anyway")
+    prefect_startup_timeout_s: float = Field(default=120.0, gt=0, description="how long recast waits for its embedded Prefect server to answer /api/health")
+    debug: bool = Field(default=False, description="print tracebacks of errors (also the global --debug option)")
     # trust: content credentials and watermark
     c2pa_cert: Path | None = Field(default=None, description="studio signing certificate chain (PEM); default: a development CA under data_dir")
     c2pa_key: Path | None = Field(default=None, description="private key of the signing certificate (PEM)")

@@ -5,7 +5,7 @@
 * :mod:`recast.cli.production`: ``serve``, ``token``, ``deploy``, ``worker``
 * :mod:`recast.cli.trust`: ``project``, ``identity``, ``consent``, ``verify``, ``audit``
 * :mod:`recast.cli.qc`: ``qc``, ``review``
-* :mod:`recast.cli.admin`: ``models``, ``db``
+* :mod:`recast.cli.admin`: ``models``, ``db``, ``gc``
 
 Commands are thin: they check their options, call :mod:`recast.services` (or a flow) and print.
 """
@@ -19,9 +19,17 @@ from typing import Callable
 import typer
 
 from recast.cli import admin, production, qc, runs, swap, trust
-from recast.cli.guard import EXIT_INTERRUPTED
+from recast.cli.guard import EXIT_INTERRUPTED, set_debug
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="recast: head and face replacement for post-production, with provenance.")
+
+
+@app.callback()
+def _global_options(debug: bool = typer.Option(False, "--debug", help="print the traceback of an error (also RECAST_DEBUG=1)")) -> None:
+    """recast: head and face replacement for post-production, with provenance."""
+    set_debug(debug)
+
+
 app.add_typer(admin.db_app, name="db")
 swap.register(app)
 runs.register(app)
@@ -29,6 +37,7 @@ production.register(app)
 trust.register(app)
 qc.register(app)
 app.add_typer(admin.models_app, name="models")
+admin.register(app)
 
 
 _NATIVE_NOISE = re.compile(rb"^(?:[IWE]\d{4} [\d:. ]+\S+\.cc:\d+\]|INFO: Created TensorFlow Lite|WARNING: All log messages before absl::InitializeLog)")
@@ -65,7 +74,12 @@ def filter_native_logs() -> Callable[[], None]:
     thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
     thread.start()
 
+    restored = threading.Event()
+
     def restore() -> None:
+        if restored.is_set():  # main's finally and the exit timer may both call it
+            return
+        restored.set()
         sys.stderr.flush()
         os.dup2(saved, 2)  # closes the pipe's last writer, so the pump drains and stops
         thread.join(timeout=5)
@@ -75,15 +89,35 @@ def filter_native_logs() -> Callable[[], None]:
 
 
 def main() -> None:
-    """Console entry point."""
+    """Console entry point.
+
+    Ctrl-C, SIGTERM and SIGHUP interrupt the command (exit 130, the run recorded
+    ``interrupted``) within ``RECAST_EXIT_GRACE_S``; see :mod:`recast.services.processes`, which
+    also stops the embedded Prefect server on every way out.
+    """
+    from recast.services import processes
+
+    processes.install_signal_handlers()
     restore = filter_native_logs()
+    processes.before_hard_exit(restore)
+    code = 0
     try:
         app()
     except KeyboardInterrupt:
         typer.echo("recast: interrupted", err=True)
-        raise SystemExit(EXIT_INTERRUPTED) from None
+        code = EXIT_INTERRUPTED
+    except SystemExit as exc:
+        if isinstance(exc.code, str):
+            typer.echo(exc.code, err=True)
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     finally:
         restore()
+    if processes.aborting() is not None:
+        # after a lost server or a signal, Prefect's exit handlers would retry a dead API or wait
+        # for chunk threads: the line is printed and the runs are recorded, so leave now
+        processes.message_shown()
+        processes.hard_exit()
+    raise SystemExit(code)
 
 
 __all__ = ["app", "main"]

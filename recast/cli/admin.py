@@ -1,4 +1,5 @@
-"""``recast models list`` and ``recast db upgrade``: the model directory and the database schema."""
+"""``recast models list``, ``recast db upgrade`` and ``recast gc``: the model directory, the database schema
+and the object store's old intermediates."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import typer
 
-from recast.cli.guard import guarded
+from recast.cli.guard import guarded, prepare
 from recast.settings import get_settings
 
 db_app = typer.Typer(no_args_is_help=True, help="Database schema management.")
@@ -45,3 +46,41 @@ def db_upgrade() -> None:
         typer.echo(f"database at revision {current_revision(url)}")
 
     guarded(go)
+
+
+def gc(
+    older_than: str = typer.Option("30d", "--older-than", help="remove intermediates first stored longer ago than this: 30d, 12h, 2w, 0"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print what would be removed, remove nothing"),
+    as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
+) -> None:
+    """Remove stored intermediates (chunks, masks, analyses) that no deliverable, shot or pending
+    review needs; never deliverables, plates, source or identity photos. Prints what was freed."""
+
+    def go() -> None:
+        from recast.services.gc import collect
+
+        prepare()
+        out = collect(older_than=older_than, dry_run=dry_run)
+        if as_json:
+            typer.echo(json.dumps({k: v for k, v in out.items() if k != "removed"} | {"removed": [d["uri"] for d in out["removed"]]}, default=str))
+            return
+        verb = "would free" if dry_run else "freed"
+        typer.echo(f"{verb} {_size(out['bytes'] + out['scratch_bytes'])}: {out['assets']} stored intermediate(s) older than {older_than}"
+                   + (f", {out['scratch_dirs']} scratch director{'y' if out['scratch_dirs'] == 1 else 'ies'}" if out["scratch_dirs"] else ""))
+        for role, r in sorted(out["by_role"].items()):
+            typer.echo(f"  {role:<18} {r['count']:>6}  {_size(r['bytes'])}")
+        typer.echo(f"kept: {out['kept_needed']} asset(s) that deliverables, shots, identities or {out['pending_runs']} pending run(s) need")
+
+    guarded(go)
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``gc`` (``models`` and ``db`` are sub-apps added in :mod:`recast.cli`)."""
+    app.command("gc")(gc)

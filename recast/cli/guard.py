@@ -5,16 +5,20 @@ command runs in.
 |------|---------|
 | 0 | done (for ``qc``: verdict pass or review) |
 | 1 | internal error (a bug: report it) |
-| 2 | usage: bad arguments or options |
-| 3 | bad input: missing, unreadable or corrupt file; no face where one is needed |
+| 2 | usage: bad arguments or options; ``swap --out`` that is an input, inside the store, or an unsupported container |
+| 3 | bad input: missing, unreadable or corrupt file; no face where one is needed; unwritable output |
 | 4 | refused by policy: consent, licence, permission |
-| 5 | ``qc``: verdict fail |
+| 5 | QC verdict fail: ``qc``; ``swap`` (nothing published at ``--out`` unless ``--deliver-on-fail``) |
 | 6 | external service unavailable: database, object store, Prefect server |
 | 7, 8, 9 | ``verify``: watermark-only, tampered, unknown (see ``recast verify --help``) |
 | 130 | interrupted |
 
 A command's body raises recast errors (:mod:`recast.errors`); :func:`guarded` turns each into its
-code with a one-line message on stderr. The two results that are not errors, ``qc``'s fail
+code with a one-line message on stderr (the traceback too with ``recast --debug``). Errors of the
+environment are translated first: a full disk or a read-only directory under the data directory
+is 6 (under the user's own paths, 3), an unreachable Prefect API or a SQLite error the session
+did not translate is 6, and after a lost embedded Prefect server whatever the flow raised while
+unwinding is reported as that loss. The two results that are not errors, ``qc``'s fail
 verdict and ``verify``'s result, leave through ``typer.Exit``, which :func:`guarded` passes on.
 """
 
@@ -40,8 +44,36 @@ EXIT_INTERRUPTED = 130
 T = TypeVar("T")
 
 
+def _translated(exc: BaseException) -> BaseException:
+    """The recast error an exception stands for: the reason this process was asked to end (a
+    lost Prefect server), a full disk or read-only directory, an unreachable Prefect API."""
+    from recast.services import processes
+
+    abort = processes.aborting()
+    if abort is not None:
+        code, _status, message = abort
+        if code == EXIT_INTERRUPTED:
+            return KeyboardInterrupt()  # whatever the unwinding raised: the user stopped it
+        if not isinstance(exc, (KeyboardInterrupt, errors.RecastError)):
+            return errors.ServiceUnavailableError(message)
+    try:
+        env = processes.environment_error(exc)
+    except Exception:  # noqa: BLE001 - e.g. invalid settings: report the original error
+        env = None
+    if env is not None:
+        return env
+    if type(exc).__module__.startswith(("httpx", "httpcore")) and "Connect" in type(exc).__name__:
+        url = processes.local_prefect_url() or "the Prefect API (PREFECT_API_URL)"
+        return errors.ServiceUnavailableError(f"Prefect server {url}: cannot connect ({exc or type(exc).__name__}); "
+                                              "check that it runs, or unset PREFECT_API_URL to use recast's own")
+    if type(exc).__name__ == "OperationalError" and type(exc).__module__.startswith(("sqlite3", "sqlalchemy")):
+        return errors.DatabaseUnavailableError(f"database: {str(exc).splitlines()[0][:300]}")
+    return exc
+
+
 def exit_code_for(exc: BaseException) -> int:
     """The documented exit code for an exception."""
+    exc = _translated(exc)
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED
     if isinstance(exc, errors.UsageError):
@@ -55,16 +87,43 @@ def exit_code_for(exc: BaseException) -> int:
     return EXIT_INTERNAL
 
 
+_debug = False
+
+
+def set_debug(on: bool) -> None:
+    """The global ``--debug`` option."""
+    global _debug
+    _debug = on
+
+
+def debug_enabled() -> bool:
+    """Whether tracebacks are shown (``recast --debug`` or RECAST_DEBUG=1)."""
+    from recast.settings import get_settings
+
+    if _debug:
+        return True
+    try:
+        return get_settings().debug
+    except Exception:  # noqa: BLE001 - invalid settings must not hide the error being reported
+        return False
+
+
 def fail(exc: BaseException) -> None:
-    """Leave with the exception's exit code and a one-line message (a traceback for a bug)."""
+    """Leave with the exception's exit code and a one-line message (a traceback with --debug)."""
+    from recast.services import processes
+
+    shown = _translated(exc)
     code = exit_code_for(exc)
-    if code == EXIT_INTERNAL and not isinstance(exc, errors.RecastError):
-        traceback.print_exc(file=sys.stderr)
-        typer.echo(f"recast: internal error: {type(exc).__name__}: {exc} (please report it)", err=True)
+    if debug_enabled():
+        traceback.print_exception(exc, file=sys.stderr)
+    if code == EXIT_INTERNAL and not isinstance(shown, errors.RecastError):
+        hint = "" if debug_enabled() else "; run with --debug for the traceback"
+        typer.echo(f"recast: internal error: {type(shown).__name__}: {shown} (please report it{hint})", err=True)
     elif code == EXIT_INTERRUPTED:
         typer.echo("recast: interrupted", err=True)
     else:
-        typer.echo(f"recast: error: {exc}", err=True)
+        typer.echo(f"recast: error: {shown}", err=True)
+    processes.message_shown()
     raise typer.Exit(code)
 
 
@@ -79,14 +138,27 @@ def guarded(fn: Callable[[], T]) -> T:
         raise  # not reached: fail() always raises
 
 
-def prepare() -> None:
+def prepare(*, local_flows: bool = False) -> None:
     """What a command that touches the database or Prefect needs first: Prefect's environment
-    from the settings, and the database schema (the embedded SQLite is created or upgraded)."""
+    from the settings, the database schema (the embedded SQLite is created or upgraded), and the
+    runs whose process is gone marked ``crashed``.
+
+    ``local_flows``: the command runs flows in this process, so without ``PREFECT_API_URL`` the
+    data directory's embedded Prefect server is started (or joined) first.
+    """
     from recast.db.migrate import ensure_schema
+    from recast.services import processes
+    from recast.services.shots import sweep_crashed_runs
     from recast.settings import configure_prefect_environment, get_settings
 
     configure_prefect_environment(get_settings())
     ensure_schema(get_settings())
+    try:
+        sweep_crashed_runs()
+    except errors.DatabaseUnavailableError:
+        pass  # a read-only or busy database: the listing still works, the sweep runs next time
+    if local_flows:
+        processes.use_local_prefect_server(get_settings())
 
 
 def fmt(v: Any) -> str:
@@ -95,4 +167,4 @@ def fmt(v: Any) -> str:
 
 
 __all__ = ["EXIT_INPUT", "EXIT_INTERNAL", "EXIT_INTERRUPTED", "EXIT_OK", "EXIT_POLICY", "EXIT_QC_FAIL", "EXIT_SERVICE", "EXIT_USAGE",
-           "exit_code_for", "fail", "fmt", "guarded", "prepare"]
+           "debug_enabled", "exit_code_for", "set_debug", "fail", "fmt", "guarded", "prepare"]

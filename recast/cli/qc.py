@@ -48,7 +48,7 @@ def qc(
             raise UsageError("give either SHOT or --plate/--output/--source, not both")
         if shot is None and not all(files):
             raise UsageError("give a SHOT, or all of --plate, --output and --source")
-        prepare()
+        prepare(local_flows=shot is None)
         result = qc_of_files(plate, output, source, mode=mode, face=face, project=project) if shot is None else qc_of_shot(shot)
         _print_qc(result, as_json)
         return result
@@ -105,7 +105,7 @@ def review(
             raise UsageError("choose exactly one of --approve, --reject, --rerun")
         if set_ and not rerun:
             raise UsageError("--set goes with --rerun")
-        prepare()
+        prepare(local_flows=True)
         from recast.services.review import submit_decision
 
         outcome = submit_decision(shot, chosen[0], note=note, reviewer=reviewer or _login(), params=parse_sets(set_) if rerun else None,

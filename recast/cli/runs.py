@@ -24,7 +24,7 @@ def runs(limit: int = typer.Option(20, "--limit", min=1), as_json: bool = typer.
         if not rows:
             typer.echo("no runs yet")
         for r in rows:
-            typer.echo(f"{r['run_id']}  {r['status']:<9} {str(r['started'] or '')[:19]:<19}  {r['project']}/{r['shot']}" + (f"  {r['error']}" if r.get("error") else ""))
+            typer.echo(f"{r['run_id']}  {r['status']:<11} {str(r['started'] or '')[:19]:<19}  {r['project']}/{r['shot']}" + (f"  {r['error']}" if r.get("error") else ""))
 
     guarded(go)
 

@@ -19,7 +19,9 @@ Result codes:
   7  watermark-only  no usable manifest (e.g. stripped by a re-encode); the watermark identifies the render
   8  tampered        a manifest is present but the content no longer matches it (the mark may still identify the render)
   9  unknown         neither a manifest nor a known watermark
-  3  the file is missing or not a readable video
+  3  the file is missing, or not a video of which any frame decodes
+A cut or damaged file is checked on the frames that still decode; the output says it is truncated
+and how many frames were read (a cut deliverable no longer matches its manifest: tampered).
 """
 
 
@@ -136,6 +138,10 @@ def _print_verify(out: dict[str, Any]) -> None:
                                                                          f"{', TAMPERED' if m['tampered'] else ''}; signer {m['signer']}" if m["present"] else ""))
     found = f"found {w['payload']} (confidence {w['confidence']})" if w["found"] else "not found"
     typer.echo(f"  watermark: {found} over {w['frames_used']} frames")
+    d = out.get("decode") or {}
+    if d.get("truncated"):
+        of = f" of {d['frames_declared']}" if d.get("frames_declared") else ""
+        typer.echo(f"  file:      TRUNCATED or damaged: {d['frames_decodable']}{of} frames decodable ({d.get('first_error') or 'fewer frames than declared'})")
     if r is None:
         typer.echo("  render:    not identified")
         return

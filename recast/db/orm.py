@@ -49,6 +49,7 @@ from sqlalchemy import (
     Uuid,
     false,
     func,
+    text,
     true,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -65,8 +66,10 @@ NAMING_CONVENTION = {
 # Allowed values of the status-like columns. The database enforces them with CHECK
 # constraints too; adding a value therefore needs a migration.
 MEDIA_TYPES = ("film", "ad")
-RUN_STATUSES = ("queued", "running", "done", "failed", "cancelled", "awaiting_review", "rejected")
-RUN_TERMINAL_STATUSES = ("done", "failed", "cancelled", "rejected")
+# interrupted: Ctrl-C or SIGTERM; crashed: its process went away without recording an end
+# (killed, machine lost); superseded: a crashed or interrupted run whose shot a later run finished
+RUN_STATUSES = ("queued", "running", "done", "failed", "cancelled", "awaiting_review", "rejected", "interrupted", "crashed", "superseded")
+RUN_TERMINAL_STATUSES = ("done", "failed", "cancelled", "rejected", "interrupted", "crashed", "superseded")
 STAGE_RUN_STATUSES = ("running", "done", "failed", "reused")
 VERDICTS = ("pass", "review", "fail")
 # Roles recast uses for assets. Documentation only, not enforced: new stages may add roles
@@ -241,12 +244,28 @@ class Asset(Timestamped, Base):
 
 
 class AssetParent(Base):
-    """Lineage link: ``asset_id`` was made from ``parent_id``."""
+    """Lineage link: ``asset_id`` was made from ``parent_id`` by the stage run ``stage_run_id``.
+
+    Assets are content-addressed, so one asset row can be the output of several stage runs
+    (two runs producing the same bytes from different inputs, a passthrough chunk equal to the
+    plate's): each producing stage run records its own links, and a deliverable's lineage
+    follows the links of the stage runs that made it. ``stage_run_id`` is None for links made
+    outside a stage (and for every link recorded before migration 0004). Each link is stored
+    once per stage run (once in all without one): two partial unique indexes say so.
+    """
 
     __tablename__ = "asset_parent"
+    __table_args__ = (
+        Index("uq_asset_parent_link", "asset_id", "parent_id", unique=True,
+              sqlite_where=text("stage_run_id IS NULL"), postgresql_where=text("stage_run_id IS NULL")),
+        Index("uq_asset_parent_stage_run_link", "asset_id", "parent_id", "stage_run_id", unique=True,
+              sqlite_where=text("stage_run_id IS NOT NULL"), postgresql_where=text("stage_run_id IS NOT NULL")),
+    )
 
-    asset_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("asset.id"), primary_key=True)
-    parent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("asset.id"), primary_key=True, index=True)
+    id: Mapped[uuid.UUID] = _pk()
+    asset_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("asset.id"), index=True)
+    parent_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("asset.id"), index=True)
+    stage_run_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("stage_run.id"), index=True)
     created: Mapped[datetime] = _created()
 
 
@@ -254,7 +273,9 @@ class Shot(Timestamped, Base):
     """A plate to work on, the identity to put in, and what to do (``params``)."""
 
     __tablename__ = "shot"
-    __table_args__ = (Index("ix_shot_project_id_code", "project_id", "code"),)
+    # a code names one shot within its project (``recast qc CODE``); the repository picks a free
+    # one when the code asked for is taken
+    __table_args__ = (Index("uq_shot_project_id_code", "project_id", "code", unique=True),)
 
     project_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("project.id"))
     code: Mapped[str] = mapped_column(String(200))
@@ -286,6 +307,13 @@ class Run(Timestamped, Base):
     # set by the API's cancel: a flow killed by Prefect's cancellation can then tell (when it
     # records its failure) that the end was asked for, and keep the run ``cancelled``
     cancel_requested_at: Mapped[datetime | None]
+    # the process that runs it (services.processes.current_owner): host, pid and the process's
+    # start time (a pid reused later has another); heartbeat_at is refreshed while it runs, so a
+    # run whose process is gone can be marked crashed (services.shots.sweep_crashed_runs)
+    owner_host: Mapped[str | None] = mapped_column(String(255))
+    owner_pid: Mapped[int | None]
+    owner_started: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
 
 
 class StageRun(Timestamped, Base):

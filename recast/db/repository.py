@@ -29,7 +29,7 @@ from pathlib import PurePath
 from typing import Any
 
 from pydantic import BaseModel
-from sqlalchemy import Table, and_, func, select
+from sqlalchemy import Table, and_, func, select, text
 from sqlalchemy.orm import Session
 
 from recast.contracts import AssetRef
@@ -54,7 +54,7 @@ from recast.db.orm import (
     StageRun,
     utcnow,
 )
-from recast.errors import ConsentError, InputError, RecordNotFoundError, UsageError
+from recast.errors import ConsentError, InputError, InternalError, RecordNotFoundError, UsageError
 
 IdLike = str | uuid.UUID
 
@@ -122,19 +122,31 @@ def _get(s: Session, cls: type, value: IdLike, what: str) -> Any:
     return obj
 
 
-def _insert_ignore(s: Session, table: Table, values: dict[str, Any], conflict_cols: Sequence[str]) -> None:
-    """INSERT a row unless one with the same ``conflict_cols`` exists (no error, no update)."""
+def _insert_ignore(
+    s: Session, table: Table, values: dict[str, Any], conflict_cols: Sequence[str] | None, where: Any = None
+) -> None:
+    """INSERT a row unless one with the same ``conflict_cols`` exists (no error, no update).
+
+    (Whether it was inserted is not told: the driver's rowcount is -1 here on PostgreSQL, and
+    RETURNING needs SQLite 3.35. Callers that need to know look the row up.) ``where`` names a partial unique index (its predicate); ``conflict_cols`` None ignores a
+    conflict on any unique constraint.
+    """
     dialect = s.get_bind().dialect.name
     if dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
     elif dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:  # other backends: check first (racy, but recast only supports the two above)
-        cond = and_(*(table.c[c] == values[c] for c in conflict_cols))
-        if s.execute(select(table.c[conflict_cols[0]]).where(cond).limit(1)).first() is None:
+        cols = list(conflict_cols or ())
+        cond = and_(*(table.c[c] == values[c] for c in cols)) if cols else None
+        if cond is None or s.execute(select(table.c[cols[0]]).where(cond).limit(1)).first() is None:
             s.execute(table.insert().values(**values))
         return
-    s.execute(insert(table).values(**values).on_conflict_do_nothing(index_elements=list(conflict_cols)))
+    if conflict_cols is None:
+        stmt = insert(table).values(**values).on_conflict_do_nothing()
+    else:
+        stmt = insert(table).values(**values).on_conflict_do_nothing(index_elements=list(conflict_cols), index_where=where)
+    s.execute(stmt)
 
 
 def _check_choice(value: str, allowed: Sequence[str], what: str) -> str:
@@ -410,12 +422,19 @@ def register_asset(
     role: str,
     media_info: Any = None,
     parent_ids: Iterable[IdLike] = (),
+    stage_run_id: IdLike | None = None,
 ) -> Asset:
     """Record a stored object, idempotently.
 
     The same ``uri`` and ``sha256`` give back the existing row (its role and media type are
     kept; missing media info is filled in; a soft-deleted row comes back to life), with any new
-    ``parent_ids`` added to its lineage. Safe against concurrent registration of one object.
+    ``parent_ids`` added to its lineage as links of ``stage_run_id`` (the stage run that made
+    it; None outside a stage). Safe against concurrent registration of one object.
+
+    A parent that *is* the object (a stage output byte-identical to one of its inputs, such as a
+    chunk of a plate passed through untouched: content addressing makes them one row) is left
+    out: the asset is its own input, not its own child. The stage run still lists it as input
+    and output.
     """
     sha = _check_sha(sha256)
     if size < 0:
@@ -445,24 +464,35 @@ def register_asset(
         asset.media_info = info
     if asset.deleted_at is not None:
         asset.deleted_at = None
-    add_asset_parents(s, asset.id, parent_ids)
+    add_asset_parents(s, asset.id, [p for p in parent_ids if as_uuid(p, "asset") != asset.id], stage_run_id=stage_run_id)
     s.flush()
     return asset
 
 
-def add_asset_parents(s: Session, asset_id: IdLike, parent_ids: Iterable[IdLike]) -> None:
-    """Add lineage links ``asset_id`` ← each parent (existing links are kept)."""
+_NO_STAGE_RUN = text("stage_run_id IS NULL")
+_WITH_STAGE_RUN = text("stage_run_id IS NOT NULL")
+
+
+def add_asset_parents(
+    s: Session, asset_id: IdLike, parent_ids: Iterable[IdLike], *, stage_run_id: IdLike | None = None
+) -> None:
+    """Add lineage links ``asset_id`` ← each parent, made by ``stage_run_id`` (None: outside a
+    stage). Existing links are kept; each link is stored once per stage run.
+
+    A self-link here is a bug of the caller (:func:`register_asset` leaves out the parent that
+    is the object itself), hence :class:`~recast.errors.InternalError`, not bad input.
+    """
     aid = as_uuid(asset_id, "asset")
+    sid = _opt_uuid(stage_run_id, "stage run")
     for p in parent_ids:
         pid = as_uuid(p, "asset")
         if pid == aid:
-            raise InputError(f"asset {aid} cannot be its own parent")
-        _insert_ignore(
-            s,
-            AssetParent.__table__,
-            {"asset_id": aid, "parent_id": pid, "created": utcnow()},
-            ["asset_id", "parent_id"],
-        )
+            raise InternalError(f"lineage link asked from asset {aid} to itself")
+        values = {"id": uuid.uuid4(), "asset_id": aid, "parent_id": pid, "stage_run_id": sid, "created": utcnow()}
+        if sid is None:
+            _insert_ignore(s, AssetParent.__table__, values, ["asset_id", "parent_id"], where=_NO_STAGE_RUN)
+        else:
+            _insert_ignore(s, AssetParent.__table__, values, ["asset_id", "parent_id", "stage_run_id"], where=_WITH_STAGE_RUN)
 
 
 def get_asset(s: Session, asset_id: IdLike) -> Asset:
@@ -536,14 +566,65 @@ def asset_ref(a: Asset) -> AssetRef:
     return AssetRef(asset_id=str(a.id), uri=a.uri, sha256=a.sha256, media_type=a.media_type, size=a.size)
 
 
-def asset_parent_ids(s: Session, asset_id: IdLike) -> list[str]:
-    """Direct parents of an asset."""
-    rows = s.scalars(select(AssetParent.parent_id).where(AssetParent.asset_id == as_uuid(asset_id, "asset")))
-    return sorted(str(r) for r in rows)
+def asset_parent_ids(s: Session, asset_id: IdLike, *, stage_run_id: IdLike | None = None) -> list[str]:
+    """Direct parents of an asset (recorded by any stage run, or by ``stage_run_id`` only)."""
+    q = select(AssetParent.parent_id).where(AssetParent.asset_id == as_uuid(asset_id, "asset"))
+    if stage_run_id is not None:
+        q = q.where(AssetParent.stage_run_id == as_uuid(stage_run_id, "stage run"))
+    return sorted({str(r) for r in s.scalars(q)})
 
 
-def _graph(s: Session, start: uuid.UUID, *, up: bool, max_depth: int) -> tuple[dict[uuid.UUID, list[uuid.UUID]], dict[uuid.UUID, Asset]]:
-    """Edges reachable from ``start`` (towards parents if ``up``), loaded one layer per query."""
+def producing_run_id(s: Session, asset_id: IdLike) -> uuid.UUID | None:
+    """The run an asset is the output of: the newest run that delivered it, else the run of the
+    newest stage run that made it (None for inputs and for links older than migration 0004)."""
+    aid = as_uuid(asset_id, "asset")
+    delivered = s.scalars(select(Run.id).where(Run.output_asset_id == aid).order_by(Run.created.desc()).limit(1)).first()
+    if delivered is not None:
+        return delivered
+    return s.scalars(
+        select(StageRun.run_id)
+        .join(AssetParent, AssetParent.stage_run_id == StageRun.id)
+        .where(AssetParent.asset_id == aid, StageRun.run_id.is_not(None))
+        .order_by(AssetParent.created.desc())
+        .limit(1)
+    ).first()
+
+
+def run_work_stage_run_ids(s: Session, run_id: IdLike) -> set[uuid.UUID]:
+    """The stage runs whose work a run used: its own, and for each of its ``reused`` stage runs
+    the stage run that did the work (which recorded the lineage links of its outputs)."""
+    ids: set[uuid.UUID] = set()
+    for sid, origin in s.execute(select(StageRun.id, StageRun.reused_from_id).where(StageRun.run_id == as_uuid(run_id, "run"))):
+        ids.add(sid)
+        if origin is not None:
+            ids.add(origin)
+    return ids
+
+
+def _links_of(
+    links: list[tuple[uuid.UUID, uuid.UUID | None]], work: set[uuid.UUID] | None
+) -> list[uuid.UUID]:
+    """Which of an asset's links (parent, stage run; oldest first) make its lineage.
+
+    The links of one stage run, never a mixture: the first of the run's stage runs (``work``)
+    that made the asset, else (the run did not make it, or no run is known) the first stage run
+    that did. The first, because a later stage run can only have made the same bytes again: a
+    swap that passes a chunk without the person through returns the plate's chunk itself, and
+    its links (to analyses of that very chunk) would make the chunk its own ancestor. Only an
+    asset no stage run recorded (links older than migration 0004, or made outside a stage)
+    shows all its links.
+    """
+    ours = [sr for _, sr in links if work is not None and sr in work]
+    staged = ours or [sr for _, sr in links if sr is not None]
+    chosen = [p for p, sr in links if sr == staged[0]] if staged else [p for p, _ in links]
+    return list(dict.fromkeys(chosen))
+
+
+def _graph(
+    s: Session, start: uuid.UUID, *, up: bool, max_depth: int, work: set[uuid.UUID] | None = None
+) -> tuple[dict[uuid.UUID, list[uuid.UUID]], dict[uuid.UUID, Asset]]:
+    """Edges reachable from ``start`` (towards parents if ``up``, then chosen per asset by
+    :func:`_links_of` for the run whose stage runs are ``work``), one layer per query."""
     near, far = (AssetParent.asset_id, AssetParent.parent_id) if up else (AssetParent.parent_id, AssetParent.asset_id)
     edges: dict[uuid.UUID, list[uuid.UUID]] = {}
     seen = {start}
@@ -553,9 +634,14 @@ def _graph(s: Session, start: uuid.UUID, *, up: bool, max_depth: int) -> tuple[d
             break
         batch = list(frontier)
         frontier = set()
+        found: dict[uuid.UUID, list[tuple[uuid.UUID, uuid.UUID | None]]] = {}
         for i in range(0, len(batch), 500):  # keep IN lists modest
-            for a, b in s.execute(select(near, far).where(near.in_(batch[i : i + 500])).order_by(AssetParent.created)):
-                edges.setdefault(a, []).append(b)
+            q = select(near, far, AssetParent.stage_run_id).where(near.in_(batch[i : i + 500])).order_by(AssetParent.created)
+            for a, b, sr in s.execute(q):
+                found.setdefault(a, []).append((b, sr))
+        for a, links in found.items():
+            edges[a] = _links_of(links, work) if up else list(dict.fromkeys(b for b, _ in links))
+            for b in edges[a]:
                 if b not in seen:
                     seen.add(b)
                     frontier.add(b)
@@ -589,15 +675,25 @@ def _tree(
     return out
 
 
-def asset_lineage(s: Session, asset_id: IdLike, *, max_depth: int = 32) -> dict[str, Any]:
-    """Where an asset came from: ``{"asset": {...}, "parents": [<same shape>, ...]}``.
+def asset_lineage(s: Session, asset_id: IdLike, *, run_id: IdLike | None = None, max_depth: int = 32) -> dict[str, Any]:
+    """Where an asset came from: ``{"asset": {...}, "parents": [<same shape>, ...], "run_id": ...}``.
+
+    Content addressing shares an asset between every run that produced the same bytes, so the
+    tree is that of one run: ``run_id``, by default the run that produced the asset
+    (:func:`producing_run_id`). At each asset it follows the links recorded by that run's stage
+    runs (a reused stage run stands for the one that did the work), see :func:`_links_of`.
+    ``run_id`` in the answer is the run used (None: no run known, every link shown).
 
     A node met again on its own path is marked ``"cycle": True`` and not expanded; nodes below
     ``max_depth`` are marked ``"truncated": True``. Shared ancestors appear under every child.
     """
     aid = get_asset(s, asset_id).id
-    edges, assets = _graph(s, aid, up=True, max_depth=max_depth)
-    return _tree(aid, edges, assets, "parents", frozenset(), 0, max_depth)
+    rid = as_uuid(run_id, "run") if run_id is not None else producing_run_id(s, aid)
+    work = run_work_stage_run_ids(s, rid) if rid is not None else None
+    edges, assets = _graph(s, aid, up=True, max_depth=max_depth, work=work)
+    tree = _tree(aid, edges, assets, "parents", frozenset(), 0, max_depth)
+    tree["run_id"] = None if rid is None else str(rid)
+    return tree
 
 
 def asset_descendants(s: Session, asset_id: IdLike, *, max_depth: int = 32) -> dict[str, Any]:
@@ -622,15 +718,18 @@ def create_shot(
 ) -> Shot:
     """A new shot; with an ``idempotency_key`` already used, the existing shot is returned.
 
-    ``params`` may be a :class:`recast.contracts.ShotParams` or a dict. ``plate_asset_id`` may
-    be None when the plate is registered later (set it with :func:`set_shot_plate`).
+    A code names one shot within its project (a unique index says so): when ``code`` is taken
+    (the same plate submitted twice in one second, a code given again), the shot gets the next
+    free ``CODE-2``, ``CODE-3``... — read the returned shot's ``code``. Safe against concurrent
+    submissions. ``params`` may be a :class:`recast.contracts.ShotParams` or a dict.
+    ``plate_asset_id`` may be None when the plate is registered later (:func:`set_shot_plate`).
     """
     pid = get_project(s, project_id).id
-    if not code.strip():
+    base = code.strip()
+    if not base:
         raise UsageError("shot code must not be empty")
     values = {
         "project_id": pid,
-        "code": code.strip(),
         "plate_asset_id": _opt_uuid(plate_asset_id, "asset"),
         "params": to_json(params) or {},
         "identity_id": _opt_uuid(identity_id, "identity"),
@@ -638,19 +737,39 @@ def create_shot(
         "priority": int(priority),
         "idempotency_key": idempotency_key,
     }
-    if idempotency_key is None:
-        shot = Shot(**values)
-        s.add(shot)
-        s.flush()
-        return shot
-    now = utcnow()
-    _insert_ignore(
-        s,
-        Shot.__table__,
-        {"id": uuid.uuid4(), "status": "new", "created": now, "updated": now, **values},
-        ["idempotency_key"],
+    by_key = select(Shot).where(Shot.idempotency_key == idempotency_key)
+    if idempotency_key is not None:
+        existing = s.scalars(by_key).one_or_none()
+        if existing is not None:
+            return existing
+    candidate = base
+    for _ in range(100):
+        shot_id, now = uuid.uuid4(), utcnow()
+        row = {"id": shot_id, "code": candidate, "status": "new", "created": now, "updated": now, **values}
+        # no conflict target: a taken code and a used idempotency key both leave the row out
+        _insert_ignore(s, Shot.__table__, row, None)
+        made = s.scalars(select(Shot).where(Shot.id == shot_id)).first()
+        if made is not None:
+            return made
+        if idempotency_key is not None:
+            existing = s.scalars(by_key).one_or_none()
+            if existing is not None:  # a concurrent submission with the same key won
+                return existing
+        candidate = _next_free_code(s, pid, base)
+    raise InternalError(f"no free shot code after {base!r} in project {pid} after 100 attempts")
+
+
+def _next_free_code(s: Session, project_id: uuid.UUID, base: str) -> str:
+    """``base-N`` with N one more than the highest taken (at least 2)."""
+    taken = s.scalars(
+        select(Shot.code).where(Shot.project_id == project_id, Shot.code.startswith(f"{base}-", autoescape=True))
     )
-    return s.scalars(select(Shot).where(Shot.idempotency_key == idempotency_key)).one()
+    highest = 1
+    for c in taken:
+        tail = c[len(base) + 1 :]
+        if tail.isdigit():
+            highest = max(highest, int(tail))
+    return f"{base}-{highest + 1}"
 
 
 def set_shot_plate(s: Session, shot_id: IdLike, plate_asset_id: IdLike) -> Shot:

@@ -23,11 +23,14 @@ def find_shot_by_ref(s: Session, ref: str) -> Shot:
             return found
     except ValueError:
         pass
-    rows = list(s.scalars(select(Shot).where(Shot.code == ref).limit(2)))
+    rows = list(s.scalars(select(Shot).where(Shot.code == ref).order_by(Shot.created.desc()).limit(50)))
     if not rows:
         raise RecordNotFoundError(f"shot {ref} not found (give its id or code)")
-    if len(rows) > 1:
-        raise UsageError(f"shot code {ref!r} is used in several projects: give the shot id")
+    # codes are unique within a project (migration 0004): several rows are several projects
+    projects = {r.project_id for r in rows}
+    if len(projects) > 1:
+        names = sorted(repo.get_project(s, p).name for p in projects)
+        raise UsageError(f"shot code {ref!r} is used in {len(names)} projects ({', '.join(names)}): give the shot id")
     return rows[0]
 
 

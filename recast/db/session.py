@@ -8,7 +8,9 @@
 A database that cannot be reached raises :class:`recast.errors.DatabaseUnavailableError` with a
 one-line message naming the URL without its password, whatever the driver said. A SQLite
 database still locked after the busy timeout and a connection lost mid-transaction raise it too:
-both are transient, so callers may retry them.
+both are transient, so callers may retry them. A full disk and a read-only database or
+directory raise it too, saying so (SQLite's "unable to open database file" alone names neither).
+A SQLite file on a read-only file system is opened read-only (immutable), so listings still work.
 
 Keep session scopes short (a few repository calls, no media work inside): with SQLite a write
 transaction holds the database's single write lock until it ends.
@@ -62,8 +64,33 @@ def _first_line(exc: BaseException) -> str:
     return line[:300]
 
 
-def _install_error_translation(engine: Engine, shown_url: str) -> None:
-    """Turn connect failures, lost connections and SQLite lock timeouts into one-line errors."""
+def _sqlite_dir_problem(database: str | None) -> str | None:
+    """Why the directory of a SQLite file cannot be written (read-only file system, no
+    permission, full disk), or None when nothing is wrong with it that can be seen."""
+    if not database or database in (":memory:",) or database.startswith("file:"):
+        return None
+    folder = Path(database).expanduser().resolve().parent
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    if st.f_flag & os.ST_RDONLY:
+        return f"{folder} is on a read-only file system"
+    if not os.access(folder, os.W_OK):
+        return f"{folder} is not writable for this user"
+    if st.f_bavail * st.f_frsize < 64 * 1024:
+        return f"the disk of {folder} is full"
+    return None
+
+
+def _install_error_translation(engine: Engine, shown_url: str, database: str | None = None) -> None:
+    """Turn connect failures, lost connections, SQLite lock timeouts, full disks and read-only
+    databases into one-line errors naming the database and what to do."""
+
+    elsewhere = "or set RECAST_DATA_DIR (or RECAST_DATABASE_URL) elsewhere"
+
+    def todo(problem: str) -> str:
+        return f"free space there, {elsewhere}" if "full" in problem else f"make it writable, {elsewhere}"
 
     @event.listens_for(engine, "handle_error")
     def _translate(context: ExceptionContext) -> BaseException | None:
@@ -72,15 +99,27 @@ def _install_error_translation(engine: Engine, shown_url: str) -> None:
             # failure comes back through this hook as a connect failure
             return None
         exc = context.original_exception
+        text = str(exc)
+        if "database or disk is full" in text:
+            return DatabaseUnavailableError(f"database {shown_url}: the disk is full (database or disk is full); free space there, {elsewhere}")
+        if "readonly database" in text or "read-only" in text.lower():
+            where = _sqlite_dir_problem(database) or "the database file is read-only"
+            return DatabaseUnavailableError(f"database {shown_url} is read-only ({where}); make it writable, {elsewhere}")
         if context.connection is None and context.statement is None:
+            problem = _sqlite_dir_problem(database)
+            if problem is not None:
+                return DatabaseUnavailableError(f"database {shown_url}: cannot open it: {problem}; {todo(problem)}")
             return DatabaseUnavailableError(f"database {shown_url}: cannot connect ({_first_line(exc)})")
         if context.is_disconnect:
             return DatabaseUnavailableError(f"database {shown_url}: connection lost ({_first_line(exc)})")
-        if "database is locked" in str(exc):
+        if "database is locked" in text:
             return DatabaseUnavailableError(
                 f"database {shown_url}: still locked by another writer after "
-                f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s (database is locked)"
+                f"{SQLITE_BUSY_TIMEOUT_MS // 1000} s (database is locked); wait for the other recast process, or stop it"
             )
+        if "disk I/O error" in text or "unable to open database file" in text:
+            problem = _sqlite_dir_problem(database) or _first_line(exc)
+            return DatabaseUnavailableError(f"database {shown_url}: {problem}; {todo(problem)}")
         return None
 
 
@@ -105,20 +144,31 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
         connect_args.setdefault("timeout", SQLITE_BUSY_TIMEOUT_MS / 1000)
         db = u.database or ""
         in_memory = db in ("", ":memory:") or db.startswith("file::memory:")
+        read_only = False
+        sqlite_path: str | None = None
         if in_memory:
             kwargs.setdefault("poolclass", StaticPool)
         else:
+            path = Path(db).expanduser().resolve()
             try:
-                Path(db).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
+                path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise DatabaseUnavailableError(f"database {shown}: cannot create its directory ({exc})") from None
+                problem = _sqlite_dir_problem(str(path.parent / "x")) or exc.strerror or str(exc)
+                raise DatabaseUnavailableError(f"database {shown}: cannot create its directory ({problem}); "
+                                               "set RECAST_DATA_DIR (or RECAST_DATABASE_URL) elsewhere") from None
+            sqlite_path = str(path)
+            if path.exists() and "read-only" in (_sqlite_dir_problem(sqlite_path) or ""):
+                # a database on a read-only file system can still be read (`recast runs`): SQLite
+                # in WAL mode would try to create its -shm file, so it opens the file as immutable
+                read_only = True
+                u = u.set(database=f"file:{path}?mode=ro&immutable=1", query={**u.query, "uri": "true"})
         engine = create_engine(u, connect_args=connect_args, **kwargs)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
             cur = dbapi_conn.cursor()
             try:
-                if not in_memory:
+                if not in_memory and not read_only:
                     cur.execute("PRAGMA journal_mode=WAL")
                     cur.execute("PRAGMA synchronous=NORMAL")
                 cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
@@ -133,7 +183,7 @@ def make_engine(url: str | URL, **kwargs: Any) -> Engine:
             connect_args.setdefault("connect_timeout", PG_CONNECT_TIMEOUT_S)
         engine = create_engine(u, connect_args=connect_args, **kwargs)
 
-    _install_error_translation(engine, shown)
+    _install_error_translation(engine, shown, sqlite_path if u.get_backend_name() == "sqlite" else None)
     return engine
 
 

@@ -36,10 +36,9 @@ from typing import Any, Literal
 
 from prefect.input import RunInput
 
-from recast.contracts import QCReport
+from recast.contracts import REVIEW_MODES, QCReport
 from recast.errors import UsageError
 
-REVIEW_MODES = ("auto", "pause", "never")
 
 
 class ReviewDecision(RunInput):

@@ -42,7 +42,10 @@ def score_files(*, plate: str, output: str, source: str, mode: str = "face", fac
         raise UsageError(f"--mode '{mode}': choose from face, head")
     size = chunk_size or get_settings().chunk_size
     ing_p = ingest(run_id=None, shot_id=None, plate=plate, sources=[source], chunk_size=size)
-    ing_o = ingest(run_id=None, shot_id=None, plate=output, sources=[source], chunk_size=size)
+    try:
+        ing_o = ingest(run_id=None, shot_id=None, plate=output, sources=[source], chunk_size=size)
+    except InputError as exc:
+        raise _as_output_error(exc, output) from None
     pi, oi = ing_p.plate_info, ing_o.plate_info
     if (pi.width, pi.height) != (oi.width, oi.height):
         raise InputError(f"output '{output}' is {oi.width}x{oi.height}, its plate '{plate}' {pi.width}x{pi.height}: QC compares them frame by frame")
@@ -55,3 +58,19 @@ def score_files(*, plate: str, output: str, source: str, mode: str = "face", fac
     src = analyze_source(run_id=None, shot_id=None, source=ing_p.sources[0], name=Path(source).name, mode=mode, source_face=None)
     qc = score_pair(plate=ing_p, output=ing_o, plate_segments=seg_p, output_segments=seg_o, track=track, source=src, mode=mode, project=project)
     return FilesQC(qc=qc, plate=ing_p, output=ing_o)
+
+
+def _as_output_error(exc: InputError, output: str) -> InputError:
+    """The same error, naming the file as the ``--output`` it is: ingest reads every video it
+    is given as a plate and says "plate '...'", which would send the user to the wrong file."""
+    text = str(exc)
+    if text.startswith("plate "):
+        text = "--output " + text[len("plate "):]
+    elif output not in text:
+        text = f"--output '{output}': {text}"
+    try:
+        new = type(exc)(text)
+    except TypeError:  # a subclass with a constructor of its own
+        new = InputError(text)
+    new.__cause__ = exc.__cause__
+    return new

@@ -17,6 +17,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from recast.contracts import ShotOutcome
 from recast.errors import NoFaceError, UsageError
+from recast.media.render import resolve_container
 from recast.settings import get_settings
 from recast.services import shots
 from recast.tasks.common import emit_progress, stage_task
@@ -148,17 +149,24 @@ class SettingsTaskRunner(TaskRunner):
     persist_result=False,
     validate_parameters=True,
 )
-def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None = None, review: str = "auto") -> ShotOutcome:
+def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None = None, review: str = "auto",
+              deliver: str | None = None, deliver_on_fail: bool = False) -> ShotOutcome:
     """Swap the source face into every frame of a shot's plate; returns the run's outcome.
 
     ``review``: ``auto`` pauses for a supervisor when the QC verdict is ``review`` and a
     deployment started the run, ``pause`` always does, ``never`` does not (see
     :mod:`recast.flows.review`).
+
+    The deliverable's container is ``deliver`` (mp4, mov) or the extension of ``output_path``
+    (default mp4). It is published at ``output_path`` unless the QC verdict is ``fail``: then it
+    stays in the store only (``published`` False, ``output_uri`` says where) — unless
+    ``deliver_on_fail`` is set or a supervisor approved it in review.
     """
     spec = shots.load_shot(shot_id)
     run_id = shots.start_run(shot_id, run_id, str(flow_run.id) if flow_run.id else None)
     stages: dict[str, float] = {}
     try:
+        container = resolve_container(output_path, deliver)  # an unsupported container fails before any work
         if get_settings().dask_address:
             task_runner_for()  # refuses SQLite with a clear error before any work, for this run
         consent = require_consent(shot_id)  # policy gate before any work; render checks again
@@ -235,15 +243,26 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
             new_run_id, _ = prepare_rerun(shot_id, decision.params)
             reject_run(run_id, reason=f"superseded by run {new_run_id} (re-run in review with {decision.params or {}})")
             # a subflow: a new run of the same shot; unchanged stages are reused from the stage cache
-            return swap_shot(shot_id=shot_id, run_id=new_run_id, output_path=output_path, review=review)
+            return swap_shot(shot_id=shot_id, run_id=new_run_id, output_path=output_path, review=review, deliver=deliver,
+                             deliver_on_fail=deliver_on_fail)
 
         t = time.perf_counter()
         # consent again right before delivery: one revoked while the shot was swapped stops it here
         rendered = render_task(run_id=run_id, shot_id=shot_id, shot=spec.code, ingest=ing, segments=segments, swaps=swaps, qc=qc,
-                               consent=require_consent(shot_id))
+                               consent=require_consent(shot_id), container=container.name)
         if decision is not None:  # approved by a supervisor: the deliverable is approved whatever the verdict
             approve_renders(run_id)
-        output = str(publish(rendered, Path(output_path))) if output_path else rendered.output.uri
+        # a failed verdict publishes nothing (a script must not find a deliverable where QC failed it)
+        # unless asked to, or a supervisor approved it; the render stays in the store either way
+        withheld = bool(output_path) and qc.verdict.value == "fail" and decision is None and not deliver_on_fail
+        if withheld:
+            output = None
+            emit_progress(f"render: QC verdict fail: nothing written at {output_path}; the render stays in the store at "
+                          f"{rendered.output.uri} (--deliver-on-fail publishes it anyway)")
+        elif output_path:
+            output = str(publish(rendered, Path(output_path), inputs=[spec.plate, *spec.sources, *_reference_photos(params.face)]))
+        else:
+            output = rendered.output.uri
         stages["render"] = _ms(t)
 
         info = ing.plate_info
@@ -252,6 +271,7 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
             shot_id=shot_id,
             shot=spec.code,
             output=output,
+            published=None if not output_path else not withheld,
             output_uri=rendered.output.uri,
             output_asset_id=rendered.output.asset_id,
             frames=rendered.frames,
@@ -273,6 +293,14 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
     except BaseException as exc:
         shots.fail_run(run_id, exc)
         raise
+
+
+def _reference_photos(face: str) -> list[str]:
+    """The photo a ``reference:PHOTO`` face selector names (an input too), else none."""
+    from recast.models.tracking import parse_face_selector
+
+    reference = parse_face_selector(face).reference_path
+    return [reference] if reference else []
 
 
 def _ms(t0: float) -> float:

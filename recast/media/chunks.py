@@ -21,6 +21,7 @@ import numpy as np
 
 from recast.contracts import FrameRange, Rate
 from recast.errors import MediaDecodeError, UnsupportedMediaError
+from recast.media.orientation import UPRIGHT, Orientation, OrientationError, frame_orientation, to_upright
 from recast.media.probe import _label, _short, open_input, probe_media, video_stream
 
 Progress = Callable[[int, int], None]
@@ -152,16 +153,30 @@ def _frame_to_rgb(frame: av.VideoFrame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24", interpolation=SWS_ACCURATE)
 
 
-def read_frames(path: Path, *, role: str = "chunk") -> Iterator[np.ndarray]:
-    """Decode a video (an FFV1 chunk or any plate) as (H, W, 3) uint8 RGB frames, in order."""
+def _orientation(frame: av.VideoFrame, path: Path, role: str) -> Orientation:
+    try:
+        return frame_orientation(frame)
+    except OrientationError as exc:
+        raise UnsupportedMediaError(f"{_label(role, path)}: {exc}") from exc
+
+
+def read_frames(path: Path, *, role: str = "chunk", upright: bool = True) -> Iterator[np.ndarray]:
+    """Decode a video (an FFV1 chunk or any plate) as (H, W, 3) uint8 RGB frames, in order.
+
+    ``upright``: as shown, turned by the video's display matrix (a phone clip's sideways pixels
+    come out the right way up); chunks carry none, so theirs come out as stored either way.
+    """
     path = Path(path)
     with open_input(path, role) as container:
         stream = video_stream(container, path, role)
         stream.thread_type = "AUTO"
         n = 0
+        orientation: Orientation | None = None if upright else UPRIGHT
         try:
             for frame in container.decode(stream):
-                yield _frame_to_rgb(frame)
+                if orientation is None:
+                    orientation = _orientation(frame, path, role)  # the track's: the same on every frame
+                yield to_upright(_frame_to_rgb(frame), orientation)
                 n += 1
         except av.error.FFmpegError as exc:
             raise MediaDecodeError(
@@ -170,7 +185,7 @@ def read_frames(path: Path, *, role: str = "chunk") -> Iterator[np.ndarray]:
 
 
 def read_frames_at(path: Path, indices: Iterable[int], *, role: str = "chunk") -> dict[int, np.ndarray]:
-    """Decode only the frames ``indices`` (0-based, within the file) of an intra-only chunk.
+    """Decode only the frames ``indices`` (0-based, within the file) of an intra-only chunk, upright.
 
     Every frame of a chunk is a keyframe, so each wanted frame costs one seek and one decode,
     not the decode of everything before it (QC embeds a dozen frames of a shot; decoding whole
@@ -196,7 +211,7 @@ def read_frames_at(path: Path, indices: Iterable[int], *, role: str = "chunk") -
                 for frame in container.decode(stream):
                     index = round((frame.pts - first_pts) * tb * Fraction(rate)) if frame.pts is not None else -1
                     if index in wanted and index not in out:
-                        out[index] = _frame_to_rgb(frame)
+                        out[index] = to_upright(_frame_to_rgb(frame), _orientation(frame, path, role))
                     if index >= target:
                         break
         except av.error.FFmpegError as exc:
@@ -260,7 +275,11 @@ def split_plate(
     role: str = "plate",
     progress: Progress | None = None,
 ) -> list[tuple[FrameRange, Path]]:
-    """Decode the plate once and write it as FFV1/mkv chunks of ``chunk_size`` frames.
+    """Decode the plate once and write it as FFV1/mkv chunks of ``chunk_size`` frames, upright.
+
+    Frames go into the chunks as shown (the plate's display matrix applied: a phone clip's
+    sideways pixels are turned the right way up), so every later stage sees faces upright;
+    render turns them back to the plate's stored orientation.
 
     Returns ``(FrameRange, path)`` per chunk, in order; ranges carry the plate's nominal rate.
     Chunk files are named ``chunk_00000.mkv``... in ``out_dir`` (created if needed). The
@@ -276,6 +295,7 @@ def split_plate(
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[tuple[FrameRange, Path]] = []
     writer: LosslessWriter | None = None
+    orientation: Orientation | None = None
     decoded = 0
     try:
         with open_input(path, role) as container:
@@ -287,11 +307,14 @@ def split_plate(
                         raise MediaDecodeError(
                             f"{_label(role, path)}: decodes more frames than its {total} packets; corrupt"
                         )
+                    if orientation is None:
+                        orientation = _orientation(frame, path, role)
+                    rgb = to_upright(_frame_to_rgb(frame), orientation)
                     if writer is None:
                         idx = len(written)
-                        writer = LosslessWriter(out_dir / chunk_filename(idx), info.rate, frame.width, frame.height)
+                        writer = LosslessWriter(out_dir / chunk_filename(idx), info.rate, rgb.shape[1], rgb.shape[0])
                         written.append((ranges[idx], writer.path))
-                    writer.write(_frame_to_rgb(frame))
+                    writer.write(rgb)
                     decoded += 1
                     if writer.count == ranges[len(written) - 1].count:
                         writer.close()

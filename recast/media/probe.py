@@ -1,4 +1,5 @@
-"""What a media file is: container, codec, size, exact frame count, rational rates, audio, timecode.
+"""What a media file is: container, codec, size, orientation, exact frame count, rational rates,
+audio, timecode.
 
 Frame counts and timing come from demuxing (no decode), which is fast and exact for the
 containers a plate arrives in. Every PyAV/FFmpeg error is turned into a recast error whose
@@ -19,6 +20,7 @@ import numpy as np
 from recast.checksums import sha256_file  # noqa: F401  (re-exported by recast.media)
 from recast.contracts import AudioStreamInfo, MediaInfo, Rate
 from recast.errors import InputNotFoundError, MediaDecodeError, UnsupportedMediaError
+from recast.media.orientation import UPRIGHT, Orientation, OrientationError, frame_orientation
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".webp"})
 
@@ -87,11 +89,75 @@ def _looks_like_cut_mp4(path: Path) -> bool:
     return len(head) == 12 and head[4:8] == b"ftyp"
 
 
+def _video_candidates(container: av.container.InputContainer) -> list[av.VideoStream]:
+    # Cover art (an mp4/mkv poster frame) is a video stream of one still picture, never the plate.
+    return [s for s in container.streams.video if not (s.disposition & av.stream.Disposition.attached_pic)]
+
+
+def _stream_score(stream: av.VideoStream) -> int:
+    """FFmpeg's choice of the video stream to read (``ffmpeg -i FILE out`` without ``-map``):
+    the picture area, plus a bonus for the default-disposition stream that outweighs any size up
+    to 5 megapixels. A player shows the default stream, so a plate's default one is taken unless
+    another is far larger; with no default (or several), the largest."""
+    default = bool(stream.disposition & av.stream.Disposition.default)
+    return (stream.width or 0) * (stream.height or 0) + 5_000_000 * default
+
+
 def video_stream(container: av.container.InputContainer, path: Path, role: str) -> av.VideoStream:
-    """The first video stream, or UnsupportedMediaError when there is none."""
-    if not container.streams.video:
+    """The video stream recast reads (FFmpeg's choice, see :func:`_stream_score`; the first on a
+    tie), or UnsupportedMediaError when there is none. Every reader of a file calls this, so
+    probe, timing, chunks and render all see the same stream."""
+    candidates = _video_candidates(container)
+    if not candidates:
+        if container.streams.video:
+            raise UnsupportedMediaError(f"{_label(role, path)}: no video stream (only cover art)")
         raise UnsupportedMediaError(f"{_label(role, path)}: no video stream")
-    return container.streams.video[0]
+    best = candidates[0]
+    for s in candidates[1:]:
+        if _stream_score(s) > _stream_score(best):
+            best = s
+    return best
+
+
+def describe_stream_choice(path: Path, role: str = "plate") -> str | None:
+    """Which video stream is read and why, when the file has more than one (None otherwise):
+    e.g. ``video stream #1 of 2, the largest; also #0 256x256``."""
+    path = Path(path)
+    with open_input(path, role) as container:
+        candidates = _video_candidates(container)
+        if len(candidates) < 2:
+            return None
+        chosen = video_stream(container, path, role).index
+        sizes = {s.index: (s.width or 0, s.height or 0) for s in candidates}
+        defaults = [s.index for s in candidates if s.disposition & av.stream.Disposition.default]
+    w, h = sizes[chosen]
+    if defaults == [chosen]:
+        why = "the default"
+    elif max(a * b for a, b in sizes.values()) == w * h:
+        why = "the largest"
+    else:
+        why = "a default"
+    others = ", ".join(f"#{i} {a}x{b}" for i, (a, b) in sizes.items() if i != chosen)
+    return f"video stream #{chosen} of {len(candidates)}, {why}; also {others}"
+
+
+def read_orientation(path: Path, role: str = "plate") -> Orientation:
+    """How the video's stored pixels are shown: the display matrix of its first decoded frame
+    (decoders attach the track's matrix, or a display-orientation SEI, to every frame).
+
+    Raises UnsupportedMediaError naming the file for a matrix that is not a quarter turn or mirror.
+    """
+    path = Path(path)
+    with open_input(path, role) as container:
+        stream = video_stream(container, path, role)
+        try:
+            for frame in container.decode(stream):
+                return frame_orientation(frame)
+        except av.error.FFmpegError as exc:
+            raise MediaDecodeError(f"{_label(role, path)}: truncated or corrupt: the first frame cannot be decoded ({_short(exc)})") from exc
+        except OrientationError as exc:
+            raise UnsupportedMediaError(f"{_label(role, path)}: {exc}") from exc
+    return UPRIGHT
 
 
 @dataclass(frozen=True)
@@ -227,13 +293,14 @@ def _audio_infos(container: av.container.InputContainer) -> tuple[AudioStreamInf
 def probe_media(path: Path, *, role: str = "input") -> MediaInfo:
     """Describe a video or still image.
 
-    Videos: container, codec, size, pixel format, exact frame count (demuxed packets),
-    nominal rate, average rate from the pts span, time base, whether the frame rate is
-    variable, audio streams and timecode. Images (by suffix, or anything FFmpeg reads as a
+    Videos: container, codec, size as shown (upright), display rotation, which video stream
+    (:func:`video_stream`), pixel format, exact frame count (demuxed packets), nominal rate,
+    average rate from the pts span, time base, whether the frame rate is variable, audio
+    streams and timecode. Images (by suffix, or anything FFmpeg reads as a
     single still): ``kind="image"``, ``frame_count=1``.
 
     Raises InputNotFoundError, MediaDecodeError (not media, truncated, corrupt) or
-    UnsupportedMediaError (no video stream).
+    UnsupportedMediaError (no video stream, a display matrix that is not a quarter turn).
     """
     path = Path(path)
     check_exists(path, role)
@@ -247,6 +314,8 @@ def probe_media(path: Path, *, role: str = "input") -> MediaInfo:
         ctx = stream.codec_context
         if ctx is None or not stream.width or not stream.height:
             raise UnsupportedMediaError(f"{_label(role, path)}: video stream has no decodable size")
+        stream_index = stream.index
+        video_streams = len(_video_candidates(container))
         scan = _scan_packets(container, stream, path, role)
         audio = _audio_infos(container)
         timecode = _timecode(container)
@@ -255,6 +324,8 @@ def probe_media(path: Path, *, role: str = "input") -> MediaInfo:
         codec = ctx.name
         pix_fmt = stream.format.name if stream.format is not None else None
 
+    orientation = read_orientation(path, role)
+    width, height = orientation.upright_size(width, height)
     count = len(scan.pts)
     ticks = _duration_ticks(scan)
     avg = nominal
@@ -266,6 +337,10 @@ def probe_media(path: Path, *, role: str = "input") -> MediaInfo:
         codec=codec,
         width=width,
         height=height,
+        rotation=orientation.rotation,
+        mirrored=orientation.mirrored,
+        stream_index=stream_index,
+        video_streams=video_streams,
         pix_fmt=pix_fmt,
         frame_count=count,
         rate=Rate.of(nominal),

@@ -10,4 +10,6 @@ Dependency direction: ``recast.cli`` / ``recast.api`` → ``recast.services`` / 
 * :mod:`recast.services.trust`: projects, identities and consent, verification, revocation, audit.
 * :mod:`recast.services.runs`: read-side views of runs, stage runs and lineage.
 * :mod:`recast.services.qc`: QC results of a shot, and QC of any plate/output pair of files.
+* :mod:`recast.services.processes`: the embedded Prefect server, run owners, signals and exits,
+  errors of the environment (full disk, read-only directories).
 """

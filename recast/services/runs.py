@@ -49,8 +49,10 @@ def run_detail(run_id: str) -> dict[str, Any]:
         }
 
 
-def lineage_tree(target: str) -> dict[str, Any]:
-    """The asset tree behind a deliverable path, asset id, URI or sha256."""
+def lineage_tree(target: str, run_id: str | None = None) -> dict[str, Any]:
+    """The asset tree behind a deliverable path, asset id, URI or sha256: the inputs of the run
+    that made it (``run_id``, by default the run that delivered or produced it), as
+    ``recast show`` lists them, even where content addressing shares an asset between runs."""
     with session_scope() as s:
         asset = None
         p = Path(target)
@@ -62,4 +64,4 @@ def lineage_tree(target: str) -> dict[str, Any]:
             asset = repo.find_asset(s, target)
             if asset is None:
                 raise RecordNotFoundError(f"'{target}': no asset with this id, URI or sha256")
-        return repo.asset_lineage(s, asset.id)
+        return repo.asset_lineage(s, asset.id, run_id=run_id)

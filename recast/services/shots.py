@@ -6,15 +6,24 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 from recast.contracts import ShotParams
 from recast.db import repository as repo
 from recast.db.migrate import ensure_schema
+from recast.db.orm import utcnow
 from recast.db.session import session_scope
-from recast.errors import RecastError, UsageError
+from recast.errors import DatabaseUnavailableError, RecastError, UsageError
 from recast.services.trust import SCRATCH_PROJECT
 from recast.settings import get_settings
+
+if TYPE_CHECKING:
+    from recast.contracts import MediaInfo
+
+#: frames with faces looked at when ``--face index:N`` asks for a person beyond the largest, and
+#: how many opening frames of the plate (decoded in order) may be searched for them
+FACE_INDEX_SAMPLES = 6
+FACE_INDEX_MAX_FRAMES = 240
 
 
 @dataclass(frozen=True)
@@ -52,22 +61,139 @@ def check_shot_params(params: ShotParams) -> None:
         parse_edit(edit)
 
 
+def _local_path(value: str, role: str) -> Path | None:
+    """The local file behind a user-given input (a path or ``file://`` URI); None for remote
+    URIs (``s3://``), which ingest fetches and checks."""
+    from recast.storage import local_input
+
+    if "://" in value and not value.startswith("file://"):
+        return None
+    return local_input(value, role)
+
+
+def check_inputs_exist(plate: str, sources: Sequence[str]) -> None:
+    """The cheapest check of all, for a command to make before it loads anything heavy: the
+    plate and every source photo given as a local path (or ``file://`` URI) exist as files."""
+    from urllib.parse import unquote, urlparse
+
+    from recast.errors import InputNotFoundError
+
+    for value, role in [(plate, "plate"), *((src, f"source #{i + 1}") for i, src in enumerate(sources))]:
+        if "://" in value and not value.startswith("file://"):
+            continue
+        path = Path(unquote(urlparse(value).path)) if value.startswith("file://") else Path(value).expanduser()
+        if not path.exists():
+            raise InputNotFoundError(f"{role} '{value}': file not found")
+        if path.is_dir():
+            raise InputNotFoundError(f"{role} '{value}': is a directory, not a file")
+
+
+def check_edit_ranges(edits: Sequence[str], frame_count: int, plate: str) -> None:
+    """Refuse an ``--edit`` whose frame range lies outside the plate (it would silently do
+    nothing, or only part of what was asked), naming the edit and the plate's frame count."""
+    from recast.models.retarget import parse_edit
+
+    for text in edits:
+        e = parse_edit(text)
+        start, end = e.start, e.end
+        if (start is not None and start >= frame_count) or (end is not None and end > frame_count):
+            shown = f"{'' if start is None else start}-{'' if end is None else end}"
+            raise UsageError(f"--edit '{text}': frames {shown} are outside the plate '{plate}', which has {frame_count} frames "
+                             f"(0 to {frame_count - 1}; END is exclusive)")
+
+
+def check_face_index(face: str, plate_path: Path, info: MediaInfo, plate: str) -> None:
+    """Refuse ``--face index:N`` when the plate's opening frames never show more than N faces.
+
+    The flow counts faces on the first frame that has any; this looks the same way, at frames
+    a fifth of a second apart from the start (until :data:`FACE_INDEX_SAMPLES` of them showed
+    faces, within the first :data:`FACE_INDEX_MAX_FRAMES`), and takes the most faces seen. A plate with no face there is
+    left to the flow, which says where faces are missing."""
+    from recast.models.tracking import parse_face_selector
+
+    selector = parse_face_selector(face)
+    if selector.kind != "index" or not selector.index:
+        return
+    from recast.media import read_frames
+    from recast.models.face import FaceAnalyzer
+
+    step = max(1, round(info.fps / 5))
+    most = with_faces = 0
+    frames = read_frames(plate_path, role="plate")
+    try:
+        with FaceAnalyzer(static_images=True, max_faces=max(4, selector.index + 1)) as analyzer:
+            for i, rgb in enumerate(frames):
+                if i >= FACE_INDEX_MAX_FRAMES or with_faces >= FACE_INDEX_SAMPLES:
+                    break
+                if i % step:
+                    continue
+                count = len(analyzer.detect(rgb))
+                most = max(most, count)
+                with_faces += count > 0
+    finally:
+        frames.close()  # type: ignore[attr-defined]
+    if most and selector.index >= most:
+        raise UsageError(f"--face '{face}': the plate '{plate}' shows at most {most} face{'s' if most != 1 else ''} "
+                         f"in its opening frames: choose index 0 to {most - 1} (0 = the largest)")
+
+
+def validate_submission(*, plate: str, sources: Sequence[str], params: ShotParams) -> MediaInfo | None:
+    """Everything about a submission that can be checked without the database or Prefect, so
+    that bad input is refused in a second and leaves no run behind: the options
+    (:func:`check_shot_params`), the plate exists and is a readable video, the edits' frame
+    ranges lie within it, ``--face index:N`` names a face the plate shows, a reference photo and
+    every source photo exist and decode. Returns the plate's media info (None for a remote
+    plate, which ingest fetches and checks)."""
+    from recast.errors import UnsupportedMediaError
+    from recast.media import probe_media, read_image
+    from recast.models.tracking import parse_face_selector
+
+    check_shot_params(params)
+    for i, src in enumerate(sources):
+        path = _local_path(src, f"source #{i + 1}")
+        if path is not None:
+            probe_media(path, role="source")
+            read_image(path, role="source")  # a full decode: a truncated JPEG fails here
+    reference = parse_face_selector(params.face).reference_path
+    if reference:
+        ref_path = _local_path(reference, "--face reference photo")
+        if ref_path is not None:
+            read_image(ref_path, role="--face reference photo")
+    plate_path = _local_path(plate, "plate")
+    if plate_path is None:
+        return None
+    info = probe_media(plate_path, role="plate")
+    if info.kind != "video":
+        raise UnsupportedMediaError(f"plate '{plate}': is a still image ({info.codec}), a plate must be a video clip")
+    check_edit_ranges(params.edits, info.frame_count, plate)
+    check_face_index(params.face, plate_path, info, plate)
+    return info
+
+
 def submit_local_shot(*, plate: str, sources: list[str], params: ShotParams, project: str | None = None, identity: str | None = None,
-                      code: str | None = None, actor: str = "cli") -> tuple[str, str]:
+                      code: str | None = None, actor: str = "cli", validated: bool = False) -> tuple[str, str]:
     """Record a shot and a queued run for it; returns (shot_id, run_id).
 
     With no project the shot goes to the built-in ``scratch`` project (no consent required,
     unless RECAST_SCRATCH_ENABLED=false turns it off). With an identity and no sources, the
     identity's reference photos are the sources.
+
+    The inputs and options are checked first (:func:`validate_submission`, unless the caller
+    did, ``validated``): bad input is refused before the database is touched, and no run is
+    recorded for it. A code already used
+    in the project gets a suffix (``CODE-2``): shot codes are unique within a project.
     """
     from recast.errors import PolicyError
 
-    check_shot_params(params)
     settings = get_settings()
+    if project is None and not settings.scratch_enabled:
+        raise PolicyError("the scratch project is turned off (RECAST_SCRATCH_ENABLED=false): give --project P --identity NAME")
+    if identity is None and not sources:
+        raise UsageError("give at least one --source photo or an --identity with reference photos")
+    if not validated:
+        validate_submission(plate=plate, sources=sources, params=params)
     ensure_schema(settings)
     if project is None:
-        if not settings.scratch_enabled:
-            raise PolicyError("the scratch project is turned off (RECAST_SCRATCH_ENABLED=false): give --project P --identity NAME")
         project = SCRATCH_PROJECT
     identity_id = None
     if identity is not None:
@@ -96,7 +222,7 @@ def submit_local_shot(*, plate: str, sources: list[str], params: ShotParams, pro
             identity_id=identity_id,
         )
         run = repo.create_run(s, shot.id, params=params.model_dump(mode="json"))
-        repo.add_audit_event(s, actor=actor, action="shot.submitted", subject_type="shot", subject_id=str(shot.id), detail={"code": code, "project": project, "run_id": str(run.id)})
+        repo.add_audit_event(s, actor=actor, action="shot.submitted", subject_type="shot", subject_id=str(shot.id), detail={"code": shot.code, "project": project, "run_id": str(run.id)})
         return str(shot.id), str(run.id)
 
 
@@ -116,35 +242,163 @@ def shot_code(shot_id: str) -> str:
 
 
 def start_run(shot_id: str, run_id: str | None, flow_run_id: str | None) -> str:
-    """Mark a run running (creating it when a deployment started the flow without one)."""
+    """Mark a run running (creating it when a deployment started the flow without one), owned by
+    this process: its host, pid and start time are recorded and its heartbeat kept fresh until
+    :func:`finish_run` or :func:`fail_run`."""
+    from recast.services import processes
+
+    owner = processes.current_owner()
     with session_scope() as s:
         if run_id is None:
             shot = repo.get_shot(s, shot_id)
             run_id = str(repo.create_run(s, shot.id, params=dict(shot.params or {})).id)
-        repo.set_run_status(s, run_id, "running", prefect_flow_run_id=flow_run_id)
-        return run_id
+        run = repo.set_run_status(s, run_id, "running", prefect_flow_run_id=flow_run_id)
+        run.owner_host, run.owner_pid, run.owner_started = owner.host, owner.pid, owner.started
+        run.heartbeat_at = utcnow()
+    processes.set_run_callbacks(heartbeat=_heartbeat, end_runs=_end_runs)
+    processes.run_started(run_id)
+    return run_id
 
 
 def finish_run(run_id: str, *, output_asset_id: str | None, summary: dict[str, Any]) -> None:
+    """Mark a run done; crashed or interrupted runs of the same shot (or of the same submission
+    under another shot: same project, plate, sources and parameters) become ``superseded``."""
+    from recast.services import processes
+
     with session_scope() as s:
-        repo.set_run_status(s, run_id, "done", output_asset_id=output_asset_id, summary=summary)
+        run = repo.set_run_status(s, run_id, "done", output_asset_id=output_asset_id, summary=summary)
         repo.add_audit_event(s, actor="recast", action="render.done", subject_type="run", subject_id=run_id, detail={"output_asset_id": output_asset_id, "host": socket.gethostname()})
+        _supersede(s, run)
+    processes.run_ended(run_id)
+
+
+def _supersede(s: Any, done: Any) -> None:
+    from sqlalchemy import select
+
+    from recast.db.orm import Run, Shot
+
+    shot = s.get(Shot, done.shot_id)
+    if shot is None:
+        return
+    older = s.execute(select(Run, Shot).join(Shot, Run.shot_id == Shot.id)
+                      .where(Run.status.in_(("crashed", "interrupted")), Run.created <= done.created, Run.id != done.id,
+                             Shot.project_id == shot.project_id)).all()
+    for run, other in older:
+        if other.id == shot.id or (other.params or {}) == (shot.params or {}):
+            note = f"superseded by run {done.id}"
+            repo.set_run_status(s, run.id, "superseded", error=f"{run.error}; {note}" if run.error else note)
 
 
 def fail_run(run_id: str, exc: BaseException) -> None:
-    """Record why a run failed; the message is the one-line error a user sees."""
+    """Record why a run failed; the message is the one-line error a user sees.
+
+    Ctrl-C and SIGTERM (``KeyboardInterrupt``) end it ``interrupted``; a cancellation asked for
+    through the API stays ``cancelled``; anything else is ``failed``. A full disk or a read-only
+    directory is recorded as the one-line error the command line shows.
+    """
+    from recast.services import processes
+
+    processes.run_ended(run_id)
     if isinstance(exc, KeyboardInterrupt):
-        status, text = "cancelled", "interrupted"
+        status, text = "interrupted", (processes.aborting() or (0, "", "interrupted (SIGINT)"))[2]
     else:
+        exc = processes.environment_error(exc) or exc
         status = "failed"
         text = str(exc) if isinstance(exc, RecastError) else f"{type(exc).__name__}: {exc}"
+    def record() -> None:
+        with session_scope() as s:
+            run = repo.get_run(s, run_id)
+            if run.status == "cancelled" or getattr(run, "cancel_requested_at", None) is not None:
+                # a cancellation stops the flow with an exception: it stays a cancellation, not a failure
+                repo.set_run_status(s, run_id, "cancelled", error=run.error or "cancelled by request")
+                return
+            if run.status in ("interrupted", "crashed", "superseded") or (run.status == "failed" and run.error):
+                return  # already ended (the flow recorded it; the command line reports the same exception again)
+            repo.set_run_status(s, run_id, status, error=text[:4000])
+
+    try:
+        record()
+    except DatabaseUnavailableError as exc:
+        if "full" not in str(exc) or not get_settings().database_is_sqlite:
+            raise
+        # SQLite on a full disk: moving the write-ahead log into the database file and truncating
+        # it frees the room a one-row update needs, so the run does not stay `running`
+        from sqlalchemy import text as sql
+
+        with session_scope() as s:
+            s.execute(sql("PRAGMA wal_checkpoint(TRUNCATE)"))
+        record()
+
+
+def _heartbeat(run_ids: list[str]) -> None:
+    """Refresh the heartbeat of this process's live runs; forget those that ended another way
+    (rejected in review, cancelled)."""
+    from sqlalchemy import select, update
+
+    from recast.db.orm import Run
+    from recast.services import processes
+
+    ids = [repo.as_uuid(r, "run") for r in run_ids]
     with session_scope() as s:
-        run = repo.get_run(s, run_id)
-        if run.status == "cancelled" or getattr(run, "cancel_requested_at", None) is not None:
-            # a cancellation stops the flow with an exception: it stays a cancellation, not a failure
-            repo.set_run_status(s, run_id, "cancelled", error=run.error or "cancelled by request")
-            return
-        repo.set_run_status(s, run_id, status, error=text[:4000])
+        s.execute(update(Run).where(Run.id.in_(ids), Run.status.in_(_LIVE_STATUSES)).values(heartbeat_at=utcnow()))
+        live = {str(i) for i in s.scalars(select(Run.id).where(Run.id.in_(ids), Run.status.in_(_LIVE_STATUSES)))}
+    for run_id in run_ids:
+        if str(repo.as_uuid(run_id, "run")) not in live:
+            processes.run_ended(run_id)
+
+
+def _end_runs(run_ids: list[str], status: str, message: str) -> None:
+    """Record the end of runs this process still had when it had to exit (the grace timer)."""
+    with session_scope() as s:
+        for run_id in run_ids:
+            run = repo.get_run(s, run_id)
+            if run.status in ("running", "awaiting_review", "queued"):
+                repo.set_run_status(s, run_id, status, error=message[:4000])
+
+
+# Statuses of a run whose process must be alive: running, and paused for review (the paused flow
+# waits inside its process, so a review decision cannot resume a run whose process is gone).
+# Queued runs have no process yet (a worker picks them up later).
+_LIVE_STATUSES = ("running", "awaiting_review")
+
+
+def sweep_crashed_runs() -> list[str]:
+    """Mark ``crashed`` the live runs whose process is gone; returns their ids.
+
+    A run of this host is crashed as soon as its owner process no longer exists (or the pid now
+    belongs to a process started at another time). A run of another host is crashed when its
+    heartbeat is older than ``RECAST_RUN_HEARTBEAT_TIMEOUT_S``. Runs recorded before owners
+    were (no owner) are left alone. Called by every command that opens the database.
+    """
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from recast.db.orm import Run
+    from recast.services import processes
+
+    timeout = timedelta(seconds=get_settings().run_heartbeat_timeout_s)
+    now = utcnow()
+    crashed: list[str] = []
+    with session_scope() as s:
+        for run in s.scalars(select(Run).where(Run.status.in_(_LIVE_STATUSES), Run.owner_pid.is_not(None))).all():
+            alive = processes.owner_alive(run.owner_host, run.owner_pid, run.owner_started)
+            if alive is None:  # another host: only its heartbeat can tell
+                beat = run.heartbeat_at or run.started
+                if beat is None:
+                    continue
+                if beat.tzinfo is None:
+                    beat = beat.replace(tzinfo=now.tzinfo)
+                if now - beat <= timeout:
+                    continue
+                why = f"no heartbeat from process {run.owner_pid} on {run.owner_host} for {int((now - beat).total_seconds())} s"
+            elif alive:
+                continue
+            else:
+                why = f"its process {run.owner_pid} on {run.owner_host} ended without recording an outcome (killed?)"
+            repo.set_run_status(s, run.id, "crashed", error=f"crashed: {why}; run the command again (finished stages are reused)")
+            crashed.append(str(run.id))
+    return crashed
 
 
 def attach_inputs(shot_id: str, *, plate_asset_id: str, source_asset_ids: list[str]) -> None:

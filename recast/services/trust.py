@@ -242,28 +242,31 @@ def verify_file(path: Path) -> dict[str, Any]:
     read, names the same render), ``watermark-only`` (no usable manifest — e.g. stripped by a
     re-encode — but the mark identifies a render), ``tampered`` (a manifest is present but the
     content no longer matches it; the mark may still identify the render), ``unknown`` (neither).
-    """
-    import av
 
-    from recast.errors import InputNotFoundError, MediaDecodeError
-    from recast.media.credentials import read_credentials, trust_anchors
+    A cut or damaged file is read as far as it decodes: the mark is looked for on the frames that
+    survive and ``decode`` says how many those were (``truncated``). Only a file of which no frame
+    decodes is MediaDecodeError (exit 3).
+    """
+    from recast.errors import InputNotFoundError
+    from recast.media.credentials import CredentialReading, read_credentials, trust_anchors
     from recast.models.watermark import WatermarkDecoder, WatermarkKey, payload_from_id
 
     if not path.is_file():
         raise InputNotFoundError(f"file '{path}': not found")
     settings = get_settings()
-    reading = read_credentials(path, trust_anchors_pem=trust_anchors())
-    decoder = WatermarkDecoder(WatermarkKey(seed=settings.watermark_seed, strength=settings.watermark_strength))
+    anchors = trust_anchors()
     try:
-        with av.open(str(path)) as c:
-            if not c.streams.video:
-                raise MediaDecodeError(f"file '{path}': has no video stream")
-            for i, frame in enumerate(c.decode(video=0)):
-                if i >= VERIFY_MAX_FRAMES:
-                    break
-                decoder.add_frame(frame.to_ndarray(format="rgb24"), i)
-    except av.error.FFmpegError as exc:
-        raise MediaDecodeError(f"file '{path}': not a readable video ({exc})") from None
+        reading = read_credentials(path, trust_anchors_pem=anchors)
+    except InputNotFoundError:
+        raise
+    except InputError as exc:
+        if not str(exc).startswith("file to verify"):
+            raise  # the trust anchors, not the file
+        # a cut file can break the manifest's boxes too: what is left may still carry the mark
+        reading = CredentialReading(present=False, valid=False, trusted=False, tampered=False, render_id=None, assertion=None,
+                                    message=str(exc))
+    decoder = WatermarkDecoder(WatermarkKey(seed=settings.watermark_seed, strength=settings.watermark_strength))
+    decoded = _decode_for_mark(path, decoder)
     mark = decoder.result()
     mark_hex = f"{mark.payload:016x}" if mark.found and mark.payload is not None else None
 
@@ -311,7 +314,96 @@ def verify_file(path: Path) -> dict[str, Any]:
                      "consent": assertion.get("consent"), "identity": assertion.get("identity")},
         "watermark": {"found": mark.found, "payload": mark_hex, "confidence": round(mark.confidence, 3), "frames_used": mark.frames_used},
         "render": render_info,
+        "decode": decoded.as_dict(),
     }
+
+
+@dataclass(frozen=True)
+class _Decoded:
+    """How much of a file's video decoded: a truncated or damaged file still gets its watermark
+    read on the frames that survive, and says how many those were."""
+
+    frames: int
+    declared: int | None
+    errors: int
+    first_error: str | None
+
+    @property
+    def truncated(self) -> bool:
+        return self.errors > 0 or (self.declared is not None and self.frames < min(self.declared, VERIFY_MAX_FRAMES))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"truncated": self.truncated, "frames_decodable": self.frames, "frames_declared": self.declared,
+                "decode_errors": self.errors, "first_error": self.first_error}
+
+
+def _decode_for_mark(path: Path, decoder: Any) -> _Decoded:
+    """Feed up to VERIFY_MAX_FRAMES decodable frames of ``path`` to the watermark decoder.
+
+    A cut or damaged file makes FFmpeg raise on the broken packets (and the demuxer on the cut
+    tail); each packet is decoded on its own so the frames before (and between) the damage are
+    kept: a deliverable cut to 90% still carries the mark in the part that is left. Only a file
+    with no decodable frame at all is "not a readable video" (MediaDecodeError, exit 3).
+    """
+    import av
+
+    from recast.errors import MediaDecodeError
+    from recast.media.orientation import upright_rgb
+
+    frames = errors = 0
+    first_error: str | None = None
+
+    def note(exc: BaseException) -> None:
+        nonlocal errors, first_error
+        errors += 1
+        first_error = first_error or (str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+    def add(frame_list) -> bool:
+        nonlocal frames
+        for frame in frame_list:
+            if frames >= VERIFY_MAX_FRAMES:
+                return False
+            decoder.add_frame(upright_rgb(frame), frames)  # the mark was embedded upright
+            frames += 1
+        return frames < VERIFY_MAX_FRAMES
+
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, UnicodeDecodeError) as exc:
+        raise MediaDecodeError(f"file '{path}': not a readable video ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
+    with container as c:
+        if not c.streams.video:
+            raise MediaDecodeError(f"file '{path}': has no video stream")
+        stream = c.streams.video[0]
+        declared = int(stream.frames) if stream.frames else None
+        more, flushed = True, False
+        packets = c.demux(stream)
+        while more:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except av.error.FFmpegError as exc:  # the demuxer meets the cut tail: stop reading
+                note(exc)
+                break
+            flushed = packet.size == 0  # the demuxer's last, empty packet drains the decoder
+            try:
+                more = add(packet.decode())
+            except av.error.EOFError:
+                break
+            except av.error.FFmpegError as exc:  # a damaged packet: skip it, keep the rest
+                note(exc)
+        if more and not flushed:
+            try:  # drain the frames the decoder still holds (a cut file never sent the flush packet)
+                add(stream.codec_context.decode(None))
+            except av.error.EOFError:
+                pass
+            except av.error.FFmpegError as exc:
+                note(exc)
+    if frames == 0:
+        detail = f" ({first_error})" if first_error else ""
+        raise MediaDecodeError(f"file '{path}': not a readable video, no frame decodes{detail}")
+    return _Decoded(frames=frames, declared=declared, errors=errors, first_error=first_error)
 
 
 def _render_models(s, run_id) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence, TypeVar
 
@@ -41,6 +42,11 @@ log = logging.getLogger("recast")
 
 R = TypeVar("R", bound=Record)
 A = TypeVar("A")
+
+#: the stage run whose ``compute`` is running in this context: :func:`store_asset` records the
+#: lineage links of what it stores as that stage run's (content addressing shares one asset row
+#: between every run that produced the same bytes; the links say which run made it from what)
+_current_stage_run: ContextVar[str | None] = ContextVar("recast_stage_run", default=None)
 
 _store_lock = threading.Lock()
 _stores: dict[str, ObjectStore] = {}
@@ -98,7 +104,12 @@ def store_asset(
     parents: Sequence[AssetRef] = (),
     media_info: dict[str, Any] | None = None,
 ) -> AssetRef:
-    """Put a local file into the object store and register it (with its parents) in the database."""
+    """Put a local file into the object store and register it (with its parents) in the database.
+
+    Inside :func:`run_stage`'s ``compute`` the parent links are recorded as the running stage
+    run's. A parent with the same bytes as the file (a chunk passed through untouched) is the
+    same asset: no self-link is made.
+    """
     obj = store().put_file(path, media_type=media_type, suffix=suffix)
     with session_scope() as s:
         asset = repo.register_asset(
@@ -110,6 +121,7 @@ def store_asset(
             role=role,
             media_info=media_info,
             parent_ids=[p.asset_id for p in parents],
+            stage_run_id=_current_stage_run.get(),
         )
         asset_id = str(asset.id)
     return AssetRef(asset_id=asset_id, uri=obj.uri, sha256=obj.sha256, media_type=media_type, size=obj.size)
@@ -199,6 +211,7 @@ def run_stage(
         row = repo.start_stage_run(s, **common)
         stage_run_id = str(row.id)
     started = time.perf_counter()
+    token = _current_stage_run.set(stage_run_id)
     try:
         result = compute()
     except BaseException as exc:
@@ -209,6 +222,8 @@ def run_stage(
         except Exception:  # the original error matters more than a failed bookkeeping write
             log.exception("could not record the failure of stage %s", stage)
         raise
+    finally:
+        _current_stage_run.reset(token)
     elapsed_ms = (time.perf_counter() - started) * 1000.0
     metrics = dict(getattr(result, "metrics", None) or {}) if hasattr(result, "metrics") else {}
     metrics["elapsed_ms"] = round(elapsed_ms, 3)

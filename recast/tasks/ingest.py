@@ -7,6 +7,7 @@ from pathlib import Path
 from recast.contracts import AssetRef, IngestResult, MediaInfo, PlateChunk
 from recast.errors import UnsupportedMediaError
 from recast.media import probe_media, read_image, read_timing, split_plate
+from recast.media.probe import describe_stream_choice
 from recast.media.artifacts import CHUNK_MEDIA_TYPE, TIMING_MEDIA_TYPE, PlateTiming
 from recast.storage import local_input, suffix_of
 from recast.tasks.common import emit_progress, progress_for, run_stage, scratch_dir, store_asset
@@ -23,6 +24,21 @@ def register_plate(uri_or_path: str) -> tuple[AssetRef, MediaInfo, Path]:
     media_type = {"mov": "video/quicktime", "mkv": "video/x-matroska"}.get(path.suffix.lower().lstrip("."), PLATE_MEDIA_TYPE)
     ref = store_asset(path, media_type=media_type, role="plate", suffix=suffix_of(path), media_info=info.model_dump(mode="json"))
     return ref, info, path
+
+
+def _plate_summary(info: MediaInfo, path: Path) -> str:
+    """``1080x1920 h264 (stored 1920x1080, rotated -90°: ...; video stream #1 of 2, ...)``: the
+    size worked on, and what the reader of the ingest line needs to know about how it was read."""
+    notes = []
+    if info.rotation or info.mirrored:
+        w, h = info.stored_size
+        turn = f"rotated {info.rotation}°" if info.rotation else ""
+        notes.append(f"stored {w}x{h}, " + ", ".join(x for x in (turn, "mirrored" if info.mirrored else "") if x)
+                     + ": worked on upright, delivered as stored")
+    if info.video_streams > 1:
+        notes.append(describe_stream_choice(path, "plate") or f"video stream #{info.stream_index}")
+    text = f"{info.width}x{info.height} {info.codec}"
+    return f"{text} ({'; '.join(notes)})" if notes else text
 
 
 def register_sources(uris_or_paths: list[str]) -> tuple[tuple[AssetRef, ...], tuple[MediaInfo, ...]]:
@@ -68,10 +84,13 @@ def ingest(*, run_id: str | None, shot_id: str | None, plate: str, sources: list
         run_id=run_id,
         shot_id=shot_id,
         inputs=[plate_ref],
-        params={"chunk_size": chunk_size, "intermediate": "ffv1/gbrp", "timing_format": PlateTiming.FORMAT_VERSION},
+        # frames: chunks hold the plate upright (its display matrix applied); chunks cut before
+        # that held stored pixels, so the key changes and they are not reused for a rotated plate
+        params={"chunk_size": chunk_size, "intermediate": "ffv1/gbrp", "timing_format": PlateTiming.FORMAT_VERSION,
+                "frames": "upright", "stream": info.stream_index},
         models=[],
         result_type=IngestResult,
         compute=compute,
     )
-    emit_progress(f"ingest: plate {info.width}x{info.height} {info.codec}, {info.frame_count} frames at {info.rate}, {len(result.chunks)} chunks")
+    emit_progress(f"ingest: plate {_plate_summary(info, plate_path)}, {info.frame_count} frames at {info.rate}, {len(result.chunks)} chunks")
     return result.model_copy(update={"plate": plate_ref, "sources": source_refs, "source_infos": source_infos})

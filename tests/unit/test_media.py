@@ -422,13 +422,16 @@ def test_failing_render_leaves_no_file(tmp_path, tiny_frames):
     assert _files(out_dir) == []
 
 
-def test_odd_plate_size_is_refused_early(tmp_path):
+def test_odd_plate_size_is_delivered_at_its_own_size(tmp_path):
+    """4:2:0 H.264 cannot code 65x47; the deliverable is H.264 4:4:4 at the plate's own size
+    (never padded: its size always equals the plate's)."""
     plate = tmp_path / "odd.mkv"
     _make_plate_with_pcm(plate, n=3, size=(65, 47))
     write_lossless(tmp_path / "c.mkv", read_frames(plate), 25)
-    with pytest.raises(errors.UnsupportedMediaError, match="65x47"):
-        render_h264([tmp_path / "c.mkv"], plate, tmp_path / "o.mp4")
-    assert not (tmp_path / "o.mp4").exists()
+    render_h264([tmp_path / "c.mkv"], plate, tmp_path / "o.mp4")
+    with av.open(str(tmp_path / "o.mp4")) as c:
+        v = c.streams.video[0]
+        assert (v.width, v.height, v.codec_context.name, v.format.name) == (65, 47, "h264", "yuv444p")
 
 
 def test_output_path_checks(tmp_path, tiny_frames):
