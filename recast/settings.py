@@ -24,6 +24,8 @@ class Settings(BaseSettings):
     database_url: str | None = Field(default=None, description="SQLAlchemy URL; default SQLite file in data_dir")
     storage_url: str | None = Field(default=None, description="file:///path or s3://bucket/prefix; default file store in data_dir")
     s3_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = Field(default=None, description="the S3 endpoint clients outside the network reach; "
+                                               "download links handed out by the API are signed for it (default: s3_endpoint_url)")
     s3_region: str = "us-east-1"
     model_dir: Path | None = Field(default=None, description="where larger model weights are placed; never fetched from a hub")
     device: str = "cpu"
@@ -48,10 +50,12 @@ class Settings(BaseSettings):
     prefect_startup_timeout_s: float = Field(default=120.0, gt=0, description="how long recast waits for its embedded Prefect server to answer /api/health")
     debug: bool = Field(default=False, description="print tracebacks of errors (also the global --debug option)")
     # trust: content credentials and watermark
-    c2pa_cert: Path | None = Field(default=None, description="studio signing certificate chain (PEM); default: a development CA under data_dir")
+    c2pa_cert: Path | None = Field(default=None, description="studio signing certificate chain (PEM); default on one machine: a development CA under data_dir; required (with c2pa_key and watermark_seed) when recast runs as a service")
     c2pa_key: Path | None = Field(default=None, description="private key of the signing certificate (PEM)")
     c2pa_trust_anchors: Path | None = Field(default=None, description="CA certificates `recast verify` trusts (PEM); default: the development CA")
-    watermark_seed: int = Field(default=0x5EC4A57, description="secret key of the invisible watermark; keep it private to the studio")
+    watermark_seed: int | None = Field(default=None, description="secret key of the invisible watermark (a whole number below 2**64, "
+                                       "decimal or 0x hex); keep it private to the studio. Unset: a public development key, "
+                                       "refused when recast runs as a service (see runs_as_service)")
     watermark_strength: float = Field(default=2.5, gt=0, le=8, description="RMS luma change of the mark inside the head (2.5 ≈ 40 dB PSNR)")
     scratch_enabled: bool = Field(default=True, description="allow the built-in 'scratch' project (no consent required) for local trials")
     api_allowed_buckets: list[str] = Field(default_factory=list, description="S3 buckets the API accepts plate URIs from, besides the store's own")
@@ -62,6 +66,30 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, v: Path | None) -> Path | None:
         return None if v is None else Path(v).expanduser()
+
+    @field_validator("watermark_seed", mode="before")
+    @classmethod
+    def _seed(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip().replace("_", "")
+            if text.lower().startswith("0x"):
+                try:
+                    return int(text, 16)
+                except ValueError:
+                    return v  # pydantic names the variable and the bad value
+            return text or None
+        return v
+
+    @property
+    def runs_as_service(self) -> str | None:
+        """Why this installation is shared by several processes or machines (PostgreSQL or S3
+        configured), or None for a one-machine setup. Then every machine must sign and mark
+        with the studio's own keys: a development CA made per machine would not verify elsewhere."""
+        if self.database_url and not self.database_is_sqlite:
+            return "RECAST_DATABASE_URL is PostgreSQL"
+        if self.storage_url and self.storage_url.startswith("s3://"):
+            return "RECAST_STORAGE_URL is S3"
+        return None
 
     @property
     def resolved_data_dir(self) -> Path:

@@ -7,10 +7,10 @@ Errors are answered as follows (the body is ``{"detail": ...}``):
 | 401 | no bearer token, or an invalid or revoked one |
 | 403 | the token's project is not the one named (``project``), or an input bucket is not allowed |
 | 404 | no such shot in the token's project (another project's shot included: see :mod:`recast.api.auth`) |
-| 409 | consent refused (the reason is given); an Idempotency-Key reused for a different request; a run that already ended; a review of a shot with no run |
+| 409 | refused by policy at submission, with the reason (a project that requires consent and no ``identity``, no consent covering the project now, an identity whose photos were deleted, the scratch project turned off): nothing is stored; an Idempotency-Key reused for a different request; a run that already ended; a review of a shot with no run |
 | 413 | a JSON body over 1 MiB, or an upload over 2 GiB (limits configurable) |
 | 415 | a body that is neither JSON nor multipart |
-| 422 | validation: ``detail`` is a list of ``{"loc": [...,"<field>"], "msg": ...}`` naming the field (also a plate or source URI that does not exist, a backend that does not swap the mode, re-run ``params`` that are not valid shot parameters) |
+| 422 | validation: ``detail`` is a list of ``{"loc": [...,"<field>"], "msg": ...}`` naming the field (also a plate or source URI that does not exist, an unknown or ambiguous identity, a backend that does not swap the mode, re-run ``params`` that are not valid shot parameters) |
 | 503 | database, object store or Prefect server (or the ``swap-shot`` deployment) unavailable; ``Retry-After`` is set |
 """
 

@@ -20,7 +20,7 @@ from starlette.datastructures import UploadFile
 
 from recast.api import service
 from recast.api.auth import Principal, bearer_scheme, require_principal
-from recast.api.schemas import CancelView, ErrorView, ReviewRequest, ReviewView, ShotDetail, ShotPage, ShotSubmission
+from recast.api.schemas import CancelView, ErrorView, IdentityList, ReviewRequest, ReviewView, ShotDetail, ShotPage, ShotSubmission
 from recast.api.service import ApiContext, ApiError, Upload
 
 router = APIRouter(prefix="/v1", tags=["shots"])
@@ -83,8 +83,15 @@ async def _read_submission(request: Request, form: Any | None) -> tuple[ShotSubm
     status_code=201,
     response_model=ShotDetail,
     responses={200: {"model": ShotDetail, "description": "an earlier submission with the same Idempotency-Key"},
-               409: {"model": ErrorView, "description": "consent refused, or an Idempotency-Key reused for another request"},
-               413: {"model": ErrorView, "description": "body too large"}, **_ERRORS},
+               409: {"model": ErrorView, "description": "refused by policy, with the reason: the project requires consent and no identity "
+                                                        "was named, no consent covers it now, the identity's photos were deleted; or an "
+                                                        "Idempotency-Key reused for another request. Nothing was stored."},
+               413: {"model": ErrorView, "description": "body too large"},
+               415: {"model": ErrorView, "description": "a body that is neither JSON nor multipart"},
+               422: {"model": ErrorView, "description": "validation: `detail` is a list of `{loc, msg}` naming the field (an unknown or "
+                                                        "ambiguous identity, a backend that does not swap the mode, a plate or source "
+                                                        "that does not exist...). Nothing was stored."},
+               **_ERRORS},
     openapi_extra={"requestBody": {"required": True, "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/ShotSubmission"}},
         "multipart/form-data": {"schema": {"$ref": "#/components/schemas/ShotSubmissionForm"}},
@@ -111,6 +118,15 @@ async def submit_shot(request: Request, who: Principal = Depends(principal)) -> 
     else:
         raise ApiError(415, f"content type {ctype!r}: send application/json or multipart/form-data", field="Content-Type", location="header")
     return JSONResponse(ShotDetail.model_validate(out).model_dump(mode="json"), status_code=201 if created else 200)
+
+
+@router.get("/identities", response_model=IdentityList, tags=["identities"], responses=_ERRORS, summary="Identities the project may use")
+def list_identities(request: Request, who: Principal = Depends(principal)) -> Any:
+    """The people a submission of the token's project may name as ``identity`` (by id, or by name
+    where only one of them has it): every identity with a consent naming the project, with
+    whether a consent covers the project now (else why not) and each consent's status and
+    validity. Reference photos are never shown."""
+    return service.list_identities(_ctx(request), who)
 
 
 @router.get("/shots/{shot_id}", response_model=ShotDetail, responses=_ERRORS, summary="Status of a shot")

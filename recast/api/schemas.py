@@ -12,7 +12,7 @@ from datetime import datetime
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from recast.contracts import Mode
 
@@ -39,7 +39,9 @@ class ShotSubmission(BaseModel):
     plate: str = Field(min_length=1, max_length=2048, description="the plate as an s3:// URI (or an uploaded file in a multipart request)")
     sources: list[str] = Field(default_factory=list, max_length=16,
                                description="source photos as s3:// URIs (or uploaded files); default: the identity's reference photos")
-    identity: str | None = Field(default=None, max_length=200, description="id of the identity whose head goes in (consent is checked)")
+    identity: str | None = Field(default=None, max_length=200,
+                                 description="the identity whose head goes in: its id, or its name where one identity of GET /v1/identities "
+                                             "has it; consent is checked now, and required in a project that requires consent")
     code: str | None = Field(default=None, max_length=200, description="shot code (default: from the plate's name)")
     mode: Mode = Field(default=Mode.head, description="head (face, hair and head shape) or face (the face only)")
     backend: str = Field(default="classic", pattern=r"^[a-z][a-z0-9_]{0,31}$", description="swap engine")
@@ -50,6 +52,18 @@ class ShotSubmission(BaseModel):
     chunk_size: int | None = Field(default=None, ge=1, le=10_000, description="frames per chunk (default: the server's)")
     priority: int = Field(default=0, ge=-1000, le=1000, description="higher runs first in batches")
     schedule: Schedule = Field(default=Schedule.now, description="now: start at once; batch: wait for the nightly batch")
+    review: Literal["auto", "pause", "never"] = Field(
+        default="auto", description="on a QC verdict of review: pause (and auto, the same for runs the API starts) waits for a "
+                                    "supervisor (POST /v1/shots/{id}/review); never renders it, delivered unapproved (approved: false)")
+
+    @field_validator("review")
+    @classmethod
+    def _review_with_batch(cls, v: str, info: ValidationInfo) -> str:
+        if v == "never" and info.data.get("schedule") is Schedule.batch:
+            # the nightly batch starts its runs with the flow's default, which pauses on review
+            raise ValueError("review 'never' applies to shots started now (schedule 'now'); the nightly batch pauses "
+                             "shots whose QC verdict is review")
+        return v
 
     @field_validator("face")
     @classmethod
@@ -111,7 +125,10 @@ class OutputView(BaseModel):
     uri: str
     sha256: str | None = None
     size: int | None = None
-    download_url: str | None = Field(default=None, description="presigned GET URL (S3 stores only)")
+    approved: bool | None = Field(default=None, description="whether the deliverable was accepted: QC passed it or a supervisor "
+                                                            "approved it (false: QC said review or fail and nobody approved it)")
+    withdrawn: bool = Field(default=False, description="withdrawn when the identity's consent was revoked: no download link")
+    download_url: str | None = Field(default=None, description="presigned GET URL (S3 stores only; signed for RECAST_S3_PUBLIC_ENDPOINT_URL when set)")
     expires_in: int | None = Field(default=None, description="seconds the download URL stays valid")
 
 
@@ -139,6 +156,7 @@ class ShotDetail(ShotSummary):
     identity_id: str | None = None
     plate: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
+    review: str | None = Field(default=None, description="the review mode it was submitted with (auto, pause, never)")
     run: RunView | None = None
     progress: Progress | None = None
     qc: QCView | None = None
@@ -150,6 +168,34 @@ class ShotPage(BaseModel):
     page: int
     page_size: int
     total: int
+
+
+class ConsentView(BaseModel):
+    id: str
+    status: Literal["active", "revoked", "expired", "not_yet_valid"]
+    valid_from: datetime | None = None
+    valid_until: datetime | None = None
+    revoked_at: datetime | None = None
+    media: list[str] = Field(description="media it covers (* = any)")
+    territory: list[str] = Field(description="territories it covers (* = any)")
+
+
+class IdentityView(BaseModel):
+    id: str
+    name: str
+    created: datetime | None = None
+    covered: bool = Field(description="a consent covers the token's project now: a submission may name this identity")
+    consent_id: str | None = Field(default=None, description="the covering consent")
+    valid_until: datetime | None = Field(default=None, description="when the covering consent ends (null: open-ended)")
+    reason: str | None = Field(default=None, description="why no consent covers the project now")
+    reference_photos: int = Field(description="reference photos left (a revoked consent deletes them); the photos themselves are not shown")
+    consents: list[ConsentView]
+
+
+class IdentityList(BaseModel):
+    project: str
+    consent_required: bool
+    items: list[IdentityView]
 
 
 class ReviewRequest(BaseModel):
@@ -196,8 +242,11 @@ class ErrorView(BaseModel):
 
 __all__ = [
     "CancelView",
+    "ConsentView",
     "ErrorView",
     "IDEMPOTENCY_KEY_MAX",
+    "IdentityList",
+    "IdentityView",
     "OutputView",
     "Progress",
     "QCView",

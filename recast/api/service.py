@@ -8,8 +8,9 @@ answers (see :func:`recast.api.app.create_app`).
 
 A submission is three short transactions and one call to Prefect:
 
-1. validate everything that can be checked without writing (fields, project, bucket, plate and
-   source objects exist, identity and consent);
+1. validate everything that can be checked without writing (fields, project policy, identity and
+   consent, backend and mode, bucket, plate and source objects exist): a refused submission
+   stores no upload and records nothing;
 2. write the shot, a queued run and a ``shot.submitted`` audit event (uploads are stored first);
 3. start the ``swap-shot`` deployment run (unless ``schedule=batch``) and remember its flow run id.
 
@@ -21,6 +22,7 @@ then queues a fresh run for the same shot and tries again, instead of creating a
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import shutil
 import tempfile
@@ -39,8 +41,8 @@ from recast.db import queue
 from recast.db import repository as repo
 from recast.db.orm import RUN_STATUSES, RUN_TERMINAL_STATUSES
 from recast.db.session import session_scope
-from recast.errors import ConsentError, InputNotFoundError, RecordNotFoundError, ServiceUnavailableError, UsageError
-from recast.services import review, shots
+from recast.errors import ConsentError, InputError, PolicyError, RecordNotFoundError, ServiceUnavailableError, UsageError
+from recast.services import dispatch, review, shots, trust
 from recast.settings import Settings
 from recast.storage import S3Store, open_store, suffix_of
 from recast.storage.s3 import split_s3_uri
@@ -50,7 +52,7 @@ CancelRun = Callable[[str], "str | None"]
 
 SHOT_STATUSES = ("new", *RUN_STATUSES)
 # stages of swap_shot in the order they run; chunked ones report chunks done / total
-STAGES_HEAD = ("ingest", "segment", "track", "background", "expression", "swap", "qc", "render")
+STAGES_HEAD = ("ingest", "segment", "track", "background", "expression", "swap", "qc", "report", "render")
 CHUNKED_STAGES = ("segment", "swap")
 
 
@@ -205,25 +207,22 @@ def submit_shot(
     with session_scope(ctx.settings) as s:
         project = _project_of(s, principal, sub.project)
         project_id, project_name = str(project.id), project.name
-        consent_required = project.consent_required
         if key is not None:
             existing = queue.find_shot_by_idempotency_key(s, key)
             if existing is not None:
                 return _replay(ctx, principal, existing.id, fingerprint), False
-        identity_id = None
-        identity_photos: list[str] = []
-        if sub.identity is not None:
-            try:
-                identity = repo.get_identity(s, sub.identity)
-            except RecordNotFoundError:
-                raise ApiError(422, f"identity {sub.identity!r} not found", field="identity") from None
-            identity_id = str(identity.id)
-            if consent_required:
-                try:
-                    repo.check_consent(s, identity.id, project.id)
-                except ConsentError as exc:
-                    raise ApiError(409, str(exc), field="identity") from None
-            identity_photos = [a.uri for a in repo.get_assets(s, repo.identity_photo_ids(s, identity.id)) if a.deleted_at is None]
+        try:
+            use = trust.check_submission(s, project, sub.identity, option='"identity": an id or a name', listing="GET /v1/identities")
+        except ConsentError as exc:
+            raise ApiError(409, str(exc), field="identity") from None
+        except PolicyError as exc:
+            raise ApiError(409, str(exc), field="project") from None
+        except InputError as exc:
+            raise ApiError(422, str(exc), field="identity") from None
+        identity_id, identity_photos = use.identity_id, list(use.photos)
+        if sub.identity is not None and not identity_photos and not sub.sources and not uploads.get("sources"):
+            raise ApiError(409, f"identity {use.identity_name!r}: its reference photos were deleted (consent revoked); "
+                                "it cannot be the source", field="identity")
 
     params = ShotParams(
         mode=sub.mode, backend=sub.backend, face=sub.face, source_face=sub.source_face, expression=sub.expression,
@@ -265,25 +264,41 @@ def submit_shot(
             repo.add_audit_event(s, actor=principal.actor, action="shot.submitted", subject_type="shot", subject_id=shot_id,
                                  detail={"code": code, "project": project_name, "run_id": run_id, "plate": plate_uri,
                                          "identity_id": identity_id, "request_sha256": fingerprint,
-                                         "idempotency_key": idempotency_key, "schedule": sub.schedule.value})
+                                         "idempotency_key": idempotency_key, "schedule": sub.schedule.value,
+                                         "review": sub.review})
     if not created:
         return _replay(ctx, principal, shot_id, fingerprint), False
 
     # 3. start it
     if sub.schedule is Schedule.now:
-        _start(ctx, principal, shot_id, run_id, project_name, sub)
+        _start(ctx, principal, shot_id, run_id, project_name, sub, sub.review)
     return shot_detail(ctx, principal, shot_id, issue_links=False), True
 
 
-def _start(ctx: ApiContext, principal: Principal, shot_id: str, run_id: str, project_name: str, sub: ShotSubmission | None) -> None:
+def _accepted_kwargs(fn: Callable[..., Any], **kwargs: Any) -> dict[str, Any]:
+    """The keyword arguments ``fn`` takes (starters of tests and benchmarks may take no tags)."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return kwargs
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def _submitted_review(s: Any, shot_id: str) -> str:
+    """The review mode a shot was submitted with (``auto`` for shots submitted before there was one)."""
+    events = repo.list_audit_events(s, subject_type="shot", subject_id=shot_id, action="shot.submitted", limit=1)
+    return str((events[0].detail or {}).get("review") or "auto") if events else "auto"
+
+
+def _start(ctx: ApiContext, principal: Principal, shot_id: str, run_id: str, project_name: str, sub: ShotSubmission | None,
+           review_mode: str = "auto") -> None:
     tags = [f"project:{project_name}", *ctx.tags]
     if sub is not None:
         tags += [f"mode:{sub.mode.value}", f"priority:{sub.priority}"]
     try:
-        try:
-            flow_run_id = ctx.start_run(shot_id, run_id, tags=tags)  # type: ignore[call-arg]
-        except TypeError:  # a starter that takes no tags (tests, benchmarks)
-            flow_run_id = ctx.start_run(shot_id, run_id)
+        flow_run_id = ctx.start_run(shot_id, run_id, **_accepted_kwargs(ctx.start_run, tags=tags, review=review_mode))
     except ServiceUnavailableError as exc:
         with session_scope(ctx.settings) as s:
             repo.set_run_status(s, run_id, "failed", error=f"not started: {exc}")
@@ -298,6 +313,7 @@ def _start(ctx: ApiContext, principal: Principal, shot_id: str, run_id: str, pro
 def _replay(ctx: ApiContext, principal: Principal, shot_id: Any, fingerprint: str) -> dict[str, Any]:
     """The answer to a retried submission: the same shot, restarted only if it never started."""
     shot_id = str(shot_id)
+    dispatch.reconcile_shot(shot_id, settings=ctx.settings)  # a run that crashed in Prefect is restarted below
     with session_scope(ctx.settings) as s:
         events = repo.list_audit_events(s, subject_type="shot", subject_id=shot_id, action="shot.submitted", limit=1)
         original = (events[0].detail or {}).get("request_sha256") if events else None
@@ -306,13 +322,15 @@ def _replay(ctx: ApiContext, principal: Principal, shot_id: Any, fingerprint: st
         run = repo.latest_run_for_shot(s, shot_id)
         shot = repo.get_shot(s, shot_id)
         project_name = repo.get_project(s, shot.project_id).name
-        restart = run is not None and run.status == "failed" and run.prefect_flow_run_id is None and (run.error or "").startswith("not started:")
+        restart = (run is not None and run.status == "failed" and run.prefect_flow_run_id is None and (run.error or "").startswith("not started:")) \
+            or dispatch.retriable(run)
+        review_mode = _submitted_review(s, shot_id)
         if restart:
             run_id = str(repo.create_run(s, shot.id, params=run.params).id)
             repo.add_audit_event(s, actor=principal.actor, action="shot.resubmitted", subject_type="shot", subject_id=shot_id,
                                  detail={"run_id": run_id})
     if restart:
-        _start(ctx, principal, shot_id, run_id, project_name, None)
+        _start(ctx, principal, shot_id, run_id, project_name, None, review_mode)
     return shot_detail(ctx, principal, shot_id, issue_links=False)
 
 
@@ -380,6 +398,7 @@ def _qc_view(s: Any, run: Any, rows: Sequence[Any]) -> dict[str, Any] | None:
 def shot_detail(ctx: ApiContext, principal: Principal, shot_id: str, *, issue_links: bool = True) -> dict[str, Any]:
     """Everything ``GET /v1/shots/{id}`` shows. With ``issue_links``, outputs on S3 get presigned
     download URLs and each issued link is recorded as a ``download_link.issued`` audit event."""
+    dispatch.reconcile_shot(shot_id, settings=ctx.settings)  # a flow run that ended in Prefect without recast shows as such
     with session_scope(ctx.settings) as s:
         shot = _visible_shot(s, principal, shot_id)
         project = repo.get_project(s, shot.project_id)
@@ -389,7 +408,7 @@ def shot_detail(ctx: ApiContext, principal: Principal, shot_id: str, *, issue_li
             "created": shot.created, "updated": shot.updated,
             "identity_id": None if shot.identity_id is None else str(shot.identity_id),
             "plate": params.pop("plate", None), "params": {k: v for k, v in params.items() if k != "sources"},
-            "run": None, "progress": None, "qc": None, "outputs": [],
+            "review": _submitted_review(s, str(shot.id)), "run": None, "progress": None, "qc": None, "outputs": [],
         }
         run = repo.latest_run_for_shot(s, shot.id)
         if run is None:
@@ -399,15 +418,20 @@ def shot_detail(ctx: ApiContext, principal: Principal, shot_id: str, *, issue_li
         rows = repo.stage_runs_for_run(s, run.id)
         out["progress"] = _progress(rows, str(params.get("mode", "head")))
         out["qc"] = _qc_view(s, run, rows)
-        assets = []
         if run.output_asset_id is not None:
-            assets.append(("deliverable", repo.get_asset(s, run.output_asset_id)))
-        for a_role, a in assets:
-            out["outputs"].append({"role": a_role, "uri": a.uri, "sha256": a.sha256, "size": a.size})
+            a = repo.get_asset(s, run.output_asset_id)
+            render = next((r for r in reversed(repo.renders_for_run(s, run.id)) if r.asset_id == a.id), None)
+            out["outputs"].append({"role": "deliverable", "uri": a.uri, "sha256": a.sha256, "size": a.size,
+                                   # a deliverable nobody approved (QC said review or fail, and no supervisor
+                                   # approved it) is shown as such: it finished, it was not accepted
+                                   "approved": bool(render.approved) if render is not None else None,
+                                   "withdrawn": render is not None and render.revoked_at is not None})
     if issue_links and out["outputs"]:
         store = open_store(ctx.settings)
         issued = []
         for o in out["outputs"]:
+            if o.get("withdrawn"):
+                continue  # consent revoked: no new links to it
             if o["uri"].startswith("s3://") and store.owns(o["uri"]):
                 o["download_url"] = store.presign(o["uri"], ctx.presign_expires_s)
                 o["expires_in"] = ctx.presign_expires_s if o["download_url"] else None
@@ -419,6 +443,15 @@ def shot_detail(ctx: ApiContext, principal: Principal, shot_id: str, *, issue_li
                     repo.add_audit_event(s, actor=principal.actor, action="download_link.issued", subject_type="shot",
                                          subject_id=out["id"], detail={**item, "run_id": out["run"]["id"]})
     return out
+
+
+def list_identities(ctx: ApiContext, principal: Principal) -> dict[str, Any]:
+    """The identities the caller's project may name in a submission (a consent names the project):
+    ids, names, consent status and validity; no photos."""
+    with session_scope(ctx.settings) as s:
+        project = repo.get_project(s, principal.project_id)
+        return {"project": project.name, "consent_required": bool(project.consent_required),
+                "items": trust.list_identities(s, str(project.id))}
 
 
 def list_shots(ctx: ApiContext, principal: Principal, *, project: str | None, status: str | None, page: int, page_size: int) -> dict[str, Any]:
@@ -445,9 +478,10 @@ def review_shot(ctx: ApiContext, principal: Principal, shot_id: str, *, decision
         if repo.latest_run_for_shot(s, shot.id) is None:
             raise ApiError(409, f"shot {shot_id} has no run to review")
         shot_id, project_name = str(shot.id), repo.get_project(s, shot.project_id).name
+        review_mode = _submitted_review(s, shot_id)
 
     def start_rerun(rerun_shot_id: str, new_run_id: str) -> None:
-        _start(ctx, principal, rerun_shot_id, new_run_id, project_name, None)
+        _start(ctx, principal, rerun_shot_id, new_run_id, project_name, None, review_mode)
 
     try:
         outcome = review.submit_decision(shot_id, decision, reviewer=reviewer or principal.actor, note=note or "", params=params,
@@ -477,5 +511,5 @@ def cancel_shot(ctx: ApiContext, principal: Principal, shot_id: str) -> dict[str
         return {"shot_id": str(run.shot_id), "run_id": run_id, "status": run.status, "prefect_state": prefect_state}
 
 
-__all__ = ["ApiContext", "ApiError", "Upload", "cancel_shot", "default_allowed_buckets", "list_shots", "review_shot",
+__all__ = ["ApiContext", "ApiError", "Upload", "cancel_shot", "default_allowed_buckets", "list_identities", "list_shots", "review_shot",
            "shot_detail", "submit_shot"]

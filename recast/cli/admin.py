@@ -1,5 +1,5 @@
-"""``recast models list``, ``recast db upgrade`` and ``recast gc``: the model directory, the database schema
-and the object store's old intermediates."""
+"""``recast models list``, ``recast db upgrade``, ``recast gc`` and ``recast reconcile``: the model directory,
+the database schema, the object store's old intermediates and runs whose Prefect flow run ended unseen."""
 
 from __future__ import annotations
 
@@ -74,6 +74,28 @@ def gc(
     guarded(go)
 
 
+def reconcile(as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout")) -> None:
+    """Mark the runs whose Prefect flow run ended (crashed, failed, cancelled) without recast
+    recording it, with Prefect's reason (the nightly batch and the API do this too). Needs
+    PREFECT_API_URL: the server the deployments run on."""
+
+    def go() -> None:
+        from recast.flows.deployments import check_prefect_api
+        from recast.services.dispatch import reconcile_dispatched_runs
+
+        check_prefect_api()  # exit 6 naming the server when it does not answer
+        prepare()
+        ended = reconcile_dispatched_runs()
+        if as_json:
+            typer.echo(json.dumps({"reconciled": [r.__dict__ for r in ended]}))
+            return
+        for r in ended:
+            typer.echo(f"run {r.run_id} (shot {r.shot_id}): {r.status}: {r.reason}")
+        typer.echo(f"{len(ended)} run(s) marked from Prefect's state")
+
+    guarded(go)
+
+
 def _size(n: int) -> str:
     for unit, scale in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
         if n >= scale:
@@ -84,3 +106,4 @@ def _size(n: int) -> str:
 def register(app: typer.Typer) -> None:
     """Add ``gc`` (``models`` and ``db`` are sub-apps added in :mod:`recast.cli`)."""
     app.command("gc")(gc)
+    app.command("reconcile")(reconcile)

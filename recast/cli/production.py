@@ -4,7 +4,8 @@
 * ``recast token create --project P [--name N]``: prints a new API token's secret once (stdout).
   ``recast token list``, ``recast token revoke ID|PREFIX``.
 * ``recast deploy``: creates the ``cpu``/``gpu`` process work pools and registers the
-  ``swap-shot`` and ``nightly-batch`` deployments on the Prefect server (``PREFECT_API_URL``).
+  ``swap-shot`` and ``nightly-batch`` deployments on the Prefect server (``PREFECT_API_URL``);
+  ``--nightly-project P`` (an existing project, else exit 3) schedules the batch.
 * ``recast worker --pool cpu|gpu``: a Prefect process worker for that pool.
 """
 
@@ -36,6 +37,9 @@ def serve(
         from recast.flows.deployments import prefect_api_url
         from recast.settings import get_settings
 
+        from recast.media.credentials import require_studio_credentials
+
+        require_studio_credentials("recast serve")  # PostgreSQL/S3: the studio's certificate, key and watermark seed
         prepare()
         if workers > 1 and is_sqlite(get_settings().resolved_database_url):
             raise UsageError("--workers > 1 needs PostgreSQL (RECAST_DATABASE_URL): SQLite takes one writer at a time")
@@ -60,10 +64,14 @@ def token_create(
         from recast.db import repository as repo
         from recast.db import tokens
         from recast.db.session import session_scope
+        from recast.errors import RecordNotFoundError
 
         prepare()
         with session_scope() as s:
-            proj = repo.get_or_create_project(s, project) if create_project else repo.get_project(s, project)
+            proj = repo.get_or_create_project(s, project) if create_project else repo.find_project(s, project)
+            if proj is None:
+                raise RecordNotFoundError(f"--project {project}: no such project in the recast database (create it first: "
+                                          f"recast project create {project}, or pass --create-project)")
             row, secret = tokens.create_token(s, project_id=proj.id, name=name)
             repo.add_audit_event(s, actor="cli", action="api_token.created", subject_type="api_token", subject_id=str(row.id),
                                  detail={"project": proj.name, "name": row.name, "prefix": row.prefix})
@@ -117,18 +125,31 @@ def token_revoke(token: str = typer.Argument(..., help="token id or its displaye
 def deploy(
     swap_pool: str = typer.Option("cpu", "--swap-pool", help="work pool of the swap-shot deployment (gpu for GPU engines)"),
     batch_pool: str = typer.Option("cpu", "--batch-pool", help="work pool of the nightly-batch deployment"),
-    nightly_project: Optional[str] = typer.Option(None, "--nightly-project", help="project the nightly batch drains (schedule off without it)"),
+    nightly_project: Optional[str] = typer.Option(None, "--nightly-project", help="project the nightly batch drains (no schedule without it); must exist"),
     nightly_cron: str = typer.Option("0 2 * * *", "--nightly-cron", help="cron of the nightly batch"),
+    nightly_timezone: str = typer.Option("UTC", "--nightly-timezone", help="IANA time zone of the cron (e.g. Europe/London)"),
     nightly_concurrency: int = typer.Option(2, "--nightly-concurrency", min=1, help="shots the batch runs at once"),
+    nightly_limit: int = typer.Option(50, "--nightly-limit", min=1, help="most shots one nightly batch starts"),
 ) -> None:
     """Register the work pools and the swap-shot and nightly-batch deployments with the Prefect server."""
 
     def go() -> None:
-        from recast.flows.deployments import register_deployments
+        from recast.db import repository as repo
+        from recast.db.session import session_scope
+        from recast.errors import RecordNotFoundError
+        from recast.flows.deployments import check_nightly_schedule, register_deployments
 
         prepare()
+        check_nightly_schedule(nightly_cron, nightly_timezone)
+        if nightly_project:
+            # a batch scheduled for a project that does not exist would fail every night, unseen
+            with session_scope() as s:
+                if repo.find_project(s, nightly_project) is None:
+                    raise RecordNotFoundError(f"--nightly-project {nightly_project}: no such project in the recast database "
+                                              f"(create it first: recast project create {nightly_project})")
         ids = register_deployments(swap_pool=swap_pool, batch_pool=batch_pool, nightly_project=nightly_project,
-                                   nightly_cron=nightly_cron, nightly_concurrency=nightly_concurrency)
+                                   nightly_cron=nightly_cron, nightly_timezone=nightly_timezone,
+                                   nightly_concurrency=nightly_concurrency, nightly_limit=nightly_limit)
         for name, dep_id in ids.items():
             typer.echo(f"{name}  {dep_id}")
 
@@ -148,6 +169,9 @@ def worker(
 
         from recast.flows.deployments import prefect_api_url
 
+        from recast.media.credentials import require_studio_credentials
+
+        require_studio_credentials("recast worker")  # PostgreSQL/S3: the studio's certificate, key and watermark seed
         prepare()
         prefect_api_url()  # a worker against a temporary server would wait forever for runs
 

@@ -78,7 +78,8 @@ def run_swap(*, plate: str, sources: list[str], out: Optional[Path], params: Any
     from recast.services.space import check_swap_space
 
     check_swap_space(plate, out, mode=params.mode.value)  # before the run exists: a full disk leaves no failed run behind
-    shot_id, run_id = shots.submit_local_shot(plate=plate, sources=sources, params=params, project=project, identity=identity, validated=True)
+    shot_id, run_id = shots.submit_local_shot(plate=plate, sources=sources, params=params, project=project, identity=identity, validated=True,
+                                              run_here=True)
     typer.echo(f"[recast] run {run_id} (shot {shot_id})", err=True)
     try:
         from prefect import tags

@@ -69,6 +69,41 @@ def set_run_flow_run(s: Session, run_id: IdLike, flow_run_id: str) -> Run:
     return run
 
 
+def dispatched_live_runs(s: Session, *, statuses: tuple[str, ...], project_id: IdLike | None = None,
+                         run_ids: list[str] | None = None) -> list[tuple[str, str, str]]:
+    """``(run_id, shot_id, flow_run_id)`` of runs in ``statuses`` that a Prefect flow run was
+    started for (of a project, or among ``run_ids``)."""
+    q = select(Run.id, Run.shot_id, Run.prefect_flow_run_id).where(Run.status.in_(statuses), Run.prefect_flow_run_id.is_not(None))
+    if project_id is not None:
+        q = q.join(Shot, Run.shot_id == Shot.id).where(Shot.project_id == as_uuid(project_id, "project"))
+    if run_ids is not None:
+        q = q.where(Run.id.in_([as_uuid(r, "run") for r in run_ids]))
+    return [(str(a), str(b), str(c)) for a, b, c in s.execute(q.order_by(Run.created, Run.id))]
+
+
+def latest_runs_ended_in_prefect(s: Session, *, project_id: IdLike, prefix: str, limit: int = 50) -> list[Run]:
+    """The latest runs of a project's shots that ended ``crashed`` or ``failed`` with an error
+    starting with ``prefix`` (marked from Prefect's state): one per shot, work-queue order."""
+    newest = (select(Run.shot_id, func.max(Run.created).label("created")).group_by(Run.shot_id).subquery())
+    q = (
+        select(Run)
+        .join(newest, (Run.shot_id == newest.c.shot_id) & (Run.created == newest.c.created))
+        .join(Shot, Run.shot_id == Shot.id)
+        .where(Shot.project_id == as_uuid(project_id, "project"), Run.status.in_(("crashed", "failed")),
+               Run.error.startswith(prefix, autoescape=True))
+        .order_by(Shot.priority.desc(), Run.created, Run.id)
+        .limit(limit)
+    )
+    return list(s.scalars(q))
+
+
+def count_runs_ended_in_prefect(s: Session, shot_id: IdLike, *, prefix: str) -> int:
+    """How many runs of a shot ended ``crashed``/``failed`` with an error starting with ``prefix``."""
+    return int(s.scalar(select(func.count()).select_from(Run).where(
+        Run.shot_id == as_uuid(shot_id, "shot"), Run.status.in_(("crashed", "failed")),
+        Run.error.startswith(prefix, autoescape=True))) or 0)
+
+
 def request_cancel(s: Session, run_id: IdLike, *, reason: str = "cancelled on request") -> Run:
     """Mark a run cancelled (and when that was asked for); its shot follows."""
     run = get_run(s, run_id)
@@ -76,4 +111,4 @@ def request_cancel(s: Session, run_id: IdLike, *, reason: str = "cancelled on re
     return set_run_status(s, run.id, "cancelled", error=reason)
 
 
-__all__ = ["count_shots", "find_shot_by_idempotency_key", "page_shots", "request_cancel", "set_run_flow_run", "shots_awaiting_start"]
+__all__ = ["count_runs_ended_in_prefect", "count_shots", "dispatched_live_runs", "latest_runs_ended_in_prefect", "find_shot_by_idempotency_key", "page_shots", "request_cancel", "set_run_flow_run", "shots_awaiting_start"]

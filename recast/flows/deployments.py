@@ -1,17 +1,21 @@
 """Prefect deployments of recast: names, registration, starting and cancelling shot runs, the batch.
 
-Deployments (see also ``deploy/prefect.yaml`` and ``deploy/README.md``):
+Deployments (see also ``deploy/README.md``), registered by ``recast deploy``
+(:func:`register_deployments`), the one way to register them:
 
 * ``swap_shot/swap-shot`` runs :func:`recast.flows.swap_shot.swap_shot` for one shot. The HTTP
   API starts it (:func:`start_swap_shot_run`) for every submission; operators can start it from
   the deployment's parameter form in the Prefect UI.
-* ``nightly_batch/nightly-batch`` runs :func:`nightly_batch` on a cron schedule: every queued shot
-  of a project that no flow run executes yet.
+* ``nightly_batch/nightly-batch`` runs :func:`nightly_batch` on a cron schedule (02:00 UTC by
+  default; the time zone is always stored): every queued shot of a project that no flow run
+  executes yet.
 
 Both go to process work pools (``cpu`` by default, ``gpu`` for GPU engines); a worker is
 ``recast worker --pool cpu``. Deployments use a *module path* entrypoint
-(``recast.flows.swap_shot.swap_shot``), so any machine with recast installed can run them without
-a code checkout or pull step.
+(``recast.flows.swap_shot.swap_shot``) and no pull step, so any machine with recast installed can
+run them without a code checkout, whatever its working directory. (``prefect deploy`` from a
+prefect.yaml stores the deploying folder as a ``set_working_directory`` pull step, which breaks
+every worker elsewhere: that route was removed.)
 
 **How the batch keeps its concurrency limit.** The batch does not call ``swap_shot`` as an
 in-process subflow: it starts one ``swap-shot`` deployment run per shot (``run_deployment``) and
@@ -48,7 +52,9 @@ NIGHTLY_BATCH = f"{NIGHTLY_BATCH_FLOW}/{NIGHTLY_BATCH_DEPLOYMENT}"
 POOL_CPU = "cpu"
 POOL_GPU = "gpu"
 POOLS = (POOL_CPU, POOL_GPU)
-DEFAULT_NIGHTLY_CRON = "0 2 * * *"  # 02:00 every night, server time zone (UTC unless set)
+DEFAULT_NIGHTLY_CRON = "0 2 * * *"  # 02:00 every night in DEFAULT_NIGHTLY_TIMEZONE
+# always stored explicitly, so the schedule means the same on every server and in every route
+DEFAULT_NIGHTLY_TIMEZONE = "UTC"
 
 # how long a health check of the Prefect API is trusted: the API checks before each start so an
 # unreachable server answers 503 at once instead of after the client's retries (~30 s)
@@ -118,6 +124,7 @@ def start_swap_shot_run(
     *,
     deployment: str = SWAP_SHOT,
     tags: Iterable[str] = (),
+    review: str | None = None,
 ) -> str:
     """Start the ``swap-shot`` deployment for a recorded shot and queued run; returns the flow run id.
 
@@ -131,7 +138,8 @@ def start_swap_shot_run(
     try:
         fr = run_deployment(
             name=deployment,
-            parameters={"shot_id": str(shot_id), "run_id": str(run_id)},
+            # review: the flow's own parameter (auto | pause | never), shown with the run in the UI
+            parameters={"shot_id": str(shot_id), "run_id": str(run_id), **({"review": review} if review else {})},
             timeout=0,
             idempotency_key=f"recast-run-{run_id}",
             tags=list(tags),
@@ -211,16 +219,22 @@ def build_deployments(
     batch_pool: str = POOL_CPU,
     nightly_project: str | None = None,
     nightly_cron: str = DEFAULT_NIGHTLY_CRON,
+    nightly_timezone: str = DEFAULT_NIGHTLY_TIMEZONE,
     nightly_concurrency: int = 2,
+    nightly_limit: int = 50,
 ) -> list[Any]:
     """The two deployments as Prefect ``RunnerDeployment`` objects (not yet registered).
 
-    The nightly schedule is only active when ``nightly_project`` is given: the batch needs to
-    know which project to drain.
+    The nightly schedule is only there when ``nightly_project`` is given: the batch needs to
+    know which project to drain. Without a pull step or storage, a worker imports the module-path
+    entrypoints from its own installation, whatever its working directory.
     """
+    from prefect.schedules import Cron
     from prefect.types.entrypoint import EntrypointType
 
     from recast.flows.swap_shot import swap_shot
+
+    check_nightly_schedule(nightly_cron, nightly_timezone)
 
     swap = swap_shot.to_deployment(
         name=SWAP_SHOT_DEPLOYMENT,
@@ -231,7 +245,8 @@ def build_deployments(
     )
     batch_kwargs: dict[str, Any] = {}
     if nightly_project:
-        batch_kwargs = {"cron": nightly_cron, "parameters": {"project": nightly_project, "concurrency": nightly_concurrency}}
+        batch_kwargs = {"schedules": [Cron(nightly_cron, timezone=nightly_timezone)],
+                        "parameters": {"project": nightly_project, "limit": nightly_limit, "concurrency": nightly_concurrency}}
     batch = nightly_batch.to_deployment(
         name=NIGHTLY_BATCH_DEPLOYMENT,
         work_pool_name=batch_pool,
@@ -241,6 +256,20 @@ def build_deployments(
         **batch_kwargs,
     )
     return [swap, batch]
+
+
+def check_nightly_schedule(cron: str, timezone: str) -> None:
+    """UsageError naming the value when the cron expression or the IANA time zone is not valid."""
+    from prefect.client.schemas.schedules import CronSchedule
+
+    try:
+        CronSchedule(cron=cron)
+    except ValueError:  # pydantic's ValidationError
+        raise UsageError(f"--nightly-cron {cron!r}: not a cron expression (e.g. '0 2 * * *' for 02:00 every day)") from None
+    try:
+        CronSchedule(cron=DEFAULT_NIGHTLY_CRON, timezone=timezone)
+    except ValueError:
+        raise UsageError(f"--nightly-timezone {timezone!r}: not an IANA time zone (e.g. UTC, Europe/London)") from None
 
 
 def gpu_count() -> int:
@@ -293,13 +322,20 @@ def find_queued_shots(project: str, limit: int) -> list[tuple[str, str]]:
     from recast.db import repository as repo
     from recast.db.migrate import ensure_schema
     from recast.db.session import session_scope
+    from recast.services.dispatch import reconcile_dispatched_runs, requeue_ended_runs
 
     ensure_schema()
     with session_scope() as s:
         proj = repo.find_project(s, project)
         if proj is None:
             raise RecordNotFoundError(f"project {project} not found")
-        return queue.shots_awaiting_start(s, project_id=proj.id, limit=limit)
+        project_id = proj.id
+    # runs whose flow run crashed before recast's code ran are marked from Prefect's state, and
+    # their shots queued again, so this batch runs them instead of skipping them for ever
+    reconcile_dispatched_runs(project_id=project_id)
+    requeue_ended_runs(project_id=project_id, limit=limit)
+    with session_scope() as s:
+        return queue.shots_awaiting_start(s, project_id=project_id, limit=limit)
 
 
 def _record_flow_run(run_id: str, flow_run_id: str) -> None:
@@ -324,6 +360,10 @@ def _run_shot_and_wait(shot_id: str, run_id: str, *, tags: list[str], poll_s: fl
         if state in ("COMPLETED", "FAILED", "CANCELLED", "CRASHED", "PAUSED"):
             break
         time.sleep(poll_s)
+    if state in ("FAILED", "CANCELLED", "CRASHED"):
+        from recast.services.dispatch import reconcile_dispatched_runs
+
+        reconcile_dispatched_runs(run_ids=[run_id])  # a crash before recast's code ran: the run says so now
     return {"shot_id": shot_id, "run_id": run_id, "flow_run_id": flow_run_id, "state": state}
 
 
@@ -375,6 +415,7 @@ __all__ = [
     "SWAP_SHOT",
     "build_deployments",
     "cancel_flow_run",
+    "check_nightly_schedule",
     "check_prefect_api",
     "ensure_work_pools",
     "flow_run_state",

@@ -33,6 +33,7 @@ from recast.tasks.track import track_person
 from recast.tasks.background import reconstruct
 from recast.tasks.swap import swap_chunk
 from recast.services.trust import require_consent
+from recast.media.credentials import require_studio_credentials
 
 ingest_task = stage_task(ingest, name="ingest")
 analyze_source_task = stage_task(analyze_source, name="segment-source")
@@ -167,6 +168,7 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
     stages: dict[str, float] = {}
     try:
         container = resolve_container(output_path, deliver)  # an unsupported container fails before any work
+        require_studio_credentials(f"shot {spec.code}")  # a service signs and marks with the studio's keys: checked before any work
         if get_settings().dask_address:
             task_runner_for()  # refuses SQLite with a clear error before any work, for this run
         consent = require_consent(shot_id)  # policy gate before any work; render checks again

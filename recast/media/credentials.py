@@ -29,7 +29,10 @@ __all__ = [
     "CredentialReading",
     "ensure_dev_signing_identity",
     "load_signing_identity",
+    "missing_studio_credentials",
+    "require_studio_credentials",
     "signing_identity",
+    "watermark_seed",
     "trust_anchors",
     "sign_video",
     "sign_sidecar",
@@ -163,9 +166,61 @@ def dev_trust_anchor(directory: Path) -> bytes | None:
     return p.read_bytes() if p.is_file() else None
 
 
+def missing_studio_credentials() -> list[str]:
+    """The variables a service still lacks of the studio's signing certificate, its key and the
+    watermark seed (empty when all are set)."""
+    from recast.settings import get_settings
+
+    settings = get_settings()
+    return [name for name, value in (("RECAST_C2PA_CERT", settings.c2pa_cert), ("RECAST_C2PA_KEY", settings.c2pa_key),
+                                     ("RECAST_WATERMARK_SEED", settings.watermark_seed)) if value is None]
+
+
+def require_studio_credentials(what: str = "recast") -> None:
+    """Refuse (UsageError, one line naming the variables) to run as a service without the
+    studio's signing certificate, key and watermark seed.
+
+    With PostgreSQL or S3 configured, renders are made on several machines and verified on any:
+    a development CA created per machine signs renders the others cannot verify, and the built-in
+    watermark key is the same for every studio. Called by ``recast serve`` and ``recast worker``
+    at start, by each shot run before any work, and by signing and marking themselves. A
+    one-machine setup (SQLite and a local store) keeps the development defaults.
+    """
+    from recast.settings import get_settings
+
+    settings = get_settings()
+    why = settings.runs_as_service
+    if why is None:
+        return
+    missing = missing_studio_credentials()
+    if missing:
+        raise UsageError(f"{what}: set {', '.join(missing)}: recast runs as a service here ({why}) and every machine must sign "
+                         "and watermark with the studio's own certificate, key and seed (see deploy/README.md)")
+    from recast.models.watermark import parse_seed
+
+    parse_seed(settings.watermark_seed)
+
+
+def watermark_seed() -> int:
+    """The studio's watermark seed (RECAST_WATERMARK_SEED); the public development seed on a
+    one-machine setup without one; refused when recast runs as a service without one."""
+    from recast.models.watermark import DEVELOPMENT_SEED, parse_seed
+    from recast.settings import get_settings
+
+    seed = get_settings().watermark_seed
+    if seed is None:
+        require_studio_credentials("watermark")
+        return DEVELOPMENT_SEED
+    try:
+        return parse_seed(seed)
+    except UsageError as exc:
+        raise UsageError(f"RECAST_WATERMARK_SEED: {exc}") from None
+
+
 def signing_identity() -> SigningIdentity:
-    """The studio's signing certificate (RECAST_C2PA_CERT / RECAST_C2PA_KEY), or a development CA
-    created under the data directory on first use."""
+    """The studio's signing certificate (RECAST_C2PA_CERT / RECAST_C2PA_KEY), or, on a one-machine
+    setup, a development CA created under the data directory on first use (a service without
+    them is refused: :func:`require_studio_credentials`)."""
     import sys
 
     from recast.settings import get_settings
@@ -175,6 +230,7 @@ def signing_identity() -> SigningIdentity:
         if not (settings.c2pa_cert and settings.c2pa_key):
             raise UsageError("set both RECAST_C2PA_CERT and RECAST_C2PA_KEY (the certificate chain and its private key)")
         return load_signing_identity(settings.c2pa_cert, settings.c2pa_key)
+    require_studio_credentials("C2PA signing")
     directory = settings.resolved_data_dir / "c2pa"
     identity, created = ensure_dev_signing_identity(directory)
     if created:

@@ -165,6 +165,7 @@ class _Scan:
     pts: np.ndarray  # int64, presentation order
     time_base: Fraction
     last_duration: int  # in time_base ticks; 0 when unknown
+    retimed: str | None = None  # why the file's timestamps were replaced, for the ingest line
 
 
 def _scan_packets(container: av.container.InputContainer, stream: av.VideoStream, path: Path, role: str) -> _Scan:
@@ -198,7 +199,25 @@ def _scan_packets(container: av.container.InputContainer, stream: av.VideoStream
         raise MediaDecodeError(
             f"{_label(role, path)}: truncated or corrupt: {stored} of {declared} frames present"
         )
-    return _Scan(np.sort(np.asarray(pts, dtype=np.int64)), Fraction(time_base), last_duration)
+    arr = np.sort(np.asarray(pts, dtype=np.int64))
+    if len(arr) > 1 and arr[0] == arr[-1]:
+        return _retime(arr, Fraction(time_base), _nominal_rate(stream))
+    return _Scan(arr, Fraction(time_base), last_duration)
+
+
+def _retime(pts: np.ndarray, time_base: Fraction, rate: Fraction) -> _Scan:
+    """Timing for a plate whose frames all carry one timestamp (a muxer that wrote none): frame
+    ``i`` at ``start + i / rate``, from the nominal rate. Copied as they are, every frame of the
+    deliverable would be shown at one instant (players show one frame, or refuse the file)."""
+    n, start = len(pts), Fraction(int(pts[0])) * time_base
+    step = 1 / (rate * time_base)  # ticks of the stream's time base per frame
+    if step.denominator == 1:
+        new, tb = int(pts[0]) + np.arange(n, dtype=np.int64) * int(step), time_base
+    else:  # the rate does not fall on the time base's ticks: count in frames instead
+        new, tb = round(start * rate) + np.arange(n, dtype=np.int64), 1 / rate
+    when = "0" if start == 0 else f"{float(start):g} s"
+    note = f"timestamps: all {n} frames stamped {when} in the file, re-timed at {float(rate):g} fps (its nominal rate)"
+    return _Scan(new, Fraction(tb), int(step) if tb == time_base else 1, retimed=note)
 
 
 def _scan_decode(path: Path, role: str) -> _Scan:
@@ -221,8 +240,9 @@ def _scan_decode(path: Path, role: str) -> _Scan:
     if np.any(np.diff(arr) <= 0):
         # Timestamps guessed by the decoder are unusable: fall back to frame indices at the
         # stream's rate so that timing stays monotonic.
+        rate = Fraction(_nominal_rate_of_path(path, role))
         arr = np.arange(len(pts), dtype=np.int64)
-        time_base = 1 / Fraction(_nominal_rate_of_path(path, role))
+        return _Scan(arr, 1 / rate, 0, retimed=f"timestamps: not increasing in the file, re-timed at {float(rate):g} fps (its nominal rate)")
     return _Scan(arr, Fraction(time_base), 0)
 
 
@@ -257,13 +277,24 @@ def _duration_ticks(scan: _Scan) -> int:
 def read_timing(path: Path, *, role: str = "plate") -> tuple[np.ndarray, Fraction]:
     """The pts of every video frame (int64, presentation order) and the stream's time base.
 
-    ``pts[i] * time_base`` is the presentation time in seconds of frame ``i`` as decoded.
+    ``pts[i] * time_base`` is the presentation time in seconds of frame ``i`` as decoded. A
+    plate whose frames all carry the same timestamp is re-timed from its nominal rate
+    (:func:`timing_note` says so).
     """
     path = Path(path)
     with open_input(path, role) as container:
         stream = video_stream(container, path, role)
         scan = _scan_packets(container, stream, path, role)
     return scan.pts, scan.time_base
+
+
+def timing_note(path: Path, *, role: str = "plate") -> str | None:
+    """Why recast does not use the file's own frame timestamps (None when it does): a plate whose
+    frames all carry one timestamp is re-timed from its nominal rate (see :func:`read_timing`)."""
+    path = Path(path)
+    with open_input(path, role) as container:
+        stream = video_stream(container, path, role)
+        return _scan_packets(container, stream, path, role).retimed
 
 
 def _timecode(container: av.container.InputContainer) -> str | None:

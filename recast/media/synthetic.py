@@ -44,8 +44,10 @@ def write_h264(frames: np.ndarray, path: Path, rate: Fraction = Fraction(25), cr
         stream.width, stream.height = frames.shape[2], frames.shape[1]
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": str(crf), "preset": "veryfast"}
-        for f in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+        for i, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(f, format="rgb24")
+            frame.pts, frame.time_base = i, 1 / Fraction(rate)  # without a pts every frame is stamped 0
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
@@ -66,7 +68,9 @@ def first_frames(src: Path, count: int, out: Path, *, crf: int = 18) -> Path:
         for frame in inp.decode(video=0):
             if n >= count:
                 break
-            frame.pts = None
+            # frame n at n / rate: the source's own stamps would be off after a cut, and no stamp
+            # at all gives every frame 0
+            frame.pts, frame.time_base = n, 1 / Fraction(vin.average_rate)
             for p in vout.encode(frame):
                 outp.mux(p)
             n += 1

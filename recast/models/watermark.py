@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import operator
 from dataclasses import dataclass
 
 import cv2
@@ -87,6 +88,34 @@ def payload_from_id(render_id: str) -> int:
     return int.from_bytes(hashlib.sha256(render_id.encode("utf-8")).digest()[:8], "big")
 
 
+#: the watermark key of local trials (no RECAST_WATERMARK_SEED): public, since it is in this
+#: source, so a mark made with it proves nothing; a studio sets its own secret seed
+DEVELOPMENT_SEED = 0x5EC4A57
+#: seeds are 64-bit (the chip map's generator takes them modulo 2**64: larger ones would alias)
+SEED_BITS = 64
+
+
+def parse_seed(value: object) -> int:
+    """A watermark seed from an int or a decimal/``0x`` hexadecimal string; UsageError naming the
+    value when it is not a whole number in [0, 2**64)."""
+    if isinstance(value, bool):
+        raise UsageError(f"watermark seed {value!r}: not a whole number")
+    if isinstance(value, str):
+        text = value.strip().replace("_", "")
+        try:
+            value = int(text, 16) if text.lower().startswith("0x") else int(text, 10)
+        except ValueError:
+            raise UsageError(f"watermark seed {value!r}: not a whole number (decimal, or hexadecimal with 0x)") from None
+    if not isinstance(value, int):
+        try:
+            value = operator.index(value)  # numpy integers
+        except TypeError:
+            raise UsageError(f"watermark seed {value!r}: not a whole number") from None
+    if not 0 <= value < 1 << SEED_BITS:
+        raise UsageError(f"watermark seed {value}: must be between 0 and 2**{SEED_BITS} - 1")
+    return value
+
+
 @dataclass(frozen=True)
 class WatermarkKey:
     """The secret that places the mark: ``seed`` keys the chip map and signs.
@@ -99,6 +128,7 @@ class WatermarkKey:
     strength: float = 2.5
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "seed", parse_seed(self.seed))
         if not 0 < self.strength <= 16:
             raise UsageError(f"watermark strength must be in (0, 16], got {self.strength}")
 

@@ -171,7 +171,7 @@ def validate_submission(*, plate: str, sources: Sequence[str], params: ShotParam
 
 
 def submit_local_shot(*, plate: str, sources: list[str], params: ShotParams, project: str | None = None, identity: str | None = None,
-                      code: str | None = None, actor: str = "cli", validated: bool = False) -> tuple[str, str]:
+                      code: str | None = None, actor: str = "cli", validated: bool = False, run_here: bool = False) -> tuple[str, str]:
     """Record a shot and a queued run for it; returns (shot_id, run_id).
 
     With no project the shot goes to the built-in ``scratch`` project (no consent required,
@@ -182,8 +182,11 @@ def submit_local_shot(*, plate: str, sources: list[str], params: ShotParams, pro
     did, ``validated``): bad input is refused before the database is touched, and no run is
     recorded for it. A code already used
     in the project gets a suffix (``CODE-2``): shot codes are unique within a project.
+    ``run_here``: this process runs the flow next (the command line), so it is recorded as the
+    queued run's owner at once.
     """
     from recast.errors import PolicyError
+    from recast.services import processes
 
     settings = get_settings()
     if project is None and not settings.scratch_enabled:
@@ -212,6 +215,10 @@ def submit_local_shot(*, plate: str, sources: list[str], params: ShotParams, pro
             proj = repo.find_project(s, project)
             if proj is None:
                 raise UsageError(f"--project '{project}': no such project (recast project create {project} --media film|ad)")
+        # the project's policy and the identity's consent, before the shot is recorded (the flow checks again)
+        from recast.services.trust import check_submission
+
+        check_submission(s, proj, identity_id, option="--identity NAME", listing="registered with recast identity add")
         shot = repo.create_shot(
             s,
             project_id=proj.id,
@@ -222,6 +229,11 @@ def submit_local_shot(*, plate: str, sources: list[str], params: ShotParams, pro
             identity_id=identity_id,
         )
         run = repo.create_run(s, shot.id, params=params.model_dump(mode="json"))
+        if run_here:
+            # this process runs it next: recorded as its owner now, so a process killed before
+            # its flow starts leaves a run that the sweep marks crashed, not one queued for ever
+            owner = processes.current_owner()
+            run.owner_host, run.owner_pid, run.owner_started, run.heartbeat_at = owner.host, owner.pid, owner.started, utcnow()
         repo.add_audit_event(s, actor=actor, action="shot.submitted", subject_type="shot", subject_id=str(shot.id), detail={"code": shot.code, "project": project, "run_id": str(run.id)})
         return str(shot.id), str(run.id)
 
@@ -287,6 +299,9 @@ def _supersede(s: Any, done: Any) -> None:
         if other.id == shot.id or (other.params or {}) == (shot.params or {}):
             note = f"superseded by run {done.id}"
             repo.set_run_status(s, run.id, "superseded", error=f"{run.error}; {note}" if run.error else note)
+    # set_run_status moves a run's shot along with it: this shot's status is its latest run's, done
+    shot.status = done.status
+    s.flush()
 
 
 def fail_run(run_id: str, exc: BaseException) -> None:
@@ -360,10 +375,14 @@ def _end_runs(run_ids: list[str], status: str, message: str) -> None:
 # waits inside its process, so a review decision cannot resume a run whose process is gone).
 # Queued runs have no process yet (a worker picks them up later).
 _LIVE_STATUSES = ("running", "awaiting_review")
+# ... except a run the command line submitted and runs itself: queued, with its owner recorded,
+# until its flow starts (the sweep's concern too)
+_SWEPT_STATUSES = ("queued", *_LIVE_STATUSES)
 
 
 def sweep_crashed_runs() -> list[str]:
-    """Mark ``crashed`` the live runs whose process is gone; returns their ids.
+    """Mark ``crashed`` the live runs (and the command line's queued ones) whose process is gone;
+    returns their ids.
 
     A run of this host is crashed as soon as its owner process no longer exists (or the pid now
     belongs to a process started at another time). A run of another host is crashed when its
@@ -381,7 +400,7 @@ def sweep_crashed_runs() -> list[str]:
     now = utcnow()
     crashed: list[str] = []
     with session_scope() as s:
-        for run in s.scalars(select(Run).where(Run.status.in_(_LIVE_STATUSES), Run.owner_pid.is_not(None))).all():
+        for run in s.scalars(select(Run).where(Run.status.in_(_SWEPT_STATUSES), Run.owner_pid.is_not(None))).all():
             alive = processes.owner_alive(run.owner_host, run.owner_pid, run.owner_started)
             if alive is None:  # another host: only its heartbeat can tell
                 beat = run.heartbeat_at or run.started

@@ -59,6 +59,130 @@ def require_consent(shot_id: str) -> ConsentUse:
                           consent_id=str(consent.id) if consent else None, scope=dict(consent.scope) if consent else None)
 
 
+@dataclass(frozen=True)
+class SubmissionConsent:
+    """What a shot is submitted under, checked when it is submitted (the flow checks again
+    before any work and before render): the identity (None: the project needs none and none was
+    named), the consent covering the project now (None where the project needs none) and the
+    identity's reference photos that still exist."""
+
+    identity_id: str | None
+    identity_name: str | None
+    consent_id: str | None
+    photos: tuple[str, ...]
+
+
+def _aware(d: datetime | None) -> datetime | None:
+    return d if d is None or d.tzinfo else d.replace(tzinfo=timezone.utc)
+
+
+def _scope_names_project(scope: dict[str, Any] | None, project: Any) -> bool:
+    """Whether a consent's scope names ``project`` (by name or id, or any project), whatever its
+    validity: such identities are the ones a project's users may see and pick."""
+    allowed = (scope or {}).get("projects")
+    return allowed is None or "*" in allowed or project.name in allowed or str(project.id) in allowed
+
+
+def project_identities(s: Any, project: Any) -> list[tuple[Any, list[Any]]]:
+    """``(identity, its consents naming the project)`` for every identity with a consent whose
+    scope names ``project`` (revoked and expired ones included), by name."""
+    from sqlalchemy import select
+
+    from recast.db.orm import Consent, Identity
+
+    found: dict[Any, list[Any]] = {}
+    for c in s.scalars(select(Consent).order_by(Consent.created.desc())):
+        if _scope_names_project(c.scope, project):
+            found.setdefault(c.identity_id, []).append(c)
+    if not found:
+        return []
+    people = s.scalars(select(Identity).where(Identity.id.in_(list(found))).order_by(Identity.name, Identity.created)).all()
+    return [(i, found[i.id]) for i in people]
+
+
+def _consent_status(c: Any, now: datetime) -> str:
+    if c.revoked_at is not None and _aware(c.revoked_at) <= now:
+        return "revoked"
+    if _aware(c.valid_from) > now:
+        return "not_yet_valid"
+    if c.valid_until is not None and _aware(c.valid_until) <= now:
+        return "expired"
+    return "active"
+
+
+def list_identities(s: Any, project_id: str) -> list[dict[str, Any]]:
+    """The identities a project's users may name (see :func:`project_identities`), with whether a
+    consent covers the project now (``covered``; else ``reason`` says why not) and each consent's
+    status and validity. No photos: only how many reference photos are left (a revocation
+    deletes them). The scopes' project lists are left out: they would name other projects."""
+    project = repo.get_project(s, project_id)
+    now = datetime.now(timezone.utc)
+    out = []
+    for identity, consents in project_identities(s, project):
+        try:
+            covering = repo.check_consent(s, identity.id, project.id)
+            reason = None
+        except ConsentError as exc:
+            covering, reason = None, str(exc)
+        photos = [a for a in repo.get_assets(s, repo.identity_photo_ids(s, identity.id)) if a.deleted_at is None]
+        out.append({
+            "id": str(identity.id), "name": identity.name, "created": identity.created,
+            "covered": covering is not None, "consent_id": str(covering.id) if covering is not None else None,
+            "valid_until": _aware(covering.valid_until) if covering is not None else None, "reason": reason,
+            "reference_photos": len(photos),
+            "consents": [{"id": str(c.id), "status": _consent_status(c, now), "valid_from": _aware(c.valid_from),
+                          "valid_until": _aware(c.valid_until), "revoked_at": _aware(c.revoked_at),
+                          "media": list((c.scope or {}).get("media") or ["*"]),
+                          "territory": list((c.scope or {}).get("territory") or ["*"])} for c in consents],
+        })
+    return out
+
+
+def resolve_identity(s: Any, project: Any, ref: str, *, listing: str) -> Any:
+    """The identity ``ref`` names for a submission to ``project``: an id, or a name among the
+    identities the project's users may see (:func:`project_identities`) when exactly one has it.
+    A name no such identity has, or several do, is refused (:class:`~recast.errors.InputError`,
+    naming ``listing``: where to look the ids up) rather than guessed."""
+    from recast.errors import RecordNotFoundError
+
+    try:
+        return repo.get_identity(s, ref)
+    except RecordNotFoundError:
+        pass
+    named = [i for i, _ in project_identities(s, project) if i.name == ref.strip()]
+    if not named:
+        raise InputError(f"identity {ref!r}: no identity with that id, nor one of that name with a consent naming project "
+                         f"{project.name!r} ({listing})")
+    if len(named) > 1:
+        raise InputError(f"identity {ref!r}: {len(named)} identities have that name ({', '.join(str(i.id) for i in named)}): "
+                         "give the id")
+    return named[0]
+
+
+def check_submission(s: Any, project: Any, identity_ref: str | None, *, option: str, listing: str) -> SubmissionConsent:
+    """The project's policy and the identity's consent for a shot being submitted, checked before
+    anything is stored or recorded (the CLI and the API call it; the flow checks again).
+
+    Refused: the scratch project when it is turned off (PolicyError); no identity for a project
+    that requires consent, or no consent of the identity covering the project now (ConsentError
+    with the reason); an identity that cannot be found or named unambiguously (InputError).
+    ``option`` is how the caller names an identity (``--identity NAME``, ``identity``) and
+    ``listing`` where its users find them, for the messages.
+    """
+    if project.name == SCRATCH_PROJECT and not get_settings().scratch_enabled:
+        raise PolicyError("the scratch project is turned off (RECAST_SCRATCH_ENABLED=false): use a project with consent on record")
+    if identity_ref is None:
+        if project.consent_required:
+            raise ConsentError(f"project {project.name!r} requires consent: name the person whose head goes in ({option}), "
+                               f"an identity with a consent covering the project ({listing})")
+        return SubmissionConsent(identity_id=None, identity_name=None, consent_id=None, photos=())
+    identity = resolve_identity(s, project, identity_ref, listing=listing)
+    consent = repo.check_consent(s, identity.id, project.id) if project.consent_required else None
+    photos = tuple(a.uri for a in repo.get_assets(s, repo.identity_photo_ids(s, identity.id)) if a.deleted_at is None)
+    return SubmissionConsent(identity_id=str(identity.id), identity_name=identity.name,
+                             consent_id=None if consent is None else str(consent.id), photos=photos)
+
+
 def create_project(name: str, *, media: str | None, consent_required: bool, commercial: bool, actor: str) -> dict[str, Any]:
     if media is not None and media not in MEDIA_TYPES:
         raise UsageError(f"--media '{media}': choose from {', '.join(MEDIA_TYPES)}")
@@ -248,7 +372,7 @@ def verify_file(path: Path) -> dict[str, Any]:
     decodes is MediaDecodeError (exit 3).
     """
     from recast.errors import InputNotFoundError
-    from recast.media.credentials import CredentialReading, read_credentials, trust_anchors
+    from recast.media.credentials import CredentialReading, read_credentials, trust_anchors, watermark_seed
     from recast.models.watermark import WatermarkDecoder, WatermarkKey, payload_from_id
 
     if not path.is_file():
@@ -265,7 +389,7 @@ def verify_file(path: Path) -> dict[str, Any]:
         # a cut file can break the manifest's boxes too: what is left may still carry the mark
         reading = CredentialReading(present=False, valid=False, trusted=False, tampered=False, render_id=None, assertion=None,
                                     message=str(exc))
-    decoder = WatermarkDecoder(WatermarkKey(seed=settings.watermark_seed, strength=settings.watermark_strength))
+    decoder = WatermarkDecoder(WatermarkKey(seed=watermark_seed(), strength=settings.watermark_strength))
     decoded = _decode_for_mark(path, decoder)
     mark = decoder.result()
     mark_hex = f"{mark.payload:016x}" if mark.found and mark.payload is not None else None

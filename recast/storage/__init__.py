@@ -36,8 +36,9 @@ def _cached(key: tuple, make) -> ObjectStore:
 
 def _s3_store(bucket: str, prefix: str, settings: Settings) -> S3Store:
     cache_dir = settings.resolved_data_dir / "cache"
-    key = ("s3", bucket, prefix, settings.s3_endpoint_url, settings.s3_region, str(cache_dir))
-    return _cached(key, lambda: S3Store(bucket, prefix, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region, cache_dir=cache_dir))  # type: ignore[return-value]
+    key = ("s3", bucket, prefix, settings.s3_endpoint_url, settings.s3_public_endpoint_url, settings.s3_region, str(cache_dir))
+    return _cached(key, lambda: S3Store(bucket, prefix, endpoint_url=settings.s3_endpoint_url, region=settings.s3_region, cache_dir=cache_dir,  # type: ignore[return-value]
+                                        public_endpoint_url=settings.s3_public_endpoint_url))
 
 
 def open_store(settings: Settings | None = None) -> ObjectStore:

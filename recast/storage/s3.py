@@ -88,12 +88,15 @@ class S3Store(ObjectStore):
         multipart_threshold: int = 64 * MiB,
         multipart_chunksize: int = 16 * MiB,
         max_concurrency: int = 4,
+        public_endpoint_url: str | None = None,
     ) -> None:
         if not bucket:
             raise errors.UsageError("S3 object store needs a bucket name")
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url or None
+        # the address clients outside the network reach the same service at (download links only)
+        self.public_endpoint_url = public_endpoint_url or None
         self.region = region
         self.cache_dir = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir()) / "recast-cache"
         self.max_attempts = max_attempts
@@ -106,6 +109,7 @@ class S3Store(ObjectStore):
             use_threads=True,
         )
         self._client: Any = None
+        self._public_client: Any = None
         self._lock = threading.Lock()
         self._buckets_seen: set[str] = set()
 
@@ -119,14 +123,27 @@ class S3Store(ObjectStore):
                     self._client = self._make_client()
         return self._client
 
-    def _make_client(self) -> Any:
+    @property
+    def public_client(self) -> Any:
+        """A client for ``public_endpoint_url`` that only signs links (it never sends a request),
+        or the ordinary client when no public endpoint is set."""
+        if self.public_endpoint_url is None or self.public_endpoint_url == self.endpoint_url:
+            return self.client
+        if self._public_client is None:
+            with self._lock:
+                if self._public_client is None:
+                    self._public_client = self._make_client(self.public_endpoint_url)
+        return self._public_client
+
+    def _make_client(self, endpoint_url: str | None = None) -> Any:
+        endpoint_url = endpoint_url or self.endpoint_url
         config = Config(
             retries={"max_attempts": self.max_attempts, "mode": "standard"},
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
             max_pool_connections=max(10, 2 * self.transfer_config.max_concurrency),
             # MinIO and Ceph serve buckets by path; virtual-host names need DNS they rarely have.
-            s3={"addressing_style": "path" if self.endpoint_url else "auto"},
+            s3={"addressing_style": "path" if endpoint_url else "auto"},
             # boto3 >= 1.36 adds CRC checksums to every upload by default, which older MinIO and
             # Ceph releases reject; only send them where the API requires one.
             request_checksum_calculation="when_required",
@@ -134,13 +151,14 @@ class S3Store(ObjectStore):
         )
         try:
             # A session per store: boto3's default session is not safe to share between threads.
-            return boto3.session.Session().client("s3", endpoint_url=self.endpoint_url, region_name=self.region, config=config)
+            return boto3.session.Session().client("s3", endpoint_url=endpoint_url, region_name=self.region, config=config)
         except ValueError as exc:
-            raise errors.UsageError(f"object store {self.describe()}: bad S3 endpoint: {exc}") from exc
+            raise errors.UsageError(f"object store {self.describe()}: bad S3 endpoint {endpoint_url!r}: {exc}") from exc
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_client"] = None
+        state["_public_client"] = None
         state["_lock"] = None
         return state
 
@@ -321,6 +339,9 @@ class S3Store(ObjectStore):
             self.client.delete_object(Bucket=bucket, Key=key)
 
     def presign(self, uri: str, expires_s: int = 3600) -> str | None:
+        """A GET link for clients, signed for ``public_endpoint_url`` when one is set: S3 checks the
+        signature against the host the request was sent to, so a link signed for the internal
+        address would fail (or not resolve) outside the network."""
         bucket, key = split_s3_uri(uri)
         with self._translated("presigning", uri):
-            return self.client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=int(expires_s))
+            return self.public_client.generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=int(expires_s))

@@ -340,8 +340,38 @@ def progress_for(run_id: str | None, stage: str, total: int) -> Progress:
 
 
 def emit_progress(line: str) -> None:
-    """Write one progress line to stderr (never stdout: ``--json`` owns stdout)."""
-    print(f"[recast] {line}", file=sys.stderr, flush=True)
+    """Write one progress line to stderr (never stdout: ``--json`` owns stdout).
+
+    Locally the line is ``[recast] <line>`` exactly (scripts watch ``recast swap``'s progress).
+    Inside a deployment run — a worker's process, whose log interleaves many shots over hours —
+    it also carries the UTC time and the shot code: ``[recast] 2026-11-30T05:01:02Z sh010 <line>``.
+    """
+    print(f"[recast] {_deployment_prefix()}{line}", file=sys.stderr, flush=True)
+
+
+def _deployment_prefix() -> str:
+    """``"<UTC time> <shot code> "`` inside a deployment's flow run (or its subflows and task
+    threads), else ``""``. The flow run of a shot is named after its code."""
+    try:
+        from prefect.context import FlowRunContext
+    except Exception:  # pragma: no cover - Prefect missing: no flow runs either
+        return ""
+    ctx = FlowRunContext.get()
+    fr = None if ctx is None else ctx.flow_run
+    if fr is None:
+        return ""
+    if fr.deployment_id is None:
+        # a subflow (a re-run in review) has no deployment of its own: it belongs to its process's
+        if not _deployment_runs or fr.parent_task_run_id is None:
+            return ""
+    else:
+        _deployment_runs.add(str(fr.id))
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    return f"{stamp} {fr.name or '-'} "
+
+
+# ids of the deployment flow runs this process has run (a worker's subprocess runs one)
+_deployment_runs: set[str] = set()
 
 
 def _transient_only(task: Any, task_run: Any, state: Any) -> bool:

@@ -7,7 +7,7 @@ from pathlib import Path
 from recast.contracts import AssetRef, IngestResult, MediaInfo, PlateChunk
 from recast.errors import UnsupportedMediaError
 from recast.media import probe_media, read_image, read_timing, split_plate
-from recast.media.probe import describe_stream_choice
+from recast.media.probe import describe_stream_choice, timing_note
 from recast.media.artifacts import CHUNK_MEDIA_TYPE, TIMING_MEDIA_TYPE, PlateTiming
 from recast.storage import local_input, suffix_of
 from recast.tasks.common import emit_progress, progress_for, run_stage, scratch_dir, store_asset
@@ -26,7 +26,7 @@ def register_plate(uri_or_path: str) -> tuple[AssetRef, MediaInfo, Path]:
     return ref, info, path
 
 
-def _plate_summary(info: MediaInfo, path: Path) -> str:
+def _plate_summary(info: MediaInfo, path: Path, retimed: str | None = None) -> str:
     """``1080x1920 h264 (stored 1920x1080, rotated -90°: ...; video stream #1 of 2, ...)``: the
     size worked on, and what the reader of the ingest line needs to know about how it was read."""
     notes = []
@@ -37,6 +37,8 @@ def _plate_summary(info: MediaInfo, path: Path) -> str:
                      + ": worked on upright, delivered as stored")
     if info.video_streams > 1:
         notes.append(describe_stream_choice(path, "plate") or f"video stream #{info.stream_index}")
+    if retimed:
+        notes.append(retimed)
     text = f"{info.width}x{info.height} {info.codec}"
     return f"{text} ({'; '.join(notes)})" if notes else text
 
@@ -59,6 +61,7 @@ def ingest(*, run_id: str | None, shot_id: str | None, plate: str, sources: list
     """Register plate and sources, then cut the plate into lossless intra-only chunks (cached by content)."""
     plate_ref, info, plate_path = register_plate(plate)
     source_refs, source_infos = register_sources(sources)
+    retimed = timing_note(plate_path, role="plate")  # frames that all carry one timestamp: re-timed, and said so
 
     def compute() -> IngestResult:
         progress = progress_for(run_id, "ingest", info.frame_count)
@@ -87,10 +90,10 @@ def ingest(*, run_id: str | None, shot_id: str | None, plate: str, sources: list
         # frames: chunks hold the plate upright (its display matrix applied); chunks cut before
         # that held stored pixels, so the key changes and they are not reused for a rotated plate
         params={"chunk_size": chunk_size, "intermediate": "ffv1/gbrp", "timing_format": PlateTiming.FORMAT_VERSION,
-                "frames": "upright", "stream": info.stream_index},
+                "frames": "upright", "stream": info.stream_index, **({"timing": "nominal rate"} if retimed else {})},
         models=[],
         result_type=IngestResult,
         compute=compute,
     )
-    emit_progress(f"ingest: plate {_plate_summary(info, plate_path)}, {info.frame_count} frames at {info.rate}, {len(result.chunks)} chunks")
+    emit_progress(f"ingest: plate {_plate_summary(info, plate_path, retimed)}, {info.frame_count} frames at {info.rate}, {len(result.chunks)} chunks")
     return result.model_copy(update={"plate": plate_ref, "sources": source_refs, "source_infos": source_infos})

@@ -22,7 +22,7 @@ from recast.checksums import sha256_file
 from recast.media import (CONTAINERS, check_output_not_input, check_output_writable, new_file_mode, plate_video_codec, read_frames, render_video,
                           store_paths)
 from recast.media.artifacts import PlateAnalysis, SwapMatte
-from recast.media.credentials import sign_video, signing_identity
+from recast.media.credentials import sign_video, signing_identity, watermark_seed
 from recast.models.metrics import background_psnr
 from recast.models.qc import changed_region
 from recast.models.qc_frames import BACKGROUND_DILATE_PX
@@ -62,14 +62,14 @@ def render_shot(*, run_id: str | None, shot_id: str | None, shot: str, ingest: I
     codec = plate_video_codec(box, fetch(ingest.plate))
     params = {"codec": codec.encoder, "pix_fmt": codec.pix_fmt, "codec_options": dict(codec.options), "crf": settings.render_crf,
               "preset": settings.render_preset, "container": box.name,
-              "watermark": {"strength": settings.watermark_strength, "key": hashlib.sha256(str(settings.watermark_seed).encode()).hexdigest()[:16]},
+              "watermark": {"strength": settings.watermark_strength, "key": hashlib.sha256(str(watermark_seed()).encode()).hexdigest()[:16]},
               "c2pa": True, "shot": shot, "identity": consent.identity, "consent": consent.consent_id, "scratch": consent.scratch}
 
     def compute() -> RenderResult:
         total = ingest.plate_info.frame_count
         progress = progress_for(run_id, "render", total)
         masks = np.concatenate([load_artifact(sw.masks, SwapMatte).mask for sw in swaps])
-        embedder = WatermarkEmbedder(payload_from_id(render_id), WatermarkKey(seed=settings.watermark_seed, strength=settings.watermark_strength))
+        embedder = WatermarkEmbedder(payload_from_id(render_id), WatermarkKey(seed=watermark_seed(), strength=settings.watermark_strength))
 
         def mark(rgb: np.ndarray, index: int) -> np.ndarray:
             return embedder.embed(rgb, masks[index], index) if masks[index].any() else rgb

@@ -8,6 +8,8 @@ Every case runs the real command line and checks the rules of the issue that ask
 * unusual inputs that must work (B-frames, edit lists, 10-bit, 4:2:2, full range, anamorphic,
   one frame, long GOP, VFR, odd paths...): exit 0, a deliverable with the plate's frame count,
   the run ``done``, inputs unchanged. These run whole swaps and are marked ``slow``.
+  A few refusals that take seconds each (an S3 round trip, face detection on a source) are
+  marked ``slow`` too, to keep ``-m "not slow"`` quick; CI runs them all.
 
 Media is tiny (256x256, a dozen frames) so that generating all of it takes a few seconds. Cases
 this machine cannot make (no HEIC encoder, running as root so permissions do not bite) are
@@ -458,7 +460,7 @@ CASES = [
     Case("source-zero-bytes", source="source_empty", names="source"),
     Case("source-text-file", source="source_text", names="source"),
     Case("source-truncated-jpeg", source="source_truncated", names="source"),
-    Case("source-no-face", source="source_noface", names="source"),
+    Case("source-no-face", source="source_noface", names="source", slow=True),
     Case("source-is-a-video", source="source_video", names="source"),
     Case("source-heic", source="source_heic", codes=(0, 3), names="source", slow=True),
     Case("source-animated-gif", source="source_gif", codes=(0, 3), names="source", slow=True),
@@ -475,12 +477,12 @@ CASES = [
     Case("out-is-the-source", out="<source>", codes=(2,), names="out"),
     Case("out-avi", out="out.avi", codes=(0, 2), names="out", slow=True),
     Case("out-is-a-directory", out="<dir>", codes=(2, 3), names="out"),
-    Case("plate-on-s3-missing", plate="<s3-missing>"),
-    Case("plate-on-s3-wrong-credentials", plate="<s3-denied>", codes=(6,)),
+    Case("plate-on-s3-missing", plate="<s3-missing>", slow=True),
+    Case("plate-on-s3-wrong-credentials", plate="<s3-denied>", codes=(6,), slow=True),
     # options that cannot apply to this plate
     Case("face-index-out-of-range", args=("--face", "index:99"), codes=(2, 3), names="index:99"),
     Case("edit-range-past-the-plate", args=("--edit", "smile=0.3@100-200"), codes=(2, 3), names="100-200"),
-    Case("source-face-index-out-of-range", source="group", args=("--source-face", "index:9"), codes=(2, 3), names="index:9"),
+    Case("source-face-index-out-of-range", source="group", args=("--source-face", "index:9"), codes=(2, 3), names="index:9", slow=True),
 ]
 
 
@@ -618,7 +620,7 @@ def test_corpus_is_large_enough():
 def _signed_marked(tmp: Path, render_id: str) -> Path:
     """A signed deliverable carrying the watermark, made as render makes it (mark inside a head
     region, H.264, C2PA manifest) without running a whole swap."""
-    from recast.media.credentials import sign_video, signing_identity
+    from recast.media.credentials import sign_video, signing_identity, watermark_seed
     from recast.media.synthetic import write_h264
     from recast.models.watermark import WatermarkEmbedder, WatermarkKey, payload_from_id
     from recast.settings import get_settings
@@ -630,7 +632,7 @@ def _signed_marked(tmp: Path, render_id: str) -> Path:
             if len(frames) == 60:
                 break
     s = get_settings()
-    emb = WatermarkEmbedder(payload_from_id(render_id), WatermarkKey(seed=s.watermark_seed, strength=s.watermark_strength))
+    emb = WatermarkEmbedder(payload_from_id(render_id), WatermarkKey(seed=watermark_seed(), strength=s.watermark_strength))
     h, w = frames[0].shape[:2]
     head = np.zeros((h, w), np.uint8)
     head[h // 6: 5 * h // 6, w // 5: 4 * w // 5] = 1

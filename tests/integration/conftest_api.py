@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import IMAGES
+from tests.studio_credentials import studio_credentials_env
 
 SOURCE_PHOTO = IMAGES / "deepface_img17.jpg"
 
@@ -152,6 +153,8 @@ def api_stack(prefect_server, s3_server, s3_admin, tmp_path_factory) -> Iterator
         mp.setenv("RECAST_STORAGE_URL", f"s3://{bucket}/studio")
         mp.setenv("RECAST_S3_ENDPOINT_URL", s3_server)
         mp.setenv("RECAST_CHUNK_SIZE", "20")
+        for name, value in studio_credentials_env(tmp_path_factory.mktemp("studio-ca")).items():  # S3: a service
+            mp.setenv(name, value)
         mp.delenv("RECAST_DATABASE_URL", raising=False)
         reset_settings()
         settings = get_settings()

@@ -372,3 +372,20 @@ def test_a_paused_run_rerun_then_approved_through_the_api_reuses_stages_and_rend
         assert [r.approved for r in repo.renders_for_run(s, new_run_id)] == [True]
         assert repo.renders_for_run(s, run_id) == []
         assert [(x.decision, x.reviewer) for x in repo.reviews_for_run(s, new_run_id)] == [("approve", "sup.ana")]
+
+
+@pytest.mark.slow
+def test_review_never_delivers_the_shot_unapproved_and_reaches_the_flow_run(api_stack, inputs, review_token):
+    """``review: never`` in a project whose QC says review: the deployment run gets the parameter,
+    renders without pausing, and the shot view says the deliverable was not approved."""
+    from prefect import get_client
+
+    r = submit(api_stack, {"plate": inputs["plate"], "sources": [inputs["source"]], "mode": "face", "code": "sc020_0030",
+                           "review": "never"}, token=review_token)
+    assert r.status_code == 201, r.text
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(r.json()["run"]["prefect_flow_run_id"]).parameters["review"] == "never"
+    done = wait_for(api_stack, r.json()["id"], {"done", "failed", "awaiting_review", "rejected"}, token=review_token)
+    assert done["status"] == "done" and done["qc"]["verdict"] == "review" and done["review"] == "never", done["run"]
+    (out,) = done["outputs"]
+    assert out["approved"] is False and out["download_url"]

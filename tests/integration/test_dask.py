@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from recast.cli import app
 from recast.settings import reset_settings
 from tests.conftest import IMAGES
+from tests.studio_credentials import studio_credentials_env
 
 
 def invoke(*args):
@@ -43,6 +44,8 @@ def test_dask_cluster_gives_the_default_runners_output(tmp_path, monkeypatch, po
 
     monkeypatch.setenv("RECAST_DATA_DIR", str(tmp_path / "dask"))
     monkeypatch.setenv("RECAST_DATABASE_URL", postgres_url)
+    for name, value in studio_credentials_env(tmp_path / "studio-ca").items():  # PostgreSQL: a service
+        monkeypatch.setenv(name, value)
     from recast.db.migrate import upgrade
 
     upgrade(postgres_url)

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from recast.cli import app
 from recast.settings import reset_settings
 from tests.conftest import IMAGES
+from tests.studio_credentials import studio_credentials_env
 
 
 @pytest.mark.slow
@@ -22,6 +23,8 @@ def test_swap_on_s3_and_postgres(tmp_path, monkeypatch, s3_bucket, postgres_url,
     monkeypatch.setenv("RECAST_STORAGE_URL", f"s3://{bucket}/studio")
     monkeypatch.setenv("RECAST_S3_ENDPOINT_URL", endpoint)
     monkeypatch.setenv("RECAST_DATABASE_URL", postgres_url)
+    for name, value in studio_credentials_env(tmp_path / "studio-ca").items():  # S3 and PostgreSQL: a service
+        monkeypatch.setenv(name, value)
     reset_settings()
     from recast.db.migrate import upgrade
 
