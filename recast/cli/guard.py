@@ -66,9 +66,28 @@ def _translated(exc: BaseException) -> BaseException:
         url = processes.local_prefect_url() or "the Prefect API (PREFECT_API_URL)"
         return errors.ServiceUnavailableError(f"Prefect server {url}: cannot connect ({exc or type(exc).__name__}); "
                                               "check that it runs, or unset PREFECT_API_URL to use recast's own")
-    if type(exc).__name__ == "OperationalError" and type(exc).__module__.startswith(("sqlite3", "sqlalchemy")):
-        return errors.DatabaseUnavailableError(f"database: {str(exc).splitlines()[0][:300]}")
+    lost = _database_connection_error(exc)
+    if lost is not None:
+        return errors.DatabaseUnavailableError(f"database: {(str(lost).splitlines() or [type(lost).__name__])[0][:300]}")
     return exc
+
+
+#: errors of the database drivers and SQLAlchemy that mean the database (or the connection to it)
+#: is gone or unusable, not a bug: e.g. PostgreSQL restarted or the backend terminated mid-run
+_DATABASE_CONNECTION_ERRORS = ("OperationalError", "InterfaceError", "PendingRollbackError", "DisconnectionError")
+
+
+def _database_connection_error(exc: BaseException) -> BaseException | None:
+    """The database connection error behind ``exc`` (itself, or what it was raised from), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if (type(current).__module__.startswith(("sqlite3", "sqlalchemy", "psycopg"))
+                and type(current).__name__ in _DATABASE_CONNECTION_ERRORS):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def exit_code_for(exc: BaseException) -> int:
