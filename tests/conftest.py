@@ -41,6 +41,14 @@ def recast_env(tmp_path, monkeypatch):
 
 
 
+@pytest.fixture()
+def text_as_mp4(tmp_path) -> Path:
+    """A text file named like a movie."""
+    path = tmp_path / "notes.mp4"
+    path.write_text("this is not a video\n" * 50)
+    return path
+
+
 @pytest.fixture(scope="session")
 def prefect_server():
     """One real Prefect API (temporary, SQLite) for every flow run of the session."""

@@ -178,14 +178,10 @@ class Media:
         return encode(d / "plate.mp4", self.frames(12), audio=True)
 
     def make_plate_empty(self, d: Path) -> Path:
-        d.mkdir(parents=True)
-        (d / "empty.mp4").write_bytes(b"")
-        return d / "empty.mp4"
+        return _write(d / "empty.mp4", b"")
 
     def make_plate_text(self, d: Path) -> Path:
-        d.mkdir(parents=True)
-        (d / "notes.mp4").write_text("this is not a video\n")
-        return d / "notes.mp4"
+        return _write(d / "notes.mp4", b"this is not a video\n")
 
     def make_plate_truncated(self, d: Path) -> Path:
         src = encode(d / "full.mp4", self.frames(12), faststart=True)
@@ -300,14 +296,10 @@ class Media:
         return d / "clip_as_photo.mp4"
 
     def make_source_empty(self, d: Path) -> Path:
-        d.mkdir(parents=True)
-        (d / "empty.jpg").write_bytes(b"")
-        return d / "empty.jpg"
+        return _write(d / "empty.jpg", b"")
 
     def make_source_text(self, d: Path) -> Path:
-        d.mkdir(parents=True)
-        (d / "notes.jpg").write_text("not a photo\n")
-        return d / "notes.jpg"
+        return _write(d / "notes.jpg", b"not a photo\n")
 
     def make_source_truncated(self, d: Path) -> Path:
         d.mkdir(parents=True)
@@ -405,6 +397,13 @@ def moto_s3():
 
 
 # --- cases ----------------------------------------------------------------------------------
+def _write(path: Path, data: bytes) -> Path:
+    """A file of ``data`` at ``path`` (its folder created)."""
+    path.parent.mkdir(parents=True)
+    path.write_bytes(data)
+    return path
+
+
 @dataclass(frozen=True)
 class Case:
     """One corpus case: which plate and source (keys of :class:`Media`, or special values), extra
@@ -418,7 +417,6 @@ class Case:
     codes: tuple[int, ...] = (3,)
     names: str = "plate"  # 'plate' | 'source' | 'out' | an option's text that must appear
     slow: bool = False
-    xfail: str | None = None
     setup: Callable[..., None] | None = field(default=None, compare=False)
 
 
@@ -573,8 +571,6 @@ def _params():
         marks = []
         if c.slow:
             marks.append(pytest.mark.slow)
-        if c.xfail:
-            marks.append(pytest.mark.xfail(strict=False, reason=c.xfail))
         yield pytest.param(c, id=c.id, marks=marks)
 
 

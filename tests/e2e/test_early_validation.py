@@ -32,13 +32,6 @@ def no_runs(data_dir: Path) -> bool:
     return recent_runs(5) == []
 
 
-@pytest.fixture()
-def text_as_mp4(tmp_path) -> Path:
-    path = tmp_path / "notes.mp4"
-    path.write_text("this is not a video\n" * 50)
-    return path
-
-
 @pytest.mark.parametrize(
     "case, extra, code, named",
     [

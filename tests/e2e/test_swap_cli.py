@@ -153,13 +153,6 @@ def truncated_mp4(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture()
-def text_as_mp4(tmp_path) -> Path:
-    path = tmp_path / "notes.mp4"
-    path.write_text("this is not a video\n" * 50)
-    return path
-
-
 @pytest.mark.parametrize(
     "case, expected",
     [
