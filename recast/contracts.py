@@ -169,6 +169,19 @@ class IngestResult(Record):
     source_infos: tuple[MediaInfo, ...]
 
 
+class SourceFinding(Record):
+    """One check of a source photo's vetting (:mod:`recast.models.source_vetting`).
+
+    ``outcome``: ``ok``; ``warn`` (recorded, shown in the summary and the QC report, and QC
+    cannot pass the shot above ``review``); ``refuse`` (the photo cannot work: exit 3)."""
+
+    check: str = Field(description="what was checked, e.g. face_size, blur, occluder, pose, print")
+    outcome: str = Field(description="ok | warn | refuse")
+    value: float | None = None
+    threshold: float | None = None
+    text: str = Field(description="one line naming the photo and what was found")
+
+
 class SourceFaceResult(Record):
     """The face (and, in head mode, the head matte) of one source photo, stored as one npz."""
 
@@ -177,6 +190,7 @@ class SourceFaceResult(Record):
     face_box: tuple[int, int, int, int]
     yaw_deg: float | None = None
     models: tuple[ModelRef, ...]
+    vetting: tuple[SourceFinding, ...] = ()
 
 
 class SegmentResult(Record):

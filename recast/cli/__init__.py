@@ -59,9 +59,11 @@ def filter_native_logs() -> Callable[[], None]:
     os.dup2(write_end, 2)
     os.close(write_end)
 
+    pending = b""
+
     def pump() -> None:
+        nonlocal pending
         with os.fdopen(read_end, "rb", buffering=0) as src:
-            pending = b""
             while chunk := src.read(65536):
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
@@ -70,6 +72,12 @@ def filter_native_logs() -> Callable[[], None]:
                         os.write(saved, line + b"\n")
             if pending and not _NATIVE_NOISE.match(pending):
                 os.write(saved, pending)
+
+    # a library that writes a line without its newline (Prefect's "Error logging to API" does)
+    # must not swallow the start of recast's own last line: guard.fail asks before it prints
+    from recast.cli import guard
+
+    guard.stderr_line_open = lambda: bool(pending)
 
     thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
     thread.start()

@@ -25,6 +25,7 @@ verdict and ``verify``'s result, leave through ``typer.Exit``, which :func:`guar
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from typing import Any, Callable, TypeVar
 
@@ -68,8 +69,20 @@ def _translated(exc: BaseException) -> BaseException:
                                               "check that it runs, or unset PREFECT_API_URL to use recast's own")
     lost = _database_connection_error(exc)
     if lost is not None:
-        return errors.DatabaseUnavailableError(f"database: {(str(lost).splitlines() or [type(lost).__name__])[0][:300]}")
+        return errors.DatabaseUnavailableError(f"database {_database_shown()}: {(str(lost).splitlines() or [type(lost).__name__])[0][:300]}")
     return exc
+
+
+def _database_shown() -> str:
+    """The database the settings name, as messages show it (no password); errors raised past
+    the engine's own translation (e.g. on commit inside a task) name it too."""
+    try:
+        from recast.db.session import safe_url
+        from recast.settings import get_settings
+
+        return safe_url(get_settings().resolved_database_url)
+    except Exception:  # noqa: BLE001 - invalid settings: the message still says what broke
+        return "(RECAST_DATABASE_URL)"
 
 
 #: errors of the database drivers and SQLAlchemy that mean the database (or the connection to it)
@@ -127,12 +140,27 @@ def debug_enabled() -> bool:
         return False
 
 
+#: whether stderr holds a line not yet ended (set by :func:`recast.cli.filter_native_logs`)
+stderr_line_open: Callable[[], bool] = lambda: False
+
+
+def _start_line() -> None:
+    """Make recast's message start a line of its own after what a library left unterminated."""
+    sys.stderr.flush()
+    for _ in range(5):  # the filter thread passes on what was written a moment ago
+        if stderr_line_open():
+            typer.echo("", err=True)
+            return
+        time.sleep(0.01)
+
+
 def fail(exc: BaseException) -> None:
     """Leave with the exception's exit code and a one-line message (a traceback with --debug)."""
     from recast.services import processes
 
     shown = _translated(exc)
     code = exit_code_for(exc)
+    _start_line()
     if debug_enabled():
         traceback.print_exception(exc, file=sys.stderr)
     if code == EXIT_INTERNAL and not isinstance(shown, errors.RecastError):
