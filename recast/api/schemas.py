@@ -152,6 +152,19 @@ class ShotSummary(BaseModel):
     updated: datetime
 
 
+class SourceFindingView(BaseModel):
+    check: str = Field(description="face_size, upscale, resolution, blur, occluder, pose, expression, colour, print, faces")
+    outcome: str = Field(description="ok | warn (QC cannot pass the shot above review) | refuse (the run fails, exit 3)")
+    value: float | None = None
+    threshold: float | None = None
+    text: str
+
+
+class SourceReportView(BaseModel):
+    photo: str = Field(description="the source photo as submitted (path or URI)")
+    findings: list[SourceFindingView] = Field(default_factory=list)
+
+
 class ShotDetail(ShotSummary):
     identity_id: str | None = None
     plate: str | None = None
@@ -161,6 +174,8 @@ class ShotDetail(ShotSummary):
     progress: Progress | None = None
     qc: QCView | None = None
     outputs: list[OutputView] = Field(default_factory=list)
+    source_vetting: list[SourceReportView] = Field(default_factory=list, description="the source report of each photo, once the "
+                                                   "run's first stage analysed it (a refused photo fails the run with its reason)")
 
 
 class ShotPage(BaseModel):

@@ -408,7 +408,7 @@ def shot_detail(ctx: ApiContext, principal: Principal, shot_id: str, *, issue_li
             "created": shot.created, "updated": shot.updated,
             "identity_id": None if shot.identity_id is None else str(shot.identity_id),
             "plate": params.pop("plate", None), "params": {k: v for k, v in params.items() if k != "sources"},
-            "review": _submitted_review(s, str(shot.id)), "run": None, "progress": None, "qc": None, "outputs": [],
+            "review": _submitted_review(s, str(shot.id)), "run": None, "progress": None, "qc": None, "outputs": [], "source_vetting": [],
         }
         run = repo.latest_run_for_shot(s, shot.id)
         if run is None:
@@ -418,6 +418,7 @@ def shot_detail(ctx: ApiContext, principal: Principal, shot_id: str, *, issue_li
         rows = repo.stage_runs_for_run(s, run.id)
         out["progress"] = _progress(rows, str(params.get("mode", "head")))
         out["qc"] = _qc_view(s, run, rows)
+        out["source_vetting"] = shots.source_vetting_in(s, run)
         if run.output_asset_id is not None:
             a = repo.get_asset(s, run.output_asset_id)
             render = next((r for r in reversed(repo.renders_for_run(s, run.id)) if r.asset_id == a.id), None)

@@ -75,9 +75,14 @@ def _print_qc(result: dict[str, Any], as_json: bool) -> None:
         f"similarity to source {f('identity_similarity_source')} / to plate person {f('identity_similarity_plate')}"
         + (f"  [{result['identity_model']['name']} sha256={str(result['identity_model'].get('sha256'))[:16]}]" if result.get("identity_model") else ""),
         f"motion:     pose error {f('pose_error_deg', '{:.1f}')} deg, expression error {f('expression_error', '{:.3f}')}, "
-        f"jitter ratio {f('jitter_ratio')}, flicker ratio {f('flicker_ratio')}",
+        f"jitter ratio {f('jitter_ratio')}, motion ratio {f('motion_ratio')}, flicker ratio {f('flicker_ratio')}",
         f"blend:      seam {f('seam_score')}, background PSNR {f('background_psnr_db', '{:.1f}')} dB, face found {f('face_found_ratio')}",
     ]
+    from recast.models.qc_rules import RULES
+
+    defects = [r for r in RULES if r.group == "defects" and m.get(r.metric) is not None]
+    if defects:
+        lines.append("defects:    " + ", ".join(f"{r.label} {r.format(float(m[r.metric]))}" for r in defects))
     for r in result.get("reasons") or []:
         lines.append(f"reason:     {r['text']}")
     if result.get("report"):

@@ -36,7 +36,10 @@ def show(run_id: str = typer.Argument(..., help="a run id from `recast runs`"), 
         from recast.services.runs import run_detail
 
         prepare()
+        from recast.services.shots import source_vetting
+
         detail = run_detail(run_id)
+        detail["source_vetting"] = source_vetting(detail["run"]["run_id"])
         if as_json:
             typer.echo(json.dumps(detail, default=str, indent=2))
             return
@@ -44,6 +47,10 @@ def show(run_id: str = typer.Argument(..., help="a run id from `recast runs`"), 
         typer.echo(f"run {r['run_id']}  {r['status']}  shot {r['shot']} ({r['shot_id']})  project {r['project']}")
         if r.get("error"):
             typer.echo(f"  error: {r['error']}")
+        for item in detail["source_vetting"]:
+            typer.echo(f"source {item['photo']}:")
+            for f in item["findings"]:
+                typer.echo(f"  {f['outcome']:<6} {f['check']:<11} {f['text'].split(': ', 1)[-1]}")
         for sr in detail["stages"]:
             where = f" chunk {sr['chunk_index']} [{sr['frame_start']},{sr['frame_end']})" if sr["chunk_index"] is not None else ""
             typer.echo(f"- {sr['stage']}{where}: {sr['status']}  {sr['elapsed_ms'] or '-'} ms  work {sr['work_key'][:12]}")

@@ -94,6 +94,8 @@ def run_swap(*, plate: str, sources: list[str], out: Optional[Path], params: Any
         shots.fail_run(run_id, exc)
         raise
     summary = outcome.summary()
+    # the source report the flow recorded for each photo (what QC read): every check's outcome
+    summary["source_vetting"] = shots.source_vetting(run_id)
     if as_json:
         typer.echo(json.dumps(summary, default=str))
     else:
@@ -119,7 +121,10 @@ def print_summary(summary: dict[str, Any], note: str | None) -> None:
         "stages:   " + ", ".join(f"{k} {v / 1000:.1f}s" for k, v in summary["stages"].items()),
     ]
     if qc.get("reasons"):
-        lines.append("reasons:  " + "; ".join(qc["reasons"]))
+        lines.append("reasons:  " + "; ".join(str(r.get("text", r)) if isinstance(r, dict) else str(r) for r in qc["reasons"]))
+    warned = [f["text"] for item in summary.get("source_vetting") or [] for f in item["findings"] if f["outcome"] == "warn"]
+    if warned:
+        lines.append("source:   " + "; ".join(warned))
     if note:
         lines.append(note)
     typer.echo("\n".join(lines))

@@ -55,7 +55,8 @@ def score_files(*, plate: str, output: str, source: str, mode: str = "face", fac
     seg_p = [segment_chunk(run_id=None, shot_id=None, chunk=c, chunk_index=i, face_selector=face, total_frames=total) for i, c in enumerate(ing_p.chunks)]
     seg_o = [segment_chunk(run_id=None, shot_id=None, chunk=c, chunk_index=i, face_selector=face, total_frames=total) for i, c in enumerate(ing_o.chunks)]
     track = track_person(run_id=None, shot_id=None, ingest=ing_p, segments=seg_p, face_selector=face)
-    src = analyze_source(run_id=None, shot_id=None, source=ing_p.sources[0], name=Path(source).name, mode=mode, source_face=None)
+    src = analyze_source(run_id=None, shot_id=None, source=ing_p.sources[0], name=Path(source).name, mode=mode, source_face=None,
+                         plate=ing_p.plate, face_selector=face, refuse=False)  # scoring files never refuses: the findings are recorded
     qc = score_pair(plate=ing_p, output=ing_o, plate_segments=seg_p, output_segments=seg_o, track=track, source=src, mode=mode, project=project)
     return FilesQC(qc=qc, plate=ing_p, output=ing_o)
 

@@ -183,7 +183,8 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
         params = spec.params
         mode = params.mode.value
         t = time.perf_counter()
-        source_futures = [analyze_source_task.submit(run_id=run_id, shot_id=shot_id, source=ref, name=name, mode=mode, source_face=params.source_face)
+        source_futures = [analyze_source_task.submit(run_id=run_id, shot_id=shot_id, source=ref, name=name, mode=mode, source_face=params.source_face,
+                                                     plate=ing.plate, face_selector=params.face)
                           for ref, name in zip(ing.sources, spec.sources)]
         seg_futures = segment_task.map(
             run_id=unmapped(run_id), shot_id=unmapped(shot_id), chunk=list(ing.chunks), chunk_index=list(range(len(ing.chunks))),

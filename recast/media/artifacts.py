@@ -271,12 +271,19 @@ class QCPerFrame(_Artifact):
     reasons as records (metric, value, threshold, outcome, frames, text) and the thresholds
     (:class:`recast.models.metrics.QCThresholds` fields) it was decided with.
 
-    Identity values (``d_*``, ``similarity_*``, ``transferred``, ``hair``) are known only on the
-    ``sampled`` frames (NaN elsewhere); ``identity_match_distance`` is the identity model's
-    same-person bound the distances are read against.
+    Identity values (``d_*``, ``similarity_*``, ``transferred``, ``hair``) and the defect measures
+    (``defects``, one column per name in ``defect_names``, :mod:`recast.models.qc_defects`) are
+    known only on the ``sampled`` frames (NaN elsewhere); ``identity_match_distance`` is the
+    identity model's same-person bound the distances are read against. ``motion_ratio``: the
+    output's landmark motion over the plate's in a one-second window; ``wrong_person``: 1 on
+    frames of a segment whose person is not the chosen one, 0 on the other judged frames.
+
+    ``region_frames`` / ``region_measure`` / ``region_masks``: for each flagged defect measure,
+    its worst frames and where on them the detector found the defect (the report outlines them).
+    :meth:`series` reads any per-frame series by name (a field or a defect column).
     """
 
-    FORMAT_VERSION: ClassVar[int] = 1
+    FORMAT_VERSION: ClassVar[int] = 2
 
     swapped: np.ndarray  # (F,) bool
     face_found: np.ndarray  # (F,) bool
@@ -299,13 +306,37 @@ class QCPerFrame(_Artifact):
     hair: np.ndarray  # (F,) 1.0 hair transferred, 0.0 not, NaN unknown
     badness: np.ndarray  # (F,)
     identity_match_distance: float
+    motion_ratio: np.ndarray | None = None  # (F,) NaN where unknown
+    wrong_person: np.ndarray | None = None  # (F,) 1.0 / 0.0 / NaN
+    defects: np.ndarray | None = None  # (F, D) float, NaN where not measured
+    defect_names: np.ndarray | None = None  # (D,) str
+    region_frames: np.ndarray | None = None  # (k,) int
+    region_measure: np.ndarray | None = None  # (k,) str: the defect measure of each region
+    region_masks: np.ndarray | None = None  # (k, H, W) bool
     reasons: tuple[dict[str, Any], ...] = ()
     thresholds: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.swapped)
+        nan = np.full(n, np.nan)
+        for name in ("motion_ratio", "wrong_person"):
+            object.__setattr__(self, name, nan.copy() if getattr(self, name) is None else np.asarray(getattr(self, name), np.float64))
+        names = np.asarray(() if self.defect_names is None else self.defect_names, dtype=str).reshape(-1)
+        object.__setattr__(self, "defect_names", names)
+        d = np.full((n, len(names)), np.nan) if self.defects is None else np.asarray(self.defects, np.float64).reshape(n, -1)
+        if d.shape[1] != len(names):
+            raise ValueError(f"QCPerFrame.defects: {d.shape[1]} columns for {len(names)} defect names")
+        object.__setattr__(self, "defects", d)
+        object.__setattr__(self, "region_frames", np.asarray(() if self.region_frames is None else self.region_frames, np.int64).reshape(-1))
+        object.__setattr__(self, "region_measure", np.asarray(() if self.region_measure is None else self.region_measure, dtype=str).reshape(-1))
+        masks = np.zeros((0, 0, 0), bool) if self.region_masks is None else np.asarray(self.region_masks, bool)
+        object.__setattr__(self, "region_masks", masks)
+        k = len(self.region_frames)
+        if len(self.region_measure) != k or len(masks) != k:
+            raise ValueError(f"QCPerFrame: {k} region frames, {len(self.region_measure)} region measures, {len(masks)} region masks")
         for f in fields(self):
-            if f.name not in ("sampled", "identity_match_distance", "reasons", "thresholds", "swapped"):
+            if f.name not in ("sampled", "identity_match_distance", "reasons", "thresholds", "swapped", "defect_names", "region_frames",
+                              "region_measure", "region_masks"):
                 _frames(f.name, getattr(self, f.name), n, "QCPerFrame")
         object.__setattr__(self, "sampled", np.asarray(self.sampled, np.int64).reshape(-1))
         object.__setattr__(self, "identity_match_distance", float(self.identity_match_distance))
@@ -314,6 +345,21 @@ class QCPerFrame(_Artifact):
 
     def __len__(self) -> int:
         return int(len(self.swapped))
+
+    def series(self, name: str) -> np.ndarray | None:
+        """The per-frame series ``name``: a field of this class or a column of ``defects``
+        (None when it has neither)."""
+        names = [str(x) for x in self.defect_names]
+        if name in names:
+            return self.defects[:, names.index(name)]
+        if name in {f.name for f in fields(self)} and name not in _QC_JSON:
+            v = np.asarray(getattr(self, name))
+            return v if v.ndim >= 1 and len(v) == len(self) else None
+        return None
+
+    def regions(self, frame: int) -> list[tuple[str, np.ndarray]]:
+        """(measure, mask) of every region stored for ``frame``."""
+        return [(str(m), self.region_masks[i]) for i, (f, m) in enumerate(zip(self.region_frames, self.region_measure)) if int(f) == int(frame)]
 
     def _encode(self) -> dict[str, np.ndarray]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _QC_JSON}

@@ -5,10 +5,13 @@ Everything here is pure numpy/OpenCV on arrays the caller already has: MediaPipe
 per-shot functions return plain floats (or None where nothing could be measured), so a QC stage
 can put them straight into ``QCReport.metrics``.
 
-Metric keys used by :func:`decide_verdict` (and by QC reports):
-``identity_transfer_rate``, ``identity_distance_source``, ``identity_distance_plate``,
-``pose_error_deg``, ``expression_error``, ``jitter_ratio``, ``flicker_ratio``, ``seam_score``,
-``background_psnr_db``, ``face_found_ratio``.
+:data:`METRIC_KEYS` are the metrics measured here: ``identity_transfer_rate``,
+``identity_distance_source``, ``identity_distance_plate``, ``pose_error_deg``,
+``expression_error``, ``jitter_ratio``, ``flicker_ratio``, ``seam_score``,
+``background_psnr_db``, ``face_found_ratio``. Which metrics are judged, against which
+:class:`QCThresholds` field, is the rule table's (:mod:`recast.models.qc_rules`), which also
+judges the defect measures of :mod:`recast.models.qc_defects`, ``motion_ratio`` and
+``wrong_person``; :func:`decide_verdict` is that table without frames.
 """
 
 from __future__ import annotations
@@ -726,7 +729,8 @@ def expression_error(
 # --- verdict ---------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class QCThresholds:
-    """Bounds that turn QC metrics into a verdict (see :func:`decide_verdict`).
+    """Bounds that turn QC metrics into a verdict (see :mod:`recast.models.qc_rules`, whose rule
+    table names which field bounds which metric).
 
     ``*_pass``/``*_fail`` pairs: at or beyond ``pass`` is fine, between the two asks for review,
     beyond ``fail`` fails. ``*_review`` bounds only ever ask for review.
@@ -735,6 +739,19 @@ class QCThresholds:
     0.64-1.47, a feathered paste 0.81-1.26, a hard paste with a 14-grey-level colour step
     1.21-3.07. ``expression_review`` 0.03 is for the centred :func:`expression_error` (lagging
     expressions and unrelated clips land at 0.03-0.055).
+
+    ``motion_ratio_review`` 0.7: the output's (lightly smoothed) landmark acceleration over the
+    plate's, below which the plate's own motion was smoothed away. Issue 14 measured 0.64-0.87 on
+    outputs that visibly lag; recast's own classic face swap of the 40-frame test plate reads
+    0.77 in the swap's QC and 0.82 through ``recast qc --plate --output``, so 0.8 would send it to
+    review (a decision for whoever freezes the bounds).
+
+    The defect review bounds (``foreign_pieces_review`` ... ``sharpness_review``) are per frame,
+    in the units of :mod:`recast.models.qc_defects`, and are the values
+    ``benchmarks/qc_detectors.py`` proposed (:data:`recast.models.qc_defects.SUGGESTED_THRESHOLDS`)
+    applied to the worst sampled frame. ``foreign_pieces_fail`` 10 (% of the head area) is the
+    gross piece, judged on the value at least two sampled frames reach (a one-frame glitch asks
+    for review); ``wrong_person_fail`` 0: any segment whose person is not the chosen one fails.
     """
 
     identity_pass: float = 0.9
@@ -747,72 +764,35 @@ class QCThresholds:
     flicker_ratio_review: float = 2.0
     seam_review: float = 1.5
     expression_review: float = 0.03
-
-
-def _num(metrics: dict[str, float | int | None], key: str) -> float | None:
-    v = metrics.get(key)
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+    motion_ratio_review: float = 0.7
+    foreign_pieces_review: float = 0.3
+    foreign_pieces_fail: float = 10.0
+    leftover_plate_head_review: float = 0.6
+    fill_artefacts_review: float = 0.3
+    inner_edges_review: float = 0.03
+    colour_blotches_review: float = 0.55
+    hair_colour_de_review: float = 16.0
+    sharpness_review: float = 0.9
+    wrong_person_fail: float = 0.0
 
 
 def decide_verdict(
     metrics: dict[str, float | int | None], thresholds: QCThresholds = QCThresholds()
 ) -> tuple[Verdict, tuple[str, ...]]:
-    """The QC verdict of a shot and the reasons for it.
+    """The QC verdict of a shot and the reasons for it, as one line each: the rule table of
+    :mod:`recast.models.qc_rules` (:func:`~recast.models.qc_rules.judge`) without frames.
 
     - fail: ``identity_transfer_rate < identity_fail`` or ``background_psnr_db <
-      background_psnr_fail``;
+      background_psnr_fail`` (or a defect beyond its fail bound);
     - review: identity or background between their pass and fail bounds, or not measured (None
-      or missing: QC cannot vouch for them); ``pose_error_deg``, ``jitter_ratio``,
-      ``flicker_ratio``, ``seam_score``, ``expression_error`` above their review bound;
-      ``face_found_ratio`` below its bound (these are skipped when None);
+      or missing: QC cannot vouch for them); any other judged metric beyond its review bound
+      (these are skipped when None);
     - pass otherwise, with no reasons.
 
-    Reasons are one line each, naming the metric, its value, the bound and the outcome, e.g.
+    Reasons name the metric, its value, the bound and the outcome, e.g.
     ``"identity transfer 0.42 < 0.50 (fail)"``; fail reasons come first.
     """
-    t = thresholds
-    fails: list[str] = []
-    reviews: list[str] = []
+    from recast.models.qc_rules import judge
 
-    # (metric, label, fail bound, pass bound, format): below fail fails, below pass asks for review,
-    # not measured asks for review (QC cannot vouch for it)
-    lower = (
-        ("identity_transfer_rate", "identity transfer", t.identity_fail, t.identity_pass, "{:.2f}"),
-        ("background_psnr_db", "background PSNR", t.background_psnr_fail, t.background_psnr_pass, "{:.1f} dB"),
-    )
-    for key, label, fail_bound, pass_bound, fmt in lower:
-        v = _num(metrics, key)
-        if v is None:
-            reviews.append(f"{label} not measured (review)")
-        elif v < fail_bound:
-            fails.append(f"{label} {fmt.format(v)} < {fmt.format(fail_bound)} (fail)")
-        elif v < pass_bound:
-            reviews.append(f"{label} {fmt.format(v)} < {fmt.format(pass_bound)} (review)")
-
-    upper = (
-        ("pose_error_deg", "pose error", t.pose_error_review, "{:.1f} deg"),
-        ("expression_error", "expression error", t.expression_review, "{:.3f}"),
-        ("jitter_ratio", "landmark jitter ratio", t.jitter_ratio_review, "{:.2f}"),
-        ("flicker_ratio", "flicker ratio", t.flicker_ratio_review, "{:.2f}"),
-        ("seam_score", "seam score", t.seam_review, "{:.2f}"),
-    )
-    for key, label, bound, fmt in upper:
-        v = _num(metrics, key)
-        if v is not None and v > bound:
-            reviews.append(f"{label} {fmt.format(v)} > {fmt.format(bound)} (review)")
-
-    found = _num(metrics, "face_found_ratio")
-    if found is not None and found < t.face_found_review:
-        reviews.append(f"face found ratio {found:.2f} < {t.face_found_review:.2f} (review)")
-
-    if fails:
-        return Verdict.failed, tuple(fails + reviews)
-    if reviews:
-        return Verdict.review, tuple(reviews)
-    return Verdict.passed, ()
+    verdict, records = judge(metrics, thresholds)
+    return verdict, tuple(r["text"] for r in records)

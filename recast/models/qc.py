@@ -1,15 +1,32 @@
-"""QC of a swapped shot: identity, hair, pose, expression, temporal stability, seam and
-background metrics, a verdict with reasons, and the per-frame values reports are drawn from.
+"""QC of a swapped shot: identity, hair, pose, expression, motion, temporal stability, seam and
+background metrics, the defect measures of :mod:`recast.models.qc_defects` (foreign pieces,
+leftover plate head, fill artefacts, inner edges, colour blotches, hair colour, sharpness), the
+wrong-person check across scene cuts, a verdict with reasons (the rule table of
+:mod:`recast.models.qc_rules`), and the per-frame values reports are drawn from.
 
 Pure: arrays and callables in, numbers out. Where the frames, thresholds and model files come
 from is the ``qc`` stage's business (:mod:`recast.tasks.qc`).
 
 Cheap metrics (pose, expression, landmark jitter, flicker, background, seam) are computed on
 every frame, from the chunks' :class:`~recast.models.qc_frames.ChunkObservations`; costly ones
-(identity embeddings, hair colour) on sampled frames: ``samples_per_second`` per second plus the
-worst frames by the cheap metrics (pose error, landmark jump, seam), so a bad moment is never
-missed by the identity check. Only the sampled frames are decoded, through the ``decode``
-callable of :class:`QCInputs`.
+(identity embeddings, hair colour, the defect measures) on sampled frames: ``samples_per_second``
+per second plus the worst frames by the cheap metrics (pose error, landmark jump, seam) and at
+least one frame of every segment between scene cuts, so a bad moment is never missed by the
+identity check. A defect measure's shot value is its worst sampled frame (largest; smallest for
+sharpness), with the frames beyond its bound named in its reason and the regions of its
+:data:`REGION_FRAMES` worst frames kept for the report. Only the sampled frames are decoded,
+through the ``decode`` callable of :class:`QCInputs`.
+
+Wrong person: the plate's chosen person is embedded on a few frames of the first segment that
+has them; in every later segment the plate face of up to two sampled frames is embedded and a
+segment whose median distance to that person is beyond the identity model's same-person bound
+is a wrong-person segment (the track re-chose someone else after a cut: the swap replaced a
+bystander). ``wrong_person`` is their count (any fails), its frames listed.
+
+Motion: ``motion_ratio`` is the output's landmark acceleration over the plate's after a light
+temporal smoothing of both (so that detector noise, which both have, does not hide real motion):
+< 1 where the plate's motion was smoothed away. ``jitter_ratio`` (raw acceleration) stays the
+measure of shake (> its bound).
 
 Identity model: insightface ArcFace (``buffalo_l/w600k_r50.onnx``) when its file is in the model
 directory (resolved and checksum-verified through :mod:`recast.models.registry`), dlib's ResNet
@@ -30,37 +47,38 @@ import numpy as np
 from recast.contracts import Mode, ModelRef, Verdict
 from recast.errors import ModelMissingError, UsageError
 # the hair metric reads hair the way the head model cuts it: its face frame, oval, colour space and skin model
-from recast.models.head import cielab as _lab, face_frame as _face_frame, pixel_grid as _grid, skin_model as _skin_model
-from recast.models.mesh_topology import FACE_OVAL as _OVAL
 from recast.models.identity import IDENTITY_MATCH_THRESHOLD, DlibFaceEmbedder, cosine_similarity, face_distance
 from recast.models.metrics import (
     QCThresholds,
-    decide_verdict,
     expression_error,
     expression_features,
     head_pose_array,
     inter_ocular_distance,
     pose_error,
 )
+from recast.models import qc_defects as qd
+from recast.models.qc_defects import CHANGE_THRESHOLD as CHANGE_THRESHOLD  # re-exported: the change map's bound
+from recast.models.qc_defects import band_colour
 from recast.models.qc_frames import QC_POINTS, ChunkObservations
+from recast.models.qc_rules import REASON_FRAMES as REASON_FRAMES  # re-exported: at most this many frames are named per reason
+from recast.models.qc_rules import DEFECT_RULES, judge, rule, rule_frames, vetting_records
 
 log = logging.getLogger("recast")
 
 #: part of the qc stage's work key: bump when a metric's definition changes, so cached QC
 #: results of the old definition are not reused
-QC_VERSION = "5"
+QC_VERSION = "6"
 WORST_FRAMES = 3
-#: at most this many frames are named per reason
-REASON_FRAMES = 12
+#: per flagged defect measure, the region masks of this many worst frames are kept for the report
+REGION_FRAMES = 2
+#: the window (seconds) of the per-frame motion ratio
+MOTION_WINDOW_S = 1.0
 #: frames of the plate whose person embeddings are averaged into the plate identity
 PLATE_ID_FRAMES = 3
 #: ArcFace: same person when the cosine similarity of two embeddings is above 0.35, i.e. the
 #: distance 1 - cos below 0.65 (insightface R50 on WebFace600K: same-person pairs typically score
 #: 0.4-0.8, different people below 0.2)
 ARCFACE_MATCH_DISTANCE = 0.65
-#: grey levels (max over channels, after a 3x3 blur) above which a pixel counts as changed
-#: by :func:`change_mask` (H.264 round trips stay below ~6 on these plates)
-CHANGE_THRESHOLD = 14
 #: floor under both accelerations (inter-ocular units), below MediaPipe's noise on a still face
 _JITTER_FLOOR = 1e-3
 
@@ -159,34 +177,12 @@ def resolve_thresholds(defaults: Mapping[str, float], overrides: Mapping[str, An
 
 
 # --- verdict with reasons --------------------------------------------------------------------
-_REASON_KEYS = (
-    ("identity transfer", "identity_transfer_rate", ("identity_pass", "identity_fail")),
-    ("background PSNR", "background_psnr_db", ("background_psnr_pass", "background_psnr_fail")),
-    ("pose error", "pose_error_deg", ("pose_error_review",)),
-    ("expression error", "expression_error", ("expression_review",)),
-    ("landmark jitter ratio", "jitter_ratio", ("jitter_ratio_review",)),
-    ("flicker ratio", "flicker_ratio", ("flicker_ratio_review",)),
-    ("seam score", "seam_score", ("seam_review",)),
-    ("face found ratio", "face_found_ratio", ("face_found_review",)),
-)
-
-
-def explain_verdict(metrics: dict[str, Any], thresholds: QCThresholds, frames_by_metric: dict[str, list[int]]) -> tuple[Verdict, list[dict[str, Any]]]:
-    """:func:`decide_verdict` with each reason as a record: metric, value, threshold, outcome,
-    the frames where it shows (worst first) and the one-line text (frames appended)."""
-    verdict, texts = decide_verdict(metrics, thresholds)
-    out = []
-    for text in texts:
-        label, key, bounds = next(((lb, k, b) for lb, k, b in _REASON_KEYS if text.startswith(lb)), (text, None, ()))
-        outcome = "fail" if text.endswith("(fail)") else "review"
-        if key in ("identity_transfer_rate", "background_psnr_db") and "not measured" not in text:
-            bound = getattr(thresholds, bounds[1] if outcome == "fail" else bounds[0])
-        else:
-            bound = getattr(thresholds, bounds[0]) if bounds else None
-        frames = [int(f) for f in frames_by_metric.get(key or "", [])][:REASON_FRAMES]
-        out.append({"metric": key, "value": metrics.get(key) if key else None, "threshold": bound, "outcome": outcome,
-                    "frames": frames, "text": text + (f" at frames {', '.join(map(str, frames))}" if frames else "")})
-    return verdict, out
+def explain_verdict(metrics: dict[str, Any], thresholds: QCThresholds, frames_by_metric: dict[str, list[int]],
+                    extra: tuple[dict[str, Any], ...] | list[dict[str, Any]] = ()) -> tuple[Verdict, list[dict[str, Any]]]:
+    """The verdict with each reason as a record (metric, value, threshold, outcome, the frames
+    where it shows, worst first, and the one-line text with the frames appended): the rule
+    table's :func:`recast.models.qc_rules.judge`."""
+    return judge(metrics, thresholds, frames_by_metric, extra=extra)
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -212,6 +208,10 @@ class QCInputs:
     mode: str
     source_head: Any = None  # recast.models.head.SourceHead in head mode
     cuts: tuple[int, ...] = ()
+    #: the source photo's vetting findings (recast.contracts.SourceFinding): a warning caps the verdict at review
+    vetting: tuple[Any, ...] = ()
+    #: ``plate_person(frames)``: {frame: (H, W) bool person mask of the plate} where known (segment's selfie segmentation)
+    plate_person: Callable[[list[int]], dict[int, np.ndarray]] | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -259,7 +259,7 @@ def _pose_per_frame(plate_lms: np.ndarray, out_lms: np.ndarray, size: tuple[int,
 
 @dataclass(frozen=True, eq=False)
 class _Identity:
-    """Identity (and hair) values on the sampled frames."""
+    """Identity, hair, wrong-person and defect values on the sampled frames."""
 
     samples: np.ndarray
     d_src: np.ndarray
@@ -269,30 +269,77 @@ class _Identity:
     hair: np.ndarray
     transferred: np.ndarray
     measured: np.ndarray
+    wrong_person: np.ndarray  # (F,) 1.0 frames of a segment whose person is not the chosen one, 0.0 checked, NaN unknown
+    wrong_segments: tuple[tuple[int, int], ...]
+    segments_checked: int
+    defects: np.ndarray  # (F, D)
+    defect_names: tuple[str, ...]
+    regions: dict[str, list[tuple[float, int, np.ndarray]]]  # measure -> [(badness, frame, mask)], worst first
+
+
+def _lm_or_none(lm: np.ndarray) -> np.ndarray | None:
+    lm = np.asarray(lm)
+    return lm if np.isfinite(lm[:, :2]).all() else None
 
 
 def _measure_identity(inputs: QCInputs, identity: IdentityModel, samples: np.ndarray, plate_frames: list[int],
-                      plate_lms: np.ndarray, out_lms: np.ndarray) -> _Identity:
-    """Embed the output face on the ``samples`` and the plate's person on ``plate_frames``
-    (averaged into one identity); distances to the source and to the plate's person; in head mode
-    the hair metric on the samples. Decodes only those frames."""
+                      plate_lms: np.ndarray, out_lms: np.ndarray, segments: list[tuple[int, int]] | None = None) -> _Identity:
+    """On the ``samples``: embed the output face, and the plate's person on ``plate_frames``
+    (averaged into one identity, the chosen person of the first segment); distances to the source
+    and to the plate's person; in head mode the hair metric; the defect measures of
+    :mod:`recast.models.qc_defects`; and, in every later segment (between scene cuts), the plate
+    face's identity against the chosen person's (``wrong_person``). Decodes only those frames."""
     total = inputs.total
     head = inputs.mode == Mode.head.value and inputs.source_head is not None
-    wanted = {int(f): head or int(f) in plate_frames for f in samples}
+    segments = segments or [(0, total)]
+    wanted = {int(f): True for f in samples}  # the defect measures compare plate and output on every sample
     for f in plate_frames:
         wanted[f] = True
     decoded = inputs.decode(wanted)
+    persons = inputs.plate_person(sorted(int(f) for f in samples)) if inputs.plate_person is not None else {}
 
     src_embedding = identity.embed(inputs.source_rgb, inputs.source_landmarks, inputs.source_box)
     d_src, d_plate, cos_src, cos_plate, hair = (np.full(total, np.nan) for _ in range(5))
+    names: tuple[str, ...] = qd.DEFECT_MEASURES
+    defects = np.full((total, len(names)), np.nan)
+    regions: dict[str, list[tuple[float, int, np.ndarray]]] = {n: [] for n in names}
+    look = qd.SourceLook.from_source(inputs.source_rgb, inputs.source_landmarks, inputs.source_head)
+    worse_lower = {r.metric for r in DEFECT_RULES if r.worse == "lower"}
+
     out_embs: dict[int, np.ndarray] = {}
     plate_embs: list[np.ndarray] = []
+    plate_seg_embs: dict[int, np.ndarray] = {}  # sampled frame -> plate face embedding (later segments)
+    first_seg = segments[0]
+    per_segment: dict[tuple[int, int], list[int]] = {}
+    for f in sorted(int(x) for x in samples):
+        seg = next(sg for sg in segments if sg[0] <= f < sg[1])
+        if seg != first_seg and np.isfinite(plate_lms[f]).all() and len(per_segment.setdefault(seg, [])) < 2:
+            per_segment[seg].append(f)
+    check_plate = {f for fs in per_segment.values() for f in fs}
+
     sample_set = set(int(f) for f in samples)
     for f in sorted(decoded):
         plate_frame, out_frame = decoded[f]
         if f in plate_frames and plate_frame is not None:
             plate_embs.append(identity.embed(plate_frame, plate_lms[f], _box(plate_lms[f], plate_frame.shape)))
-        if f not in sample_set or np.isnan(out_lms[f]).any():
+        if f in check_plate and plate_frame is not None:
+            plate_seg_embs[f] = identity.embed(plate_frame, plate_lms[f], _box(plate_lms[f], plate_frame.shape))
+        if f not in sample_set:
+            continue
+        if plate_frame is not None:
+            fd = qd.measure_defects(plate_frame, out_frame, _lm_or_none(plate_lms[f]), _lm_or_none(out_lms[f]), look=look,
+                                    mode=inputs.mode, plate_person=persons.get(f))
+            for j, name in enumerate(names):
+                v = fd.values.get(name)
+                v = np.nan if v is None else float(v)
+                defects[f, j] = v
+                mask = fd.regions.get(name)
+                if np.isfinite(v) and mask is not None and np.asarray(mask).any():
+                    kept = regions[name]
+                    kept.append((-v if name in worse_lower else v, f, np.asarray(mask, bool)))
+                    kept.sort(key=lambda t: (-t[0], t[1]))
+                    del kept[REGION_FRAMES:]
+        if np.isnan(out_lms[f]).any():
             continue
         out_embs[f] = identity.embed(out_frame, out_lms[f], _box(out_lms[f], out_frame.shape))
         if head and plate_frame is not None and np.isfinite(plate_lms[f]).all():
@@ -309,19 +356,59 @@ def _measure_identity(inputs: QCInputs, identity: IdentityModel, samples: np.nda
     t = identity.match_distance
     measured = np.isfinite(d_src) & np.isfinite(d_plate)
     transferred = measured & (d_src < t) & (d_plate > t)
+
+    # wrong person: a later segment whose plate face is not the first segment's chosen person
+    wrong = np.full(total, np.nan)
+    wrong_segments: list[tuple[int, int]] = []
+    checked = 0
+    if plate_person is not None:
+        wrong[first_seg[0]:first_seg[1]] = 0.0
+        checked = 1
+        for seg, fs in per_segment.items():
+            ds = [identity.distance(plate_seg_embs[f], plate_person) for f in fs if f in plate_seg_embs]
+            if not ds:
+                continue
+            checked += 1
+            is_wrong = float(np.median(ds)) > t
+            wrong[seg[0]:seg[1]] = 1.0 if is_wrong else 0.0
+            if is_wrong:
+                wrong_segments.append(seg)
     return _Identity(samples=samples, d_src=d_src, d_plate=d_plate, cos_src=cos_src, cos_plate=cos_plate, hair=hair,
-                     transferred=transferred, measured=measured)
+                     transferred=transferred, measured=measured, wrong_person=wrong, wrong_segments=tuple(sorted(wrong_segments)),
+                     segments_checked=checked, defects=defects, defect_names=names, regions=regions)
+
+
+def segment_bounds(n_frames: int, cuts: tuple[int, ...] | list[int] = ()) -> list[tuple[int, int]]:
+    """Shot segments ``[start, end)`` of ``n_frames`` frames split at ``cuts`` (as
+    :func:`recast.models.tracking.segment_bounds`, without importing the tracker's scipy)."""
+    edges = sorted({0, n_frames, *(int(c) for c in cuts if 0 < int(c) < n_frames)})
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def _sample_every_segment(samples: np.ndarray, judged: np.ndarray, segments: list[tuple[int, int]]) -> np.ndarray:
+    """``samples`` plus the middle judged frame of every segment that has judged frames but no sample."""
+    extra = []
+    for a, b in segments:
+        if not ((samples >= a) & (samples < b)).any():
+            idx = np.flatnonzero(judged[a:b]) + a
+            if idx.size:
+                extra.append(int(idx[idx.size // 2]))
+    return np.unique(np.concatenate([samples, np.asarray(extra, int)])) if extra else samples
 
 
 def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds, *, samples_per_second: float,
             advance: Callable[[int], None] = lambda n: None) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]], Verdict]:
     """All QC metrics of a shot from its chunks' observations: (metrics, per-frame values,
     reasons, verdict). The per-frame values are named as the fields of
-    :class:`recast.media.artifacts.QCPerFrame`. Only the frames embedded for identity are decoded."""
+    :class:`recast.media.artifacts.QCPerFrame`. Only the frames embedded for identity are decoded.
+
+    The verdict and its reason records come from the rule table (:mod:`recast.models.qc_rules`),
+    with one more review record per warning of the source photo's vetting."""
     total, (h, w) = inputs.total, inputs.size
     plate_lms = np.asarray(inputs.plate_landmarks, np.float64)[:, :QC_POINTS]
     o = _gather(inputs.observations, total, plate_lms)
     out_lms = o.out_lms
+    segments = segment_bounds(total, inputs.cuts) if total else [(0, 0)]
 
     judged = o.swapped & inputs.face_found
     if not judged.any():  # nothing was swapped (an output identical to its plate): judge every face frame
@@ -333,6 +420,8 @@ def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds,
     acc_out, acc_plate = _landmark_acceleration(out_lms), _landmark_acceleration(plate_lms)
     jitter_excess = acc_out - acc_plate
     flicker_pf = (o.flick_out + 0.25) / (o.flick_plate + 0.25)
+    mot_out, mot_plate = _motion_acceleration(out_lms, segments), _motion_acceleration(plate_lms, segments)
+    motion_pf = _windowed_ratio(mot_out, mot_plate, judged, max(3, int(round(inputs.rate * MOTION_WINDOW_S))))
 
     # identity samples: one a second among the judged frames plus the worst frames by the cheap
     # metrics (not already sampled), so a bad moment is never missed by the identity check
@@ -342,25 +431,44 @@ def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds,
     candidates[regular] = False
     worst = _worst(bad, candidates, WORST_FRAMES)
     samples = sample_frames(judged, inputs.rate, samples_per_second, np.asarray(worst, dtype=int))
+    # at least one sample in every segment between scene cuts (the wrong-person check needs it)
+    samples = _sample_every_segment(samples, judged, segments)
     # the plate's person is one identity: embedded on a few regular samples and averaged, rather
-    # than once per sampled frame (halves the embedding cost, the costliest part of QC)
-    plate_frames = [int(f) for f in sorted(regular)[:: max(1, len(regular) // PLATE_ID_FRAMES)][:PLATE_ID_FRAMES]
+    # than once per sampled frame (halves the embedding cost, the costliest part of QC); with
+    # scene cuts, on the first segment that has the chosen person (later ones are checked against it)
+    first = next(((a, b) for a, b in segments if judged[a:b].any()), segments[0])
+    pool = [int(f) for f in sorted(regular) if first[0] <= f < first[1]] if len(segments) > 1 else [int(f) for f in sorted(regular)]
+    if not pool and len(segments) > 1:
+        pool = [int(f) for f in samples if first[0] <= f < first[1]]
+    plate_frames = [int(f) for f in pool[:: max(1, len(pool) // PLATE_ID_FRAMES)][:PLATE_ID_FRAMES]
                     if np.isfinite(plate_lms[f]).all()]
-    ident = _measure_identity(inputs, identity, samples, plate_frames, plate_lms, out_lms)
+    segs_from_first = [sg for sg in segments if sg[0] >= first[0]]
+    ident = _measure_identity(inputs, identity, samples, plate_frames, plate_lms, out_lms, segs_from_first)
     advance(total)
 
-    metrics = _shot_metrics(inputs, o, judged, ident, plate_lms, pose_plate, pose_out, acc_out, acc_plate)
+    metrics = _shot_metrics(inputs, o, judged, ident, plate_lms, pose_plate, pose_out, acc_out, acc_plate, mot_out, mot_plate)
+    sampled_mask = np.zeros(total, bool)
+    sampled_mask[samples] = True
     frames_by_metric = {
         "identity_transfer_rate": [int(f) for f in samples if not ident.transferred[f]],
-        "background_psnr_db": _order(o.bg_psnr, o.bg_psnr < thresholds.background_psnr_pass, ascending=True),
-        "pose_error_deg": _order(pose_err, pose_err > thresholds.pose_error_review),
-        "expression_error": _order(expr_err, expr_err > thresholds.expression_review),
-        "jitter_ratio": _order(jitter_excess, jitter_excess > 0.02),
-        "flicker_ratio": _order(flicker_pf, flicker_pf > thresholds.flicker_ratio_review),
-        "seam_score": _order(o.seam, o.seam > thresholds.seam_review),
+        "background_psnr_db": rule_frames(rule("background_psnr_db"), o.bg_psnr, thresholds),
+        "pose_error_deg": rule_frames(rule("pose_error_deg"), pose_err, thresholds),
+        "expression_error": rule_frames(rule("expression_error"), expr_err, thresholds),
+        "jitter_ratio": rule_frames(rule("jitter_ratio"), jitter_excess, thresholds),
+        "motion_ratio": rule_frames(rule("motion_ratio"), motion_pf, thresholds),
+        "flicker_ratio": rule_frames(rule("flicker_ratio"), flicker_pf, thresholds),
+        "seam_score": rule_frames(rule("seam_score"), o.seam, thresholds),
         "face_found_ratio": [int(f) for f in np.flatnonzero(~inputs.face_found)],
+        "wrong_person": _wrong_person_frames(ident, judged),
     }
-    verdict, reasons = explain_verdict(metrics, thresholds, frames_by_metric)
+    for j, name in enumerate(ident.defect_names):
+        try:
+            r = rule(name)
+        except KeyError:
+            continue
+        frames_by_metric[name] = rule_frames(r, ident.defects[:, j], thresholds, among=sampled_mask)
+    verdict, reasons = explain_verdict(metrics, thresholds, frames_by_metric, extra=vetting_records(inputs.vetting))
+    region_frames, region_measure, region_masks = _flagged_regions(ident, reasons, frames_by_metric, (h, w))
     per_frame = {
         "swapped": o.swapped, "face_found": inputs.face_found, "sampled": samples, "d_source": ident.d_src, "d_plate": ident.d_plate,
         "similarity_source": ident.cos_src, "similarity_plate": ident.cos_plate, "transferred": ident.transferred,
@@ -368,12 +476,46 @@ def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds,
         "jitter_excess": jitter_excess, "flicker_output": o.flick_out, "flicker_plate": o.flick_plate, "flicker_ratio": flicker_pf,
         "seam": o.seam, "background_psnr": o.bg_psnr, "hair": ident.hair, "badness": bad,
         "identity_match_distance": float(identity.match_distance),
+        "motion_ratio": motion_pf, "wrong_person": ident.wrong_person, "defects": ident.defects,
+        "defect_names": np.asarray(ident.defect_names, dtype=str), "region_frames": region_frames, "region_measure": region_measure,
+        "region_masks": region_masks,
     }
     return metrics, per_frame, reasons, verdict
 
 
+def _wrong_person_frames(ident: _Identity, judged: np.ndarray) -> list[int]:
+    """The frames of the wrong-person segments: their sampled frames first, then the others."""
+    out: list[int] = []
+    for a, b in ident.wrong_segments:
+        seg = [int(f) for f in np.flatnonzero(judged[a:b]) + a]
+        sampled = [f for f in seg if f in set(int(x) for x in ident.samples)]
+        out += sampled + [f for f in seg if f not in sampled]
+    return out
+
+
+def _flagged_regions(ident: _Identity, reasons: list[dict[str, Any]], frames_by_metric: dict[str, list[int]],
+                     size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(frames, measures, masks) of the kept regions of every defect measure a reason flagged,
+    on frames beyond its bound only (worst first)."""
+    flagged = {r["metric"] for r in reasons}
+    frames, names, masks = [], [], []
+    for name in ident.defect_names:
+        if name not in flagged:
+            continue
+        beyond = set(frames_by_metric.get(name, []))
+        for _, f, mask in ident.regions.get(name, []):
+            if f in beyond:
+                frames.append(f)
+                names.append(name)
+                masks.append(mask)
+    h, w = size
+    return (np.asarray(frames, np.int64), np.asarray(names, dtype=str),
+            np.stack(masks).astype(bool) if masks else np.zeros((0, h, w), bool))
+
+
 def _shot_metrics(inputs: QCInputs, o: _Observed, judged: np.ndarray, ident: _Identity, plate_lms: np.ndarray,
-                  pose_plate: np.ndarray, pose_out: np.ndarray, acc_out: np.ndarray, acc_plate: np.ndarray) -> dict[str, Any]:
+                  pose_plate: np.ndarray, pose_out: np.ndarray, acc_out: np.ndarray, acc_plate: np.ndarray,
+                  mot_out: np.ndarray | None = None, mot_plate: np.ndarray | None = None) -> dict[str, Any]:
     """The shot-level metrics (the QC record's ``metrics``) from the per-frame values."""
     total, out_lms, samples = inputs.total, o.out_lms, ident.samples
     both = judged & np.isfinite(acc_out) & np.isfinite(acc_plate)
@@ -410,7 +552,30 @@ def _shot_metrics(inputs: QCInputs, o: _Observed, judged: np.ndarray, ident: _Id
         "background_psnr_db": _nanmean(o.bg_psnr),
         "background_psnr_min_db": float(np.nanmin(o.bg_psnr)) if np.isfinite(o.bg_psnr).any() else None,
         "scene_cuts": len(inputs.cuts),
+        "motion_ratio": _motion_ratio(mot_out, mot_plate, judged) if mot_out is not None and mot_plate is not None else None,
+        "wrong_person": len(ident.wrong_segments) if ident.segments_checked else None,
+        "wrong_person_frames": int(sum(int(judged[a:b].sum()) for a, b in ident.wrong_segments)),
+        "person_segments_checked": int(ident.segments_checked),
+        **_defect_metrics(ident),
+        "source_warnings": sum(1 for f in inputs.vetting if (f.get("outcome") if isinstance(f, dict) else getattr(f, "outcome", None)) == "warn"),
     }
+
+
+def _defect_metrics(ident: _Identity) -> dict[str, float | None]:
+    """Each defect measure's shot value: its worst sampled frame (the largest value; the smallest
+    where lower is worse, as for sharpness); None where no sampled frame could be measured."""
+    lower = {r.metric for r in DEFECT_RULES if r.worse == "lower"}
+    out: dict[str, float | None] = {}
+    samples = ident.samples
+    for j, name in enumerate(ident.defect_names):
+        v = ident.defects[samples, j] if samples.size else np.zeros(0)
+        v = v[np.isfinite(v)]
+        out[name] = (float(v.min()) if name in lower else float(v.max())) if v.size else None
+        for r in DEFECT_RULES:
+            if r.metric == name and r.fail_on:  # the value reached on at least two sampled frames
+                srt = np.sort(-v if name in lower else v)
+                out[r.fail_on] = (float(-srt[-2]) if name in lower else float(srt[-2])) if v.size >= 2 else None
+    return out
 
 
 def badness(plate_lms: np.ndarray, out_lms: np.ndarray, pose_err: np.ndarray, seam: np.ndarray, t: QCThresholds) -> np.ndarray:
@@ -491,52 +656,6 @@ def matching_faces(faces_landmarks: np.ndarray, faces_boxes: np.ndarray, face_co
 
 
 # --- the hair metric ----------------------------------------------------------------------------
-def _hair_band(lm: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """bool mask of a band just above the forehead top (the hairline and above), outside the
-    face oval: where the hair is on nearly every head that has hair."""
-    h, w = shape[:2]
-    ff = _face_frame(lm)
-    pts = [ff.point(s * 0.4 * ff.width, -b * ff.height) for s in (-1, 1) for b in (0.95, 1.3)]
-    p = np.asarray(pts)
-    x0, y0 = np.clip(np.floor(p.min(0)).astype(int), 0, (w, h))
-    x1, y1 = np.clip(np.ceil(p.max(0)).astype(int) + 1, 0, (w, h))
-    band = np.zeros((h, w), bool)
-    if x1 <= x0 or y1 <= y0:
-        return band
-    xs, ys = _grid((x0, y0, x1, y1))
-    lat, below = ff.coords(xs, ys)
-    # the band starts at the brows' height plus the forehead: above the oval top, below 1.3 H
-    inner = (np.abs(lat) <= 0.4 * ff.width) & (below <= -1.02 * ff.height) & (below >= -1.3 * ff.height)
-    oval = np.zeros((y1 - y0, x1 - x0), np.uint8)
-    cv2.fillPoly(oval, [np.round((lm[_OVAL, :2] - (x0, y0)) * 16).astype(np.int32)], 255, shift=4)
-    band[y0:y1, x0:x1] = inner & (oval == 0)
-    return band
-
-
-def _band_colour(rgb: np.ndarray, lm: np.ndarray, extra: np.ndarray | None = None) -> np.ndarray | None:
-    """Mean CIELAB of the hair band, leaving out skin-coloured pixels (a high forehead) so that
-    every image is measured on its hair alone."""
-    lm = np.asarray(lm, np.float64)
-    band = _hair_band(lm, rgb.shape)
-    if extra is not None:
-        band &= extra
-    if band.sum() < 10:
-        return None
-    px = _lab(rgb[band].reshape(-1, 1, 3)).reshape(-1, 3)
-    # the skin model on a crop around the face (cheaper than on the whole frame)
-    pts = lm[_OVAL, :2]
-    cx0, cy0 = np.maximum(np.floor(pts.min(0)).astype(int), 0)
-    cx1, cy1 = np.minimum(np.ceil(pts.max(0)).astype(int) + 1, (rgb.shape[1], rgb.shape[0]))
-    skin = None
-    if cx1 - cx0 > 4 and cy1 - cy0 > 4:
-        skin = _skin_model(_lab(np.ascontiguousarray(rgb[cy0:cy1, cx0:cx1])), lm - (cx0, cy0, 0))
-    if skin is not None:
-        not_skin = (np.abs(px - skin[0]) / skin[1]).max(1) > 3.0
-        if not_skin.sum() >= 10:
-            px = px[not_skin]
-    return px.mean(0)
-
-
 def hair_colour_transfer(output_rgb: np.ndarray, output_landmarks: np.ndarray, source_head: Any,
                          plate_rgb: np.ndarray, plate_landmarks: np.ndarray) -> bool | None:
     """The issue's hair metric for one frame: is the output's hair colour above the brows (a band
@@ -549,11 +668,11 @@ def hair_colour_transfer(output_rgb: np.ndarray, output_landmarks: np.ndarray, s
         if lm is None or not np.isfinite(np.asarray(lm, np.float64)[:468, :2]).all():
             return None
     src_hair = source_head.hair if source_head.hair.any() else None
-    c_src = _band_colour(source_head.rgb, source_head.landmarks, src_hair)
+    c_src = band_colour(source_head.rgb, source_head.landmarks, src_hair)
     if c_src is None:  # a band of the source with no hair pixel (bald): take the band as it is
-        c_src = _band_colour(source_head.rgb, source_head.landmarks)
-    c_plate = _band_colour(np.asarray(plate_rgb), plate_landmarks)
-    c_out = _band_colour(np.asarray(output_rgb), output_landmarks)
+        c_src = band_colour(source_head.rgb, source_head.landmarks)
+    c_plate = band_colour(np.asarray(plate_rgb), plate_landmarks)
+    c_out = band_colour(np.asarray(output_rgb), output_landmarks)
     if c_src is None or c_plate is None or c_out is None:
         return None
     if np.linalg.norm(c_src - c_plate) < 10.0:
@@ -588,16 +707,61 @@ def _landmark_acceleration(lms: np.ndarray) -> np.ndarray:
     return out
 
 
+def _motion_acceleration(lms: np.ndarray, segments: list[tuple[int, int]]) -> np.ndarray:
+    """Per frame: the landmarks' acceleration (as :func:`_landmark_acceleration`) after a light
+    temporal smoothing (binomial 1-2-1 twice, inside each segment between scene cuts), so that
+    MediaPipe's frame-to-frame noise, which plate and output both have, does not mask how much
+    real motion (head turns, mouth) each has. NaN at segment ends and where a face is missing."""
+    out = np.full(len(lms), np.nan)
+    xy = np.asarray(lms, float)[:, :, :2]
+    iod = np.asarray(inter_ocular_distance(lms), dtype=float) if len(lms) else np.zeros(0)
+    for a, b in segments:
+        if b - a < 7:
+            continue
+        seg = xy[a:b]
+        for _ in range(2):
+            seg = np.concatenate([seg[:1], (seg[:-2] + 2 * seg[1:-1] + seg[2:]) / 4.0, seg[-1:]])
+        acc = np.linalg.norm(seg[2:] - 2 * seg[1:-1] + seg[:-2], axis=2).mean(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            vals = acc / iod[a + 1:b - 1]
+        vals[:2] = np.nan  # the smoothing's edge frames
+        vals[-2:] = np.nan
+        out[a + 1:b - 1] = vals
+    return out
+
+
+def _motion_ratio(mot_out: np.ndarray, mot_plate: np.ndarray, judged: np.ndarray) -> float | None:
+    """The output's mean smoothed landmark acceleration over the plate's (frames where both are
+    known): < 1 where the output moves less than the plate (its motion smoothed away), ~1 where
+    it follows. Both get the jitter floor, so a still head reads ~1."""
+    both = judged & np.isfinite(mot_out) & np.isfinite(mot_plate)
+    if both.sum() < 2:
+        return None
+    return float((mot_out[both].mean() + _JITTER_FLOOR) / (mot_plate[both].mean() + _JITTER_FLOOR))
+
+
+def _windowed_ratio(num: np.ndarray, den: np.ndarray, judged: np.ndarray, window: int) -> np.ndarray:
+    """Per frame, :func:`_motion_ratio` over a centred window of ``window`` frames (NaN where the
+    window holds fewer than half its frames)."""
+    both = judged & np.isfinite(num) & np.isfinite(den)
+    n, d = np.where(both, num, 0.0), np.where(both, den, 0.0)
+
+    def box(v: np.ndarray) -> np.ndarray:  # centred window sums, the window cut at the ends
+        c = np.concatenate([[0.0], np.cumsum(v)])
+        i = np.arange(len(v))
+        lo, hi = np.clip(i - window // 2, 0, len(v)), np.clip(i - window // 2 + window, 0, len(v))
+        return c[hi] - c[lo]
+
+    cnt, sn, sd = box(both.astype(float)), box(n), box(d)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = (sn / cnt + _JITTER_FLOOR) / (sd / cnt + _JITTER_FLOOR)
+    return np.where((cnt >= window / 2) & judged, r, np.nan)
+
+
 def _worst(values: np.ndarray, among: np.ndarray, k: int) -> list[int]:
     v = np.where(among & np.isfinite(values), values, -np.inf)
     order = np.argsort(v)[::-1][:k]
     return [int(f) for f in order if np.isfinite(v[f])]
-
-
-def _order(values: np.ndarray, cond: np.ndarray, *, ascending: bool = False) -> list[int]:
-    idx = np.flatnonzero(cond & np.isfinite(values))
-    idx = idx[np.argsort(values[idx])]
-    return [int(f) for f in (idx if ascending else idx[::-1])]
 
 
 def _nearest_index(boxes: np.ndarray, box: np.ndarray) -> int | None:

@@ -24,7 +24,9 @@ def qc_of_shot(ref: str) -> dict[str, Any]:
         renders = repo.renders_for_run(s, run.id)
         out: dict[str, Any] = {"shot": shot.code, "shot_id": str(shot.id), "run_id": str(run.id), "run_status": run.status,
                                "verdict": row.verdict, "metrics": dict(row.metrics or {}),
-                               "reasons": [{"text": r} for r in (row.reasons or [])], "models": row.models,
+                               # without a stored report only the texts are known (the records are in its qc.json)
+                               "reasons": [{"metric": None, "value": None, "threshold": None, "outcome": None, "frames": [], "text": r}
+                                           for r in (row.reasons or [])], "models": row.models,
                                "approved": bool(renders and renders[-1].approved),
                                "reviews": [{"decision": r.decision, "reviewer": r.reviewer, "note": r.note, "at": str(r.created)}
                                            for r in repo.reviews_for_run(s, run.id)]}

@@ -149,11 +149,12 @@ def validate_submission(*, plate: str, sources: Sequence[str], params: ShotParam
     from recast.models.tracking import parse_face_selector
 
     check_shot_params(params)
+    photos: list[tuple[str, Any]] = []
     for i, src in enumerate(sources):
         path = _local_path(src, f"source #{i + 1}")
         if path is not None:
             probe_media(path, role="source")
-            read_image(path, role="source")  # a full decode: a truncated JPEG fails here
+            photos.append((src, read_image(path, role="source")))  # a full decode: a truncated JPEG fails here
     reference = parse_face_selector(params.face).reference_path
     if reference:
         ref_path = _local_path(reference, "--face reference photo")
@@ -161,13 +162,85 @@ def validate_submission(*, plate: str, sources: Sequence[str], params: ShotParam
             read_image(ref_path, role="--face reference photo")
     plate_path = _local_path(plate, "plate")
     if plate_path is None:
+        vet_sources(photos, params=params, plate_path=None, info=None)
         return None
     info = probe_media(plate_path, role="plate")
     if info.kind != "video":
         raise UnsupportedMediaError(f"plate '{plate}': is a still image ({info.codec}), a plate must be a video clip")
     check_edit_ranges(params.edits, info.frame_count, plate)
     check_face_index(params.face, plate_path, info, plate)
+    vet_sources(photos, params=params, plate_path=plate_path, info=info)
     return info
+
+
+def plate_face_width(plate_path: Path, info: MediaInfo | None, face: str) -> float | None:
+    """The plate's face width in px from a quick look at a few opening frames (a fifth of a
+    second apart), for the upscale a source photo implies; None when none shows a face."""
+    from recast.media import read_frames
+    from recast.models.source_vetting import plate_face_px
+
+    step = max(1, round((info.fps if info is not None and info.fps else 25) / 5))
+    frames = read_frames(plate_path, role="plate")
+    try:
+        return plate_face_px(frames, face=face, step=step)
+    finally:
+        frames.close()  # type: ignore[attr-defined]
+
+
+def vet_sources(photos: Sequence[tuple[str, Any]], *, params: ShotParams, plate_path: Path | None, info: MediaInfo | None,
+                echo: Any = None) -> dict[str, list[dict[str, Any]]]:
+    """The source report of each local photo at submission (:mod:`recast.models.source_vetting`):
+    each warning is told as one progress line (``[recast] source: <photo>: <text>``), the first
+    refusal is raised (exit 3, one line naming the photo and the reason). Returns the findings
+    per photo as plain dicts."""
+    import sys
+
+    from recast.models.source_vetting import raise_if_refused, vet_photo
+
+    if not photos:
+        return {}
+    plate_px = plate_face_width(plate_path, info, params.face) if plate_path is not None else None
+    report: dict[str, list[dict[str, Any]]] = {}
+    for name, rgb in photos:
+        findings = vet_photo(rgb, name=name, source_face=params.source_face, mode=params.mode.value, plate_face_px=plate_px)
+        raise_if_refused(findings)
+        for f in findings:
+            if f.outcome == "warn":
+                line = f"[recast] source: {name}: {f.text.split(': ', 1)[-1]}"
+                (echo or (lambda text: print(text, file=sys.stderr, flush=True)))(line)
+        report[name] = [f.as_dict() for f in findings]
+    return report
+
+
+def source_vetting(run_id: str) -> list[dict[str, Any]]:
+    """The source report a run's flow recorded (``SourceFaceResult.vetting`` of its
+    ``segment`` stage runs for source photos): ``[{"photo", "findings": [...]}]`` in the shot's
+    source order; photos not analysed yet are left out."""
+    with session_scope() as s:
+        return source_vetting_in(s, repo.get_run(s, run_id))
+
+
+def source_vetting_in(s: Any, run: Any) -> list[dict[str, Any]]:
+    """:func:`source_vetting` within an open session, for a run row."""
+    shot = repo.get_shot(s, run.shot_id)
+    names = list((shot.params or {}).get("sources") or [])
+    ids = [str(a) for a in (shot.source_asset_ids or [])]
+    out: list[tuple[int, dict[str, Any]]] = []
+    for sr in repo.stage_runs_for_run(s, run.id):
+        res = sr.result if isinstance(sr.result, dict) else None
+        if sr.stage != "segment" or (sr.params or {}).get("what") != "source_face" or res is None or "vetting" not in res:
+            continue
+        asset = str((res.get("source") or {}).get("asset_id") or "")
+        i = ids.index(asset) if asset in ids else len(names)
+        photo = (sr.params or {}).get("name") or (names[i] if i < len(names) else (res.get("source") or {}).get("uri"))
+        out.append((i, {"photo": photo, "findings": list(res["vetting"])}))
+    seen: set[str] = set()
+    report = []
+    for _, item in sorted(out, key=lambda x: x[0]):
+        if item["photo"] not in seen:
+            seen.add(item["photo"])
+            report.append(item)
+    return report
 
 
 def submit_local_shot(*, plate: str, sources: list[str], params: ShotParams, project: str | None = None, identity: str | None = None,

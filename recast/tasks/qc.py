@@ -82,13 +82,46 @@ def _params(settings: Any, thresholds: QCThresholds, mode: str) -> dict[str, Any
             "worst_frames": WORST_FRAMES, "seam_every": SEAM_EVERY, "thresholds": dataclasses.asdict(thresholds), "mode": mode,
             "flicker": "temporal_noise", "qc_version": QC_VERSION, "observe_version": OBSERVE_VERSION,
             "observations_format": ChunkObservations.FORMAT_VERSION, "tracks_format": ShotTracks.FORMAT_VERSION, "source_format": SourceAnalysis.FORMAT_VERSION,
-            "per_frame_format": QCPerFrame.FORMAT_VERSION}
+            "per_frame_format": QCPerFrame.FORMAT_VERSION, "defects_version": _defects_version()}
 
 
 def _source_inputs(source: SourceFaceResult, mode: str) -> dict[str, Any]:
     src = load_artifact(source.analysis, SourceAnalysis)
     return {"source_rgb": read_image(fetch(source.source), role="source"), "source_landmarks": src.landmarks, "source_box": src.box,
-            "source_head": src.head if mode == Mode.head.value else None}
+            "source_head": src.head if mode == Mode.head.value else None, "vetting": tuple(source.vetting)}
+
+
+def _source_params(source: SourceFaceResult) -> dict[str, Any]:
+    """What of the source record besides its assets changes a QC result: its vetting findings
+    (a warning caps the verdict at review)."""
+    return {"source_vetting": [f.model_dump() for f in source.vetting]}
+
+
+def _defects_version() -> str | None:
+    try:
+        from recast.models import qc_defects
+    except ImportError:  # pragma: no cover
+        return None
+    return str(getattr(qc_defects, "DEFECTS_VERSION", getattr(qc_defects, "VERSION", "1")))
+
+
+def person_masks(chunks: list[tuple[int, SegmentResult]]) -> Callable[[list[int]], dict[int, np.ndarray]]:
+    """``plate_person(frames)`` for :class:`QCInputs`: the plate's person masks of those frames
+    from the segment stage's analyses ``(chunk start, SegmentResult)``, one chunk loaded at a time."""
+
+    def get(frames: list[int]) -> dict[int, np.ndarray]:
+        out: dict[int, np.ndarray] = {}
+        for start, seg in chunks:
+            n = seg.chunk.end - seg.chunk.start
+            mine = [int(f) for f in frames if start <= int(f) < start + n]
+            if not mine:
+                continue
+            masks = load_artifact(seg.analysis, PlateAnalysis).person_mask
+            for f in mine:
+                out[f] = np.array(masks[f - start], bool)
+        return out
+
+    return get
 
 
 # --- the qc stage of swap_shot ---------------------------------------------------------------
@@ -109,6 +142,7 @@ def score_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult,
             observations=[load_artifact(sw.observations, ChunkObservations) for sw in swaps],
             total=total, rate=ingest.plate_info.fps, size=(ingest.plate_info.height, ingest.plate_info.width),
             plate_landmarks=tr.raw_landmarks, face_found=tr.present, mode=mode, cuts=tuple(track.cuts), **_source_inputs(source, mode),
+            plate_person=person_masks([(c.frames.start, sg) for c, sg in zip(ingest.chunks, segments)]),
         )
         return _finish(inputs, identity, thresholds, models, parents=[sw.video for sw in swaps] + [sw.observations for sw in swaps] + [source.source, track.tracks],
                        advance=progress.advance, samples_per_second=settings.qc_identity_samples_per_second)
@@ -117,8 +151,9 @@ def score_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult,
         "qc",
         run_id=run_id,
         shot_id=shot_id,
-        inputs=[c.video for c in ingest.chunks] + [track.tracks] + [s.video for s in swaps] + [s.observations for s in swaps] + [source.source, source.analysis],
-        params=_params(settings, thresholds, mode),
+        inputs=[c.video for c in ingest.chunks] + [track.tracks] + [s.video for s in swaps] + [s.observations for s in swaps] + [source.source, source.analysis]
+               + [sg.analysis for sg in segments],
+        params={**_params(settings, thresholds, mode), **_source_params(source)},
         models=models,
         result_type=QCReport,
         compute=compute,
@@ -150,7 +185,7 @@ def score_pair(*, plate: IngestResult, output: IngestResult, plate_segments: lis
     models = (identity.model,) + tuple(FaceAnalyzer.MODELS)
     pi = plate.plate_info
     total = pi.frame_count
-    params = {**_params(settings, thresholds, mode), "what": "files", "change_threshold": CHANGE_THRESHOLD,
+    params = {**_params(settings, thresholds, mode), **_source_params(source), "what": "files", "change_threshold": CHANGE_THRESHOLD,
               "analysis_format": PlateAnalysis.FORMAT_VERSION}
 
     def compute() -> QCReport:
@@ -171,6 +206,7 @@ def score_pair(*, plate: IngestResult, output: IngestResult, plate_segments: lis
         inputs = QCInputs(
             decode=chunk_decoder(chunks), observations=observations, total=total, rate=pi.fps, size=(pi.height, pi.width),
             plate_landmarks=tr.raw_landmarks, face_found=present, mode=mode, cuts=tuple(track.cuts), **_source_inputs(source, mode),
+            plate_person=person_masks([(c.frames.start, sg) for c, sg in zip(plate.chunks, plate_segments)]),
         )
         progress = progress_for(None, "qc", total)
         return _finish(inputs, identity, thresholds, models, parents=[output.plate, plate.plate, source.source, track.tracks],

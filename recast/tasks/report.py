@@ -7,11 +7,11 @@ per-frame values and the plate and output chunks (lineage):
 
 * ``contact_sheet.png``: one row per chosen frame, plate | output | difference heat map (absolute
   difference, max over channels, 0-64 grey levels mapped to the inferno colour map). Rows are the
-  worst frames (those named by the verdict's reasons, then the worst by pose error, seam,
-  background PSNR and flicker) followed by frames at regular points of the shot;
-* ``metrics.png``: per-frame plots (matplotlib, Agg backend) of identity distance (sampled
-  frames), pose error, expression error, landmark jitter excess, flicker ratio, seam score and
-  background PSNR, each with its threshold;
+  worst frames of each flagged defect measure, its region outlined and labelled in the measure's
+  colour, then those named by the verdict's other reasons and the worst by pose error, seam,
+  background PSNR and flicker, followed by frames at regular points of the shot;
+* ``metrics.png``: per-frame plots (matplotlib, Agg backend), one per rule of the QC rule table
+  (:mod:`recast.models.qc_rules`) with a per-frame series, each with its bounds;
 * ``report.html``: verdict, reasons, metrics table, models, with both images embedded as base64
   (one file a supervisor can mail or archive);
 * ``qc.json``: the same facts for machines (the QC record in the database points at it);
@@ -41,6 +41,7 @@ from recast.media.qc_report import (
     choose_frames,
     contact_sheet,
     frame_label,
+    frame_regions,
     metric_plots,
     png_bytes,
     qc_table,
@@ -50,7 +51,7 @@ from recast.media.qc_report import (
 )
 from recast.tasks.common import emit_progress, fetch, in_prefect_run, load_artifact, run_stage, scratch_dir, store, store_asset, thresholds_for_shot
 
-REPORT_VERSION = "2"
+REPORT_VERSION = "3"
 
 
 class QCReportFiles(Record):
@@ -81,7 +82,8 @@ def build_report(*, run_id: str | None, shot_id: str | None, shot: str, plate: S
         starts = [c.frames.start for c in plate]
         out_frames = read_frames_in_chunks(list(zip(starts, [fetch(o) for o in outputs])), frames)
         labels = {f: frame_label(f, reasons) for f in frames}
-        sheet = contact_sheet([(f, plate_frames[f], out_frames[f], labels[f]) for f in frames if f in plate_frames and f in out_frames])
+        sheet = contact_sheet([(f, plate_frames[f], out_frames[f], labels[f], frame_regions(pf, f))
+                               for f in frames if f in plate_frames and f in out_frames])
         plots_png = metric_plots(pf, qc)
         parents = [qc.per_frame] + list(outputs) + [c.video for c in plate]
         with scratch_dir("report-") as tmp:
@@ -95,7 +97,7 @@ def build_report(*, run_id: str | None, shot_id: str | None, shot: str, plate: S
             plots_ref = store_asset(plots_path, media_type="image/png", role="qc_report", suffix=".png", parents=[qc.per_frame])
             thumb_ref = store_asset(thumb_path, media_type="image/jpeg", role="qc_report", suffix=".jpg", parents=[sheet_ref])
             html_path = tmp / "report.html"
-            html_path.write_text(render_html(shot, qc, reasons, sheet_path.read_bytes(), plots_png, frames))
+            html_path.write_text(render_html(shot, qc, reasons, sheet_path.read_bytes(), plots_png, frames, thresholds=pf.thresholds))
             html_ref = store_asset(html_path, media_type="text/html", role="qc_report", suffix=".html", parents=[sheet_ref, plots_ref, qc.per_frame])
             summary = summary_dict(shot, qc, reasons)
             summary["report"] = {"html": html_ref.uri, "contact_sheet": sheet_ref.uri, "plots": plots_ref.uri, "thumbnail": thumb_ref.uri,

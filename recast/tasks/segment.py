@@ -6,7 +6,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from recast.contracts import AssetRef, Mode, ModelRef, PlateChunk, SegmentResult, SourceFaceResult
+from recast.contracts import AssetRef, Mode, ModelRef, PlateChunk, SegmentResult, SourceFaceResult, SourceFinding
 from recast.media import read_frames, read_image
 from recast.media.artifacts import ANALYSIS_MEDIA_TYPE, PlateAnalysis, SourceAnalysis
 from recast.models.face import FaceAnalyzer
@@ -14,6 +14,8 @@ from recast.models.head import chosen_person_mask, extract_source_head, skin_col
 from recast.models.identity import DlibFaceEmbedder
 from recast.models.masks import PersonSegmenter
 from recast.models.metrics import head_pose
+from recast.models.occlusion import OcclusionDetector
+from recast.models.source_vetting import VETTING_VERSION, detect_hands, plate_face_px, raise_if_refused, vet_source
 from recast.models.temporal import frame_signature
 from recast.models.tracking import parse_face_selector, require_single_source_face
 from recast.tasks.common import fetch, progress_for, run_stage, scratch_dir, store_asset
@@ -98,16 +100,35 @@ def segment_chunk(*, run_id: str | None, shot_id: str | None, chunk: PlateChunk,
     )
 
 
-def analyze_source(*, run_id: str | None, shot_id: str | None, source: AssetRef, name: str, mode: str, source_face: str | None) -> SourceFaceResult:
+def analyze_source(*, run_id: str | None, shot_id: str | None, source: AssetRef, name: str, mode: str, source_face: str | None,
+                   plate: AssetRef | None = None, face_selector: str = "largest", refuse: bool = True) -> SourceFaceResult:
     """The face of one source photo (one face, or the one ``source_face`` selects), and in head
-    mode its head matte (face, hair, ears, cut at the neck)."""
-    models = tuple(FaceAnalyzer.MODELS) + (tuple(PersonSegmenter.MODELS) if mode == Mode.head.value else ())
+    mode its head matte (face, hair, ears, cut at the neck), with the photo's source report
+    (``vetting``, :mod:`recast.models.source_vetting`): with the ``plate``, the upscale its face
+    implies on the plate's face (``face_selector``) is checked too. A refusal (no face, several
+    faces and no ``source_face``, a face in profile) raises its error (exit 3); with ``refuse``
+    False (scoring a vendor's files: ``recast qc --plate --output``) it is only recorded, and a
+    photo of several people is read by its largest face (no face at all still raises)."""
+    models = tuple(FaceAnalyzer.MODELS) + tuple(OcclusionDetector.MODELS) + (tuple(PersonSegmenter.MODELS) if mode == Mode.head.value else ())
 
     def compute() -> SourceFaceResult:
         rgb = read_image(fetch(source), role="source")
         with FaceAnalyzer(static_images=True, max_faces=MAX_FACES * 2) as analyzer:
             faces = analyzer.detect(rgb)
-        face = require_single_source_face(faces, source_face, name)
+        plate_px = None
+        if plate is not None and faces:
+            frames = read_frames(fetch(plate))
+            try:
+                plate_px = plate_face_px(frames, face=face_selector)
+            finally:
+                close = getattr(frames, "close", None)
+                if close is not None:
+                    close()
+        findings = vet_source(rgb, faces, name=name, source_face=source_face, mode=mode, plate_face_px=plate_px,
+                              hands=detect_hands(rgb) if faces else [])
+        if refuse:
+            raise_if_refused(findings)
+        face = require_single_source_face(faces, source_face if refuse or source_face else "largest", name)
         pose = head_pose(face.landmarks, rgb.shape[:2])
         head = None
         if mode == Mode.head.value:
@@ -120,16 +141,18 @@ def analyze_source(*, run_id: str | None, shot_id: str | None, source: AssetRef,
             path = analysis.save(tmp / "source.npz")
             ref = store_asset(path, media_type=ANALYSIS_MEDIA_TYPE, role="source_analysis", suffix=".npz", parents=[source])
         return SourceFaceResult(source=source, analysis=ref, face_box=tuple(int(v) for v in face.box),
-                                yaw_deg=None if pose is None else float(pose[0]), models=models)
+                                yaw_deg=None if pose is None else float(pose[0]), models=models,
+                                vetting=tuple(SourceFinding(**f.as_dict()) for f in findings))
 
     return run_stage(
         "segment",
         run_id=run_id,
         shot_id=shot_id,
-        inputs=[source],
-        params={"what": "source_face", "mode": mode, "source_face": source_face, "analysis_format": SourceAnalysis.FORMAT_VERSION},
+        inputs=[source] + ([plate] if plate is not None else []),
+        params={"what": "source_face", "mode": mode, "source_face": source_face, "analysis_format": SourceAnalysis.FORMAT_VERSION,
+                "name": name, "vetting": VETTING_VERSION, **({"plate_face": face_selector} if plate is not None else {}),
+                **({} if refuse else {"refuse": False})},
         models=models,
         result_type=SourceFaceResult,
         compute=compute,
     )
-

@@ -1,0 +1,67 @@
+"""Source vetting through `recast swap`: a refused photo exits 3 with one line naming it, before
+any run exists; a warned photo's findings are in the `--json` summary and in `recast show`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from recast.cli import app
+from tests.conftest import IMAGES
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_a_group_photo_without_source_face_exits_3_naming_the_photo_before_any_run(recast_env, short_plate, tmp_path):
+    out = tmp_path / "out.mp4"
+    group = IMAGES / "insightface_t1.jpg"
+    r = invoke("swap", "--plate", short_plate, "--source", group, "--out", out, "--mode", "face", "--json")
+    assert r.exit_code == 3, (r.exit_code, r.stderr)
+    assert r.stdout == "" and not out.exists()
+    errors = [line for line in r.stderr.splitlines() if line.startswith("recast: error")]
+    assert len(errors) == 1 and str(group) in errors[0] and "6 faces" in errors[0] and "--source-face index:N" in errors[0], r.stderr
+    from recast.db.migrate import ensure_schema
+    from recast.services.runs import recent_runs
+
+    ensure_schema()
+    assert recent_runs(1) == []  # refused at submission: no shot, no run
+
+
+@pytest.mark.slow
+def test_a_small_source_face_is_warned_and_listed_in_the_json_summary_and_in_show(recast_env, short_plate, tmp_path):
+    out = tmp_path / "out.mp4"
+    small = IMAGES / "skimage_astronaut.png"  # a ~90 px face; the plate's is ~240 px
+    r = invoke("swap", "--plate", short_plate, "--source", small, "--out", out, "--mode", "face", "--json", "--chunk-size", "20")
+    assert r.exit_code == 0, r.stderr
+    told = [line for line in r.stderr.splitlines() if line.startswith(f"[recast] source: {small}: ")]
+    assert any("enlarged" in line for line in told), r.stderr
+
+    summary = json.loads(r.stdout)
+    (report,) = summary["source_vetting"]
+    assert report["photo"] == str(small)
+    by = {f["check"]: f for f in report["findings"]}
+    assert by["upscale"]["outcome"] == "warn" and 2.2 < by["upscale"]["value"] < 3.2 and by["upscale"]["threshold"] == 2.0
+    assert by["faces"]["outcome"] == "ok" and by["blur"]["outcome"] == "ok"
+    assert not any(f["outcome"] == "refuse" for f in report["findings"])
+
+    shown = json.loads(invoke("show", summary["run_id"], "--json").stdout)
+    assert shown["source_vetting"] == summary["source_vetting"]
+    text = invoke("show", summary["run_id"]).stdout
+    assert f"source {small}:" in text and "warn   upscale" in text
+
+
+@pytest.mark.slow
+def test_qc_of_files_never_refuses_a_source_photo(recast_env, short_plate, tmp_path):
+    """`recast qc --plate --output --source` scores any vendor's output: a group photo is read by
+    its largest face, the refusal only recorded."""
+    import shutil
+
+    output = tmp_path / "vendor.mp4"
+    shutil.copy(short_plate, output)
+    r = invoke("qc", "--plate", short_plate, "--output", output, "--source", IMAGES / "insightface_t1.jpg", "--json", "--mode", "face")
+    assert r.exit_code != 3 and not [x for x in r.stderr.splitlines() if x.startswith("recast: error")], (r.exit_code, r.stderr[-2000:])
+    assert json.loads(r.stdout)["verdict"] in ("pass", "review", "fail")

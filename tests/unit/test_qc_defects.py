@@ -1,0 +1,104 @@
+"""Per-frame defect detectors on real swaps: a clean swapped frame scores below each measure's
+threshold, the matching corruption (seeded, from benchmarks/qc_detectors.py) above it, and the
+region the detector returns lies where the corruption was."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks import qc_detectors as bench
+from recast.models.face import FaceAnalyzer
+from recast.models.qc_defects import DEFECT_MEASURES, SUGGESTED_THRESHOLDS, FrameDefects, SourceLook, measure_defects
+from tests.conftest import IMAGES, VIDEOS
+
+pytestmark = pytest.mark.skipif(not (IMAGES.is_dir() and VIDEOS.is_dir()), reason="shared media not available")
+
+
+@pytest.fixture(scope="module")
+def cases():
+    """A long-haired blonde source on a short-haired green-screen plate (head and face mode), and
+    a short-haired source on a plate whose long hair the new head leaves uncovered (head mode)."""
+    made = bench.make_cases([("deepface_img3.jpg", "liveportrait_d0.mp4")], 1, ("head", "face"), log=lambda *a: None)
+    made += bench.make_cases([("skimage_astronaut.png", "liveportrait_d3.mp4")], 1, ("head",), log=lambda *a: None)
+    by = {(c.pair.split("__")[0], c.mode): c for c in made}
+    assert len(by) == 3, "test media: a swap could not be made"
+    return by
+
+
+@pytest.fixture(scope="module")
+def fa():
+    with FaceAnalyzer(static_images=True, max_faces=2) as analyzer:
+        yield analyzer
+
+
+def _flagged(name: str, value: float) -> bool:
+    t = SUGGESTED_THRESHOLDS[name]
+    return value < t if name in bench.LOW_IS_BAD else value > t
+
+
+def _corrupted(case, kind: str, fa, seed: int = 3) -> tuple[FrameDefects, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    made = bench.corrupt(bench.CORRUPTIONS[kind], case, rng)
+    assert made is not None, f"{kind}: no visible corruption could be made"
+    out, gt = made
+    return bench.measure(case, out, bench.detect(fa, out)), gt
+
+
+def test_interface_and_clean_frames(cases):
+    for (src, mode), case in cases.items():
+        d = bench.measure(case, case.output, case.olm)
+        assert set(d.values) == set(DEFECT_MEASURES) == set(d.regions)
+        for name, region in d.regions.items():
+            assert region.shape == case.output.shape[:2] and region.dtype == np.bool_
+        if mode == "face":
+            assert math.isnan(d.values["leftover_plate_head"]) and math.isnan(d.values["hair_colour_de"])
+        if src == "deepface_img3":  # a clean swap: nothing flagged
+            flagged = [n for n in DEFECT_MEASURES if _flagged(n, d.values[n])]
+            assert not flagged, f"{mode}: clean frame flagged for {flagged}: {d.values}"
+    # the plate given as its own output, in face mode: nothing changed, nothing found
+    case = cases[("deepface_img3", "face")]
+    d = measure_defects(case.plate, case.plate, case.plm, case.plm, look=case.look, mode="face")
+    assert d.values["foreign_pieces"] == 0 and d.values["colour_blotches"] == 0
+    assert d.values["sharpness"] == pytest.approx(1.0, abs=0.05)
+    # no face anywhere: every measure NaN, every region empty
+    d = measure_defects(case.plate, case.output, None, None, look=case.look, mode="head")
+    assert all(math.isnan(v) for v in d.values.values()) and not any(r.any() for r in d.regions.values())
+
+
+@pytest.mark.parametrize("kind,mode,src", [
+    ("clothing", "head", "deepface_img3"),
+    ("occluder", "head", "deepface_img3"),
+    ("hair_back", "head", "skimage_astronaut"),
+    ("fill", "head", "deepface_img3"),
+    ("outline", "face", "deepface_img3"),
+    ("hue_blotch", "head", "deepface_img3"),
+    ("grey_hair", "head", "deepface_img3"),
+    ("blur", "face", "deepface_img3"),
+])
+def test_corruption_is_found_where_it_is(cases, fa, kind, mode, src):
+    case = cases[(src, mode)]
+    name = bench.EXPECTED[kind]
+    clean = bench.measure(case, case.output, case.olm).values[name]
+    assert not _flagged(name, clean), f"{kind}: the clean frame is flagged already ({name} = {clean:.3g})"
+    d, gt = _corrupted(case, kind, fa)
+    value = d.values[name]
+    assert _flagged(name, value), f"{kind}: {name} = {value:.3g} (clean {clean:.3g}, threshold {SUGGESTED_THRESHOLDS[name]})"
+    region = d.regions[name]
+    assert region.any()
+    if name not in ("hair_colour_de", "sharpness"):  # those outline the area they measured
+        # most of what was found lies on the corruption (grown by a few pixels)
+        assert (region & bench._grow(gt, 4)).sum() >= 0.5 * region.sum(), f"{kind}: region away from the corruption"
+    else:
+        assert (region & gt).any()
+
+
+def test_the_verdict_judges_each_measure_at_the_bound_its_detector_was_proven_at():
+    """QCThresholds keeps literals (models.head imports models.metrics, so metrics cannot import
+    this module); they must be the detectors' frozen bounds, not drift from them."""
+    from recast.models.metrics import QCThresholds
+
+    t = QCThresholds()
+    assert {name: getattr(t, f"{name}_review") for name in DEFECT_MEASURES} == SUGGESTED_THRESHOLDS
