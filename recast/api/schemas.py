@@ -117,7 +117,7 @@ class Progress(BaseModel):
 class QCView(BaseModel):
     verdict: str | None = None
     metrics: dict[str, Any] = Field(default_factory=dict)
-    reasons: list[str] = Field(default_factory=list)
+    reasons: list[dict[str, Any]] = Field(default_factory=list, description="one record per flagged measure: metric, value, threshold, outcome, frames, text")
 
 
 class OutputView(BaseModel):

@@ -43,6 +43,7 @@ from recast.db.orm import RUN_STATUSES, RUN_TERMINAL_STATUSES
 from recast.db.session import session_scope
 from recast.errors import ConsentError, InputError, PolicyError, RecordNotFoundError, ServiceUnavailableError, UsageError
 from recast.services import dispatch, review, shots, trust
+from recast.services.qc import reason_records
 from recast.settings import Settings
 from recast.storage import S3Store, open_store, suffix_of
 from recast.storage.s3 import split_s3_uri
@@ -382,16 +383,16 @@ def _progress(stage_rows: Iterable[Any], mode: str) -> dict[str, Any]:
 def _qc_view(s: Any, run: Any, rows: Sequence[Any]) -> dict[str, Any] | None:
     qc = repo.latest_qc(s, run.id)
     if qc is not None:
-        return {"verdict": qc.verdict, "metrics": qc.metrics or {}, "reasons": list(qc.reasons or [])}
+        return {"verdict": qc.verdict, "metrics": qc.metrics or {}, "reasons": reason_records(qc.reasons)}
     # the qc stage's own record is there as soon as QC ends (before render and the run summary)
     for r in reversed(list(rows)):
         if r.stage == "qc" and r.status in ("done", "reused") and isinstance(r.result, dict):
             res = r.result
-            return {"verdict": res.get("verdict"), "metrics": res.get("metrics") or {}, "reasons": list(res.get("reasons") or [])}
+            return {"verdict": res.get("verdict"), "metrics": res.get("metrics") or {}, "reasons": reason_records(res.get("reasons"))}
     summary_qc = (run.summary or {}).get("qc")
     if isinstance(summary_qc, dict):
         metrics = {k: v for k, v in summary_qc.items() if k not in ("verdict", "reasons")}
-        return {"verdict": summary_qc.get("verdict"), "metrics": metrics, "reasons": list(summary_qc.get("reasons") or [])}
+        return {"verdict": summary_qc.get("verdict"), "metrics": metrics, "reasons": reason_records(summary_qc.get("reasons"))}
     return None
 
 

@@ -1154,12 +1154,13 @@ def record_qc(
     run_id: IdLike,
     verdict: Any,
     metrics: Any,
-    reasons: Iterable[str] = (),
+    reasons: Iterable[Any] = (),
     report_asset_id: IdLike | None = None,
     models: Any = (),
     shot_id: IdLike | None = None,
 ) -> QCResult:
-    """Store a run's QC verdict (``pass``/``review``/``fail`` or a contracts.Verdict) and metrics."""
+    """Store a run's QC verdict (``pass``/``review``/``fail`` or a contracts.Verdict), metrics and
+    reasons (records ``metric, value, threshold, outcome, frames, text``, or texts)."""
     run = get_run(s, run_id)
     v = _check_choice(str(to_json(verdict)), VERDICTS, "QC verdict")
     row = QCResult(
@@ -1167,7 +1168,7 @@ def record_qc(
         shot_id=run.shot_id if shot_id is None else as_uuid(shot_id, "shot"),
         verdict=v,
         metrics=to_json(metrics) or {},
-        reasons=[str(r) for r in reasons],
+        reasons=[to_json(dict(r)) if isinstance(r, dict) else str(r) for r in reasons],
         report_asset_id=_opt_uuid(report_asset_id, "asset"),
         models=to_json(list(models or ())),
     )

@@ -235,7 +235,7 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
         decision = review_gate(run_id=run_id, shot=spec.code, qc=qc, review=review)
         review_info = None if decision is None else {"decision": decision.decision, "reviewer": decision.reviewer, "note": decision.note,
                                                      "params": decision.params}
-        qc_summary = {**qc.metrics, "verdict": qc.verdict.value, "reasons": list(qc.reasons), "report": qc_out["report"]}
+        qc_summary = {**qc.metrics, "verdict": qc.verdict.value, "reasons": qc_out["reasons"], "report": qc_out["report"]}
         if decision is not None and decision.decision == "reject":
             outcome = ShotOutcome(run_id=run_id, shot_id=shot_id, shot=spec.code, status="rejected", mode=mode,
                                   params=params.model_dump(mode="json"), qc=qc_summary, review=review_info, stages=stages)

@@ -6,6 +6,18 @@ import json
 from typing import Any
 
 
+def reason_records(reasons: Any) -> list[dict[str, Any]]:
+    """QC reasons as records (``metric, value, threshold, outcome, frames, text``): stored rows
+    and stage results written before records were kept hold only the texts."""
+    out = []
+    for r in reasons or []:
+        if isinstance(r, dict):
+            out.append(dict(r))
+        else:
+            out.append({"metric": None, "value": None, "threshold": None, "outcome": None, "frames": [], "text": str(r)})
+    return out
+
+
 def qc_of_shot(ref: str) -> dict[str, Any]:
     """The latest QC result of a shot (id or code): verdict, metrics, reasons, report, approval and reviews."""
     from recast.db import repository as repo
@@ -24,9 +36,7 @@ def qc_of_shot(ref: str) -> dict[str, Any]:
         renders = repo.renders_for_run(s, run.id)
         out: dict[str, Any] = {"shot": shot.code, "shot_id": str(shot.id), "run_id": str(run.id), "run_status": run.status,
                                "verdict": row.verdict, "metrics": dict(row.metrics or {}),
-                               # without a stored report only the texts are known (the records are in its qc.json)
-                               "reasons": [{"metric": None, "value": None, "threshold": None, "outcome": None, "frames": [], "text": r}
-                                           for r in (row.reasons or [])], "models": row.models,
+                               "reasons": reason_records(row.reasons), "models": row.models,
                                "approved": bool(renders and renders[-1].approved),
                                "reviews": [{"decision": r.decision, "reviewer": r.reviewer, "note": r.note, "at": str(r.created)}
                                            for r in repo.reviews_for_run(s, run.id)]}

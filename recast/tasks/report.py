@@ -141,7 +141,7 @@ def publish_qc(*, run_id: str | None, shot_id: str | None, shot: str, qc: QCRepo
     reasons, thresholds = _qc_details(qc, shot_id)
     if run_id is not None:
         with session_scope() as s:
-            row = repo.record_qc(s, run_id=run_id, verdict=qc.verdict, metrics=qc.metrics, reasons=qc.reasons,
+            row = repo.record_qc(s, run_id=run_id, verdict=qc.verdict, metrics=qc.metrics, reasons=reasons,
                                  report_asset_id=report.summary.asset_id if report else None, models=qc.models)
             repo.add_audit_event(s, actor="recast", action="qc.recorded", subject_type="run", subject_id=run_id,
                                  detail={"verdict": qc.verdict.value, "qc_result_id": str(row.id), "report": report.html.uri if report else None})

@@ -229,7 +229,7 @@ def test_review_pause_resumes_to_render_with_the_supervisors_decision(recast_env
     with session_scope() as s:
         assert repo.renders_for_run(s, run_id) == []  # nothing rendered while waiting
         qc = repo.latest_qc(s, run_id)
-        assert qc.verdict == "review" and any("seam score" in r for r in qc.reasons)
+        assert qc.verdict == "review" and any("seam score" in r["text"] and r["metric"] == "seam_score" for r in qc.reasons)
 
     from prefect.client.orchestration import get_client
 

@@ -47,6 +47,11 @@ def test_a_small_source_face_is_warned_and_listed_in_the_json_summary_and_in_sho
     assert by["upscale"]["outcome"] == "warn" and 2.2 < by["upscale"]["value"] < 3.2 and by["upscale"]["threshold"] == 2.0
     assert by["faces"]["outcome"] == "ok" and by["blur"]["outcome"] == "ok"
     assert not any(f["outcome"] == "refuse" for f in report["findings"])
+    # a warning caps QC at review, with its own reason record
+    assert summary["qc"]["verdict"] == "review"
+    vetting = [x for x in summary["qc"]["reasons"] if x["metric"] == "source_vetting"]
+    assert vetting and all(x["outcome"] == "review" and x["text"] for x in vetting), summary["qc"]["reasons"]
+    assert any("enlarged" in x["text"] for x in vetting)
 
     shown = json.loads(invoke("show", summary["run_id"], "--json").stdout)
     assert shown["source_vetting"] == summary["source_vetting"]
