@@ -770,7 +770,7 @@ class QCThresholds:
     leftover_plate_head_review: float = 0.6
     fill_artefacts_review: float = 0.3
     inner_edges_review: float = 0.03
-    colour_blotches_review: float = 0.55
+    colour_blotches_review: float = 1.0
     hair_colour_de_review: float = 16.0
     sharpness_review: float = 0.9
     wrong_person_fail: float = 0.0

@@ -55,9 +55,23 @@ The detectors (units are per frame)
   landmarks) nor the plate has, with the same polarity, within 0.05 face heights: a drawn
   outline of the warped inner face, a cut line. Eyes, brows, lips and the source's hair are left
   out.
-``colour_blotches`` (% of the face area): regions of the new face/head whose chroma (CIELAB a, b)
-  is foreign to the source head's colours, to those colours moved to the plate's skin (what a
-  colour match does), and to the plate's own face.
+``colour_blotches`` (% of the face area): blob-like regions of the new face/head (at least
+  0.002 face heights squared) whose colour is foreign, by either of two tests:
+  (1) chroma (CIELAB a, b) foreign to the source head's colours, to those colours moved to the
+  plate's skin (what a colour match does), and to the plate's own face (a blue, green or purple
+  blotch);
+  (2) on the new head's skin (the face oval grown by 0.03 face heights; in head mode also the
+  neck down to 0.3 face heights below the chin, at skin lightness), changed pixels whose chroma is
+  far from what the output face's own skin has at that lightness (a robust linear fit of a and b
+  on L over the skin of its landmarks: 7 spreads on the face, 5 on the neck, spreads floored at
+  2.5) and 3 spreads from the plate face's skin: a grey, grey-green or bluish patch, an old
+  chin/neck showing through. Near-zero chroma is common in any head's histogram (hair, shadows),
+  so test (1) cannot see those. Eyes, brows, mouth and nostrils (grown by 0.04 face heights),
+  the source's hair (matte, or within ΔE 12 of its hair colour; trusted above the jaw only) and,
+  at the face's edge and on the neck, the colours the plate has around there (its collar, shirt,
+  hair) are left out.
+  Misses: a neutral grey patch on a pale, low-chroma face is ~6.8 spreads from its skin, under the
+  face's 7; a patch close to the plate's own skin colour (part of the demo's left neck patch).
 ``hair_colour_de`` (CIELAB ΔE; head mode only): the output's hair band (above the forehead,
   skin-coloured pixels left out, see :func:`band_colour`, the band of :mod:`recast.models.qc`'s hair metric) against the source's
   band measured the same way on its hair matte. Where the source's cut-out mistakes its wall for
@@ -81,7 +95,7 @@ drawn at random; false alarms on the frames labelled by eye without that class),
     leftover_plate_head  hair_back    93% / 89%  (n=14/18)   5.6% / 4.4%
     fill_artefacts       fill         86% / 89%              1.9% / 3.1%
     inner_edges          outline      89% / 83%              3.3% / 4.0%
-    colour_blotches      hue_blotch   95% / 93%              3.1% / 3.8%
+    colour_blotches      hue_blotch   95% / 94%              6.2% / 5.0%  (DEFECTS_VERSION 2; skin test tuned on both seeds)
     hair_colour_de       grey_hair    100% / 100%            5.0% / 8.0% (one source whose cut-out takes its wall for hair)
     sharpness            blur x2-x4   85% / 86%              0% / 2.5%
 
@@ -105,7 +119,7 @@ import numpy as np
 
 from recast.models.head import SourceHead, cielab, face_frame, head_region, pixel_grid, skin_model
 from recast.models.masks import face_skin_mask
-from recast.models.mesh_topology import FACE_OVAL
+from recast.models.mesh_topology import FACE_OVAL, LEFT_EYE, LEFT_EYEBROW, LIPS_OUTER, RIGHT_EYE, RIGHT_EYEBROW
 from recast.models.mesh_warp import FACE_TRIANGLES, extended_points, rasterise_triangles, triangle_affines, triangle_maps
 from recast.models.retarget import STABLE_POINTS
 from recast.models.similarity import similarity_align
@@ -123,14 +137,14 @@ SUGGESTED_THRESHOLDS: dict[str, float] = {
     "leftover_plate_head": 0.6,
     "fill_artefacts": 0.3,
     "inner_edges": 0.03,
-    "colour_blotches": 0.55,
+    "colour_blotches": 1.0,
     "hair_colour_de": 16.0,
     "sharpness": 0.9,
 }
 
 #: part of QC's work key: bump when a detector's definition changes, so that cached measures of
 #: the old definition are not reused
-DEFECTS_VERSION = "1"
+DEFECTS_VERSION = "2"
 
 #: grey levels (max over channels, after a 3x3 blur) above which a pixel counts as changed, here
 #: and in :func:`recast.models.qc.change_mask` (H.264 round trips stay below ~6 on these plates)
@@ -677,10 +691,114 @@ def _inner_edges(c: _Ctx, look: SourceLook) -> tuple[float, np.ndarray]:
     return float(new.sum() / 2.0 / H), new
 
 
+#: skin-colour blotches: a pixel's chroma (CIELAB a, b) is foreign when it is this many robust
+#: spreads from what the output face's skin has at the pixel's lightness, and from what the
+#: plate face's skin has (skin's chroma follows its lightness: a shadow is more saturated, a
+#: highlight paler; a grey patch is pale at any lightness) ...
+_CB_SKIN_Z = 7.0
+#: (in the neck zone below the face)
+_CB_NECK_Z = 5.0
+#: ... and this many from the plate's skin (whose spread is wider: a lined face, grey stubble)
+_CB_PLATE_Z = 3.0
+#: ... the spreads floored at this (CIELAB units)
+_CB_SPREAD = 2.5
+#: in head mode the neck is looked at down to this far below the chin, ...
+_CB_NECK_DOWN = 0.3
+#: ... on pixels at most this much lighter (CIELAB L) than the face's median skin
+_CB_NECK_BRIGHT = 5.0
+#: ... and the source's hair matte is trusted above this (face heights below the chin) and
+#: beyond this (face widths from the middle)
+_CB_JAW = -0.1
+_CB_NECK_HALF = 0.4
+#: ... and there the colours the plate has within this (face heights) of its head and neck are left out: bins of
+#: _CB_BIN CIELAB units (with their neighbours), at least this share of the plate pixels there
+_CB_PLATE_AROUND = 0.15
+_CB_BIN = 4
+_CB_PLATE_SHARE = 0.001
+#: ... colours within this CIELAB distance of the source's hair are hair (above the jaw) ...
+_CB_HAIR_DE = 12.0
+#: ... and the face's edge (this far in, face heights) and the neck are judged against the plate's
+#: colours around them
+_CB_EDGE = 0.06
+#: the skin fit takes about this many pixels
+_CB_FIT_PX = 3000
+#: features kept out of the skin test, grown by this (face heights)
+_CB_FEATURE_MARGIN = 0.04
+_FEATURES = [np.asarray(p, np.int64) for p in (LEFT_EYE, RIGHT_EYE, LIPS_OUTER)]
+_BROW_IDX = [np.asarray(p, np.int64) for p in (LEFT_EYEBROW, RIGHT_EYEBROW)]
+#: nostrils: the points around the nose tip (alae and columella)
+_NOSTRILS = np.asarray((98, 97, 2, 326, 327, 294, 278, 344, 440, 275, 4, 45, 220, 115, 48, 64), np.int64)
+
+
+def _skin_fit(lab: np.ndarray, lm: np.ndarray, H: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float] | None:
+    """A face's skin chroma as a function of its lightness: (coef (2, 2): a and b = c0 + c1 L,
+    robust spread (2,) of the residuals, floored, L range (2,) the fit holds over, median L);
+    None without enough skin."""
+    skin = face_skin_mask(lm, lab.shape[:2], margin_px=max(1, round(0.03 * H))) > 0
+    px = lab[skin]
+    if len(px) < 30:
+        return None
+    px = px[:: max(1, len(px) // _CB_FIT_PX)].astype(np.float64)  # a sample is enough for 6 numbers
+    X = np.stack([np.ones(len(px)), px[:, 0]], axis=1)
+    keep = np.ones(len(px), bool)
+    for _ in range(2):  # a second pass without the outliers of the first (stray hair, shadows)
+        coef, *_ = np.linalg.lstsq(X[keep], px[keep, 1:3], rcond=None)
+        res = px[:, 1:3] - X @ coef
+        mad = np.median(np.abs(res[keep]), axis=0) * 1.4826
+        keep = (np.abs(res) <= 3 * np.maximum(mad, _CB_SPREAD)).all(axis=1)
+        if keep.sum() < 30:
+            return None
+    coef, *_ = np.linalg.lstsq(X[keep], px[keep, 1:3], rcond=None)
+    res = px[keep, 1:3] - X[keep] @ coef
+    mad = np.maximum(np.median(np.abs(res), axis=0) * 1.4826, _CB_SPREAD)
+    lr = np.percentile(px[keep, 0], [2, 98])
+    return coef, mad, lr, float(np.median(px[keep, 0]))
+
+
+def _skin_z(lab: np.ndarray, fit: tuple[np.ndarray, np.ndarray, np.ndarray, float]) -> np.ndarray:
+    coef, mad, lr, _ = fit
+    L = np.clip(lab[..., 0], lr[0], lr[1])
+    pred = coef[0] + L[..., None] * coef[1]
+    return np.sqrt((((lab[..., 1:3] - pred) / mad) ** 2).sum(axis=-1))
+
+
+def _plate_colours(lab_p: np.ndarray, lab_o: np.ndarray, around: np.ndarray, where: np.ndarray) -> np.ndarray:
+    """bool: pixels of ``where`` whose CIELAB colour (bins of _CB_BIN) the plate has within ``around``."""
+    out = np.zeros(where.shape, bool)
+    if not where.any() or not around.any():
+        return out
+    nb = (101 // _CB_BIN + 2, 2 * _AB // _CB_BIN + 2, 2 * _AB // _CB_BIN + 2)
+
+    def bins(px: np.ndarray) -> np.ndarray:
+        i = np.clip(np.round(px[:, 0] / _CB_BIN).astype(int), 0, nb[0] - 1)
+        j = np.clip(np.round((px[:, 1] + _AB) / _CB_BIN).astype(int), 0, nb[1] - 1)
+        k = np.clip(np.round((px[:, 2] + _AB) / _CB_BIN).astype(int), 0, nb[2] - 1)
+        return (i * nb[1] + j) * nb[2] + k
+
+    hist = np.bincount(bins(lab_p[around]), minlength=nb[0] * nb[1] * nb[2]).reshape(nb).astype(np.float32)
+    # neighbouring bins count: a colour one bin off is the same colour
+    hist = cv2.dilate(hist.reshape(nb[0], -1), np.ones((3, 1), np.uint8)).reshape(nb)
+    hist = np.stack([cv2.dilate(h, np.ones((3, 3), np.uint8)) for h in hist])
+    out[where] = hist.reshape(-1)[bins(lab_o[where])] >= max(_CB_PLATE_SHARE * around.sum(), 3.0)
+    return out
+
+
+def _features(lm: np.ndarray, shape: tuple[int, int], r: float) -> np.ndarray:
+    """Eyes, brows, mouth and nostrils of a face, grown by ``r`` pixels."""
+    m = np.zeros(shape[:2], np.uint8)
+    polys = [np.round(lm[p, :2] * 16).astype(np.int32) for p in _FEATURES]
+    polys += [cv2.convexHull(np.round(lm[p, :2] * 16).astype(np.int32)) for p in (*_BROW_IDX, _NOSTRILS)]
+    cv2.fillPoly(m, polys, 255, shift=4)
+    cv2.polylines(m, polys, True, 255, thickness=2 * max(1, int(round(r))) + 1, shift=4)
+    return m > 0
+
+
 def _colour_blotches(c: _Ctx, look: SourceLook, mode: str) -> tuple[float, np.ndarray]:
     H = c.H
     zone = _grow(c.face, 0.03 * H) | (c.head if mode == "head" else False)
     zone &= c.changed | c.face
+    # 1. chroma (a, b) foreign to the source head's colours, to those moved to the plate's skin
+    # and to the plate's face (a blue, green or purple blotch)
     hist = look.chroma.copy()
     shift = np.zeros(2)
     if c.lmp is not None:
@@ -696,8 +814,74 @@ def _colour_blotches(c: _Ctx, look: SourceLook, mode: str) -> tuple[float, np.nd
     dens = hist[ab[..., 0], ab[..., 1]]
     foreign = zone & (dens < 2e-6)
     foreign = _open(foreign, 0.01 * H)
+    # 2. on the new head's skin: a colour (shading left out) foreign to the output face's own skin
+    # and to the plate's skin (a grey, grey-green or bluish patch: near-zero chroma is common in
+    # any head's histogram, hair and shadows, so the chroma test cannot see it)
+    skin = _skin_blotches(c, look, mode)
+    if skin is not None:
+        foreign |= skin
     foreign = _big_components(foreign, 0.002 * H * H)
     return 100.0 * foreign.sum() / max(c.face.sum(), 1), foreign
+
+
+def _skin_blotches(c: _Ctx, look: SourceLook, mode: str) -> np.ndarray | None:
+    H = c.H
+    full = np.zeros(c.face.shape, bool)
+    # everything on the box around the faces and the neck (the context's crop is much larger)
+    x, y, bw, bh = cv2.boundingRect((c.face | c.neck | c.old).astype(np.uint8))
+    if bw == 0 or bh == 0:
+        return None
+    pad = int(math.ceil((_CB_PLATE_AROUND + 0.05) * H))
+    x0, y0 = max(0, x - pad), max(0, y - pad)
+    x1, y1 = min(full.shape[1], x + bw + pad), min(full.shape[0], y + bh + pad)
+    box = (slice(y0, y1), slice(x0, x1))
+    shift = np.array([x0, y0, 0.0])
+    lmo = c.lmo - shift
+    face_m, neck_m, old_m, changed = c.face[box], c.neck[box], c.old[box], c.changed[box]
+    sig = max(0.5, 0.008 * H)
+    lab_o = cv2.GaussianBlur(c.lab_o[box], (0, 0), sig)
+    lab_p = c.lab_p[box]
+    fo = _skin_fit(lab_o, lmo, H)
+    if fo is None:
+        return None
+    fp = _skin_fit(cv2.GaussianBlur(lab_p, (0, 0), sig), c.lmp - shift, H) if c.lmp is not None else None
+    face = _grow(face_m, 0.03 * H)
+    skin = face.copy()
+    if mode == "head":
+        # the neck below the new chin, where the old chin/neck may show through: down to the
+        # collar, pixels no darker than the face's skin and not much lighter than its median
+        # (a neck is in the face's shade; a white collar, a dark suit are not skin)
+        ff = face_frame(lmo)
+        lat, below = ff.coords(*pixel_grid((0, 0, x1 - x0, y1 - y0)))
+        L = lab_o[..., 0]
+        neck = neck_m & (below < _CB_NECK_DOWN * H) & (L >= fo[2][0]) & (L <= fo[3] + _CB_NECK_BRIGHT)
+        skin |= neck
+        # under the jaw the source's hair matte often holds the source's own neck and collar,
+        # where the old neck shows through: it is trusted above the jaw only
+        under_jaw = neck & (below > _CB_JAW * H) & (np.abs(lat) < _CB_NECK_HALF * ff.width)
+        if c.hair is not None:
+            skin &= ~(_grow(c.hair[box] > 0.3, 0.02 * H) & ~under_jaw)
+        if look.hair_lab is not None:  # strands the matte missed
+            hair_like = np.sqrt(((lab_o - look.hair_lab.astype(np.float32)) ** 2).sum(axis=2)) < _CB_HAIR_DE
+            skin &= ~(hair_like & ~under_jaw)
+    skin &= changed  # the plate's own pixels are not the swap's blotch
+    skin &= ~_features(lmo, skin.shape, _CB_FEATURE_MARGIN * H)
+    # away from the face's middle, the plate's own colours around it (its hair, collar, shirt,
+    # the clean plate's fill) are not a blotch (head mode: around the neck; the plate's old head
+    # is gone, and its grey hair or hat could pass for any grey patch)
+    edge = skin & ~_shrink(face_m, _CB_EDGE * H)
+    around = _grow(neck_m if mode == "head" else old_m, _CB_PLATE_AROUND * H)
+    skin &= ~_plate_colours(lab_p, lab_o, around, edge)
+    # the colour test, on the candidates only
+    px = lab_o[skin]
+    z = _skin_z(px, fo)
+    hit = z > np.where(face[skin], _CB_SKIN_Z, _CB_NECK_Z)
+    if fp is not None:
+        hit &= _skin_z(px, fp) > _CB_PLATE_Z
+    found = np.zeros(skin.shape, bool)
+    found[skin] = hit
+    full[box] = _open(found, 0.015 * H)
+    return full
 
 
 def _hair_colour(c: _Ctx, look: SourceLook) -> tuple[float, np.ndarray]:

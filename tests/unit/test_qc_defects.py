@@ -102,3 +102,30 @@ def test_the_verdict_judges_each_measure_at_the_bound_its_detector_was_proven_at
 
     t = QCThresholds()
     assert {name: getattr(t, f"{name}_review") for name in DEFECT_MEASURES} == SUGGESTED_THRESHOLDS
+
+
+@pytest.mark.parametrize("mode", ["head", "face"])
+def test_a_grey_patch_on_the_cheek_is_a_colour_blotch_where_it_is(cases, fa, mode):
+    """A grey-green, darker patch on the new face's cheek (the skin's own texture kept, its
+    colour taken away): near-zero chroma is common in any head's histogram (hair, shadows), so
+    chroma alone cannot see it; the skin's colour at that lightness can."""
+    import cv2
+
+    case = cases[("deepface_img3", mode)]
+    out = case.output.astype(np.float32)
+    lm = case.olm
+    h = float(np.ptp(lm[:, 1]))
+    centre = lm[205, :2] * 0.7 + lm[50, :2] * 0.3  # the right cheek, below the eye, beside the nose
+    yy, xx = np.mgrid[: out.shape[0], : out.shape[1]]
+    inside = ((xx - centre[0]) / (0.09 * h)) ** 2 + ((yy - centre[1]) / (0.06 * h)) ** 2 <= 1.0
+    alpha = cv2.GaussianBlur(inside.astype(np.float32), (0, 0), 0.01 * h)[..., None]
+    grey = out.mean(axis=2, keepdims=True) * np.float32([0.72, 0.85, 0.72])
+    patched = np.clip(out * (1 - alpha) + grey * alpha, 0, 255).astype(np.uint8)
+    before = bench.measure(case, case.output, case.olm).values["colour_blotches"]
+    d = bench.measure(case, patched, bench.detect(fa, patched))
+    value = d.values["colour_blotches"]
+    assert not _flagged("colour_blotches", before)
+    assert _flagged("colour_blotches", value), f"{mode}: grey patch not flagged ({value:.3g}, clean {before:.3g})"
+    region = d.regions["colour_blotches"]
+    assert (region & bench._grow(inside, 4)).sum() >= 0.8 * region.sum(), "region away from the patch"
+    assert (region & inside).sum() >= 0.3 * inside.sum(), "most of the patch not outlined"
