@@ -122,13 +122,19 @@ def test_a_scheduled_batch_fires_on_a_worker(tmp_path):
                 time.sleep(1)
             assert state == "COMPLETED", f"{state}\n{(tmp_path / 'worker.log').read_text()[-4000:]}"
         finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
-                worker.wait(timeout=10)
-            log.close()
+            stop_group(worker, log)
+
+
+def stop_group(proc: subprocess.Popen, log) -> None:
+    """Stop a process started in its own session (and its children): SIGTERM, then SIGKILL if it
+    has not ended within 20 s; close its log."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    log.close()
 
 
 def api_serves_a_token(server: PrefectServerProcess, env: dict[str, str], tmp_path: Path) -> None:
@@ -149,10 +155,4 @@ def api_serves_a_token(server: PrefectServerProcess, env: dict[str, str], tmp_pa
         assert r is not None and r.status_code == 200, (r, (tmp_path / "serve.log").read_text()[-3000:])
         assert r.json()["total"] == 0
     finally:
-        os.killpg(api.pid, signal.SIGTERM)
-        try:
-            api.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(api.pid, signal.SIGKILL)
-            api.wait(timeout=10)
-        log.close()
+        stop_group(api, log)
