@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Callable
+from typing import Any, Callable
 
 import typer
 
@@ -41,6 +41,52 @@ admin.register(app)
 
 
 _NATIVE_NOISE = re.compile(rb"^(?:[IWE]\d{4} [\d:. ]+\S+\.cc:\d+\]|INFO: Created TensorFlow Lite|WARNING: All log messages before absl::InitializeLog)")
+
+
+class LineSafeStream:
+    """A text stream that never joins two threads' output on one line.
+
+    Each thread's unterminated text is held back until that thread ends its line; when another
+    thread writes, the held text is written first and ended with a newline, so a line left open
+    by a library's thread cannot swallow the start of recast's own message. Everything else is
+    the wrapped stream's (``fileno``, ``isatty``, ``encoding``...).
+    """
+
+    def __init__(self, stream: Any) -> None:
+        import threading
+
+        self.stream = stream
+        self._lock = threading.Lock()
+        self._open: dict[int, str] = {}  # thread id -> its text not yet ended by a newline
+
+    def write(self, text: str) -> int:
+        import threading
+
+        me = threading.get_ident()
+        with self._lock:
+            held = self._open.pop(me, "") + text
+            for other in list(self._open):
+                self.stream.write(self._open.pop(other) + "\n")
+            whole, newline, rest = held.rpartition("\n")
+            if newline:
+                self.stream.write(whole + "\n")
+                self.stream.flush()
+            if rest:
+                self._open[me] = rest
+        return len(text)
+
+    def end_open_lines(self) -> None:
+        """Write every thread's held text, each ended with a newline."""
+        with self._lock:
+            for other in list(self._open):
+                self.stream.write(self._open.pop(other) + "\n")
+            self.stream.flush()
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
 
 
 def filter_native_logs() -> Callable[[], None]:
@@ -73,14 +119,13 @@ def filter_native_logs() -> Callable[[], None]:
             if pending and not _NATIVE_NOISE.match(pending):
                 os.write(saved, pending)
 
-    # a library that writes a line without its newline (Prefect's "Error logging to API" does)
-    # must not swallow the start of recast's own last line: guard.fail asks before it prints
-    from recast.cli import guard
-
-    guard.stderr_line_open = lambda: bool(pending)
-
     thread = threading.Thread(target=pump, name="stderr-filter", daemon=True)
     thread.start()
+
+    # a library that leaves a line open (Prefect's "Error logging to API" writes its message
+    # without a newline from its log thread) must not glue the next line to it
+    line_safe = LineSafeStream(sys.stderr)
+    sys.stderr = line_safe  # type: ignore[assignment]
 
     restored = threading.Event()
 
@@ -88,6 +133,9 @@ def filter_native_logs() -> Callable[[], None]:
         if restored.is_set():  # main's finally and the exit timer may both call it
             return
         restored.set()
+        line_safe.end_open_lines()
+        if sys.stderr is line_safe:
+            sys.stderr = line_safe.stream
         sys.stderr.flush()
         os.dup2(saved, 2)  # closes the pipe's last writer, so the pump drains and stops
         thread.join(timeout=5)

@@ -140,27 +140,13 @@ def debug_enabled() -> bool:
         return False
 
 
-#: whether stderr holds a line not yet ended (set by :func:`recast.cli.filter_native_logs`)
-stderr_line_open: Callable[[], bool] = lambda: False
-
-
-def _start_line() -> None:
-    """Make recast's message start a line of its own after what a library left unterminated."""
-    sys.stderr.flush()
-    for _ in range(5):  # the filter thread passes on what was written a moment ago
-        if stderr_line_open():
-            typer.echo("", err=True)
-            return
-        time.sleep(0.01)
-
-
 def fail(exc: BaseException) -> None:
     """Leave with the exception's exit code and a one-line message (a traceback with --debug)."""
     from recast.services import processes
 
     shown = _translated(exc)
     code = exit_code_for(exc)
-    _start_line()
+    sys.stderr.flush()
     if debug_enabled():
         traceback.print_exception(exc, file=sys.stderr)
     if code == EXIT_INTERNAL and not isinstance(shown, errors.RecastError):

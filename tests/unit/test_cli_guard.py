@@ -31,3 +31,34 @@ def test_an_unusable_connection_is_exit_6(exc):
 
 def test_other_errors_stay_internal():
     assert exit_code_for(ValueError("a bug")) == EXIT_INTERNAL
+
+
+_FILTERED_CHILD = r"""
+import os, sys, threading, typer
+from recast.cli import filter_native_logs
+restore = filter_native_logs()
+os.write(2, b"I0000 00:00:00.000000 123 gl_context.cc:357] GL version: 3.2\n")
+typer.echo("[recast] segment: 1/125 frames (1%)", err=True)
+# a library's thread leaves its line open (Prefect's API log handler does), twice
+for _ in range(2):
+    writer = threading.Thread(target=lambda: (sys.stderr.write("--- Error logging to API ---\n"),
+                                              sys.stderr.write("All connection attempts failed")))
+    writer.start(); writer.join()
+    typer.echo("[recast] segment: 125/125 frames (100%)", err=True)
+typer.echo("recast: error: Prefect server stopped", err=True)
+restore()
+sys.stderr.write("after\n")
+"""
+
+
+def test_recasts_lines_are_never_glued_to_a_line_a_library_thread_left_open():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _FILTERED_CHILD], capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.decode().splitlines() == [
+        "[recast] segment: 1/125 frames (1%)",
+        "--- Error logging to API ---", "All connection attempts failed", "[recast] segment: 125/125 frames (100%)",
+        "--- Error logging to API ---", "All connection attempts failed", "[recast] segment: 125/125 frames (100%)",
+        "recast: error: Prefect server stopped", "after"], proc.stderr.decode()
