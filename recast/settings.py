@@ -41,7 +41,10 @@ class Settings(BaseSettings):
     qc_background_psnr_fail: float = 30.0
     qc_pose_error_review: float = 5.0
     qc_face_found_review: float = 0.8
-    qc_identity_samples_per_second: float = 1.0
+    # one sample every two seconds, plus the worst frames by the every-frame metrics and one per
+    # segment: a sample costs ~130 ms (an identity embedding and the defect measures), which at
+    # one a second alone was over QC's budget of 20% of the swap (benchmarks/qc.py)
+    qc_identity_samples_per_second: float = Field(default=0.5, gt=0, description="frames a second on which identity, hair and the defect measures are computed (plus the worst frames by the every-frame metrics)")
     review_timeout_s: int = Field(default=3 * 24 * 3600, gt=0, description="how long a run paused for review waits for a decision (default 3 days, a weekend); then it ends as rejected, nothing rendered")
     # process hygiene: who owns a run, and how long a process of another host may stay silent
     run_heartbeat_s: float = Field(default=30.0, gt=0, description="how often a process running a flow records that it is alive (run.heartbeat_at)")

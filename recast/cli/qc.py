@@ -34,6 +34,7 @@ def qc(
     source: Optional[str] = typer.Option(None, "--source", help="score a pair of files: photo of the person who should appear"),
     mode: str = typer.Option("face", "--mode", help="head or face (head also measures hair transfer)"),
     face: str = typer.Option("largest", "--face", help="which person of the plate: largest | index:N | reference:PHOTO"),
+    source_face: Optional[str] = typer.Option(None, "--source-face", help="score a pair of files: which face of a source photo showing several people, index:N"),
     project: Optional[str] = typer.Option(None, "--project", help="use this project's QC thresholds (default: settings)"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object on stdout"),
 ) -> None:
@@ -41,6 +42,7 @@ def qc(
 
     def go() -> dict[str, Any]:
         from recast.errors import UsageError
+        from recast.models.tracking import parse_face_selector
         from recast.services.qc import qc_of_files, qc_of_shot
 
         files = (plate, output, source)
@@ -48,8 +50,13 @@ def qc(
             raise UsageError("give either SHOT or --plate/--output/--source, not both")
         if shot is None and not all(files):
             raise UsageError("give a SHOT, or all of --plate, --output and --source")
+        if source_face is not None and shot is not None:
+            raise UsageError("--source-face applies to --plate/--output/--source, not to a SHOT (its run recorded its own)")
+        if source_face is not None and parse_face_selector(source_face).kind != "index":
+            raise UsageError(f"--source-face '{source_face}': use index:N (0 = the largest face of the source photo)")
         prepare(local_flows=shot is None)
-        result = qc_of_files(plate, output, source, mode=mode, face=face, project=project) if shot is None else qc_of_shot(shot)
+        result = (qc_of_files(plate, output, source, mode=mode, face=face, project=project, source_face=source_face)
+                  if shot is None else qc_of_shot(shot))
         _print_qc(result, as_json)
         return result
 
@@ -85,6 +92,8 @@ def _print_qc(result: dict[str, Any], as_json: bool) -> None:
         lines.append("defects:    " + ", ".join(f"{r.label} {r.format(float(m[r.metric]))}" for r in defects))
     for r in result.get("reasons") or []:
         lines.append(f"reason:     {r['text']}")
+    for photo in result.get("source_vetting") or []:  # scoring files: what vetting found, never a refusal
+        lines += [f"source:     {f['outcome']:6s} {f['check']}: {f['text']}" for f in photo["findings"] if f["outcome"] != "ok"]
     if result.get("report"):
         lines.append(f"report:     {result['report']}")
     typer.echo("\n".join(lines))

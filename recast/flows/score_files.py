@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from recast.contracts import IngestResult, Mode, QCReport
+from recast.contracts import IngestResult, Mode, QCReport, SourceFaceResult
 from recast.errors import InputError, UsageError
 from recast.settings import get_settings
 from recast.tasks.ingest import ingest
@@ -28,15 +28,17 @@ class FilesQC:
     qc: QCReport
     plate: IngestResult
     output: IngestResult
+    source: SourceFaceResult
 
 
 def score_files(*, plate: str, output: str, source: str, mode: str = "face", face: str = "largest", project: str | None = None,
-                chunk_size: int | None = None) -> FilesQC:
+                chunk_size: int | None = None, source_face: str | None = None) -> FilesQC:
     """QC of any swap: ``output`` (made by recast or another tool) against its ``plate`` and the
     ``source`` photo, with the same metrics and thresholds as the ``qc`` stage of a swap.
 
     The files must match frame for frame (same size, same frame count): checked right after
-    ingest, before any costly stage runs.
+    ingest, before any costly stage runs. ``source_face`` (``index:N``) picks the face of a
+    source photo showing several people, as ``recast swap --source-face`` does.
     """
     if mode not in (Mode.face.value, Mode.head.value):
         raise UsageError(f"--mode '{mode}': choose from face, head")
@@ -55,10 +57,10 @@ def score_files(*, plate: str, output: str, source: str, mode: str = "face", fac
     seg_p = [segment_chunk(run_id=None, shot_id=None, chunk=c, chunk_index=i, face_selector=face, total_frames=total) for i, c in enumerate(ing_p.chunks)]
     seg_o = [segment_chunk(run_id=None, shot_id=None, chunk=c, chunk_index=i, face_selector=face, total_frames=total) for i, c in enumerate(ing_o.chunks)]
     track = track_person(run_id=None, shot_id=None, ingest=ing_p, segments=seg_p, face_selector=face)
-    src = analyze_source(run_id=None, shot_id=None, source=ing_p.sources[0], name=Path(source).name, mode=mode, source_face=None,
+    src = analyze_source(run_id=None, shot_id=None, source=ing_p.sources[0], name=Path(source).name, mode=mode, source_face=source_face,
                          plate=ing_p.plate, face_selector=face, refuse=False)  # scoring files never refuses: the findings are recorded
     qc = score_pair(plate=ing_p, output=ing_o, plate_segments=seg_p, output_segments=seg_o, track=track, source=src, mode=mode, project=project)
-    return FilesQC(qc=qc, plate=ing_p, output=ing_o)
+    return FilesQC(qc=qc, plate=ing_p, output=ing_o, source=src)
 
 
 def _as_output_error(exc: InputError, output: str) -> InputError:

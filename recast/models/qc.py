@@ -67,14 +67,15 @@ log = logging.getLogger("recast")
 
 #: part of the qc stage's work key: bump when a metric's definition changes, so cached QC
 #: results of the old definition are not reused
-QC_VERSION = "6"
+QC_VERSION = "7"
 WORST_FRAMES = 3
 #: per flagged defect measure, the region masks of this many worst frames are kept for the report
 REGION_FRAMES = 2
 #: the window (seconds) of the per-frame motion ratio
 MOTION_WINDOW_S = 1.0
-#: frames of the plate whose person embeddings are averaged into the plate identity
-PLATE_ID_FRAMES = 3
+#: frames of the plate whose person embeddings are averaged into the plate identity (two: a
+#: dlib embedding costs ~60 ms, and the plate person's descriptors vary little within a segment)
+PLATE_ID_FRAMES = 2
 #: ArcFace: same person when the cosine similarity of two embeddings is above 0.35, i.e. the
 #: distance 1 - cos below 0.65 (insightface R50 on WebFace600K: same-person pairs typically score
 #: 0.4-0.8, different people below 0.2)
@@ -305,6 +306,7 @@ def _measure_identity(inputs: QCInputs, identity: IdentityModel, samples: np.nda
     regions: dict[str, list[tuple[float, int, np.ndarray]]] = {n: [] for n in names}
     look = qd.SourceLook.from_source(inputs.source_rgb, inputs.source_landmarks, inputs.source_head)
     worse_lower = {r.metric for r in DEFECT_RULES if r.worse == "lower"}
+    src_hair_colour = source_hair_colour(inputs.source_head) if head else None
 
     out_embs: dict[int, np.ndarray] = {}
     plate_embs: list[np.ndarray] = []
@@ -343,7 +345,8 @@ def _measure_identity(inputs: QCInputs, identity: IdentityModel, samples: np.nda
             continue
         out_embs[f] = identity.embed(out_frame, out_lms[f], _box(out_lms[f], out_frame.shape))
         if head and plate_frame is not None and np.isfinite(plate_lms[f]).all():
-            verdict = hair_colour_transfer(out_frame, out_lms[f], inputs.source_head, plate_frame, plate_lms[f])
+            verdict = hair_colour_transfer(out_frame, out_lms[f], inputs.source_head, plate_frame, plate_lms[f],
+                                           source_colour=src_hair_colour)
             hair[f] = np.nan if verdict is None else float(verdict)
 
     plate_person = np.mean(plate_embs, axis=0) if plate_embs else None
@@ -423,7 +426,7 @@ def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds,
     mot_out, mot_plate = _motion_acceleration(out_lms, segments), _motion_acceleration(plate_lms, segments)
     motion_pf = _windowed_ratio(mot_out, mot_plate, judged, max(3, int(round(inputs.rate * MOTION_WINDOW_S))))
 
-    # identity samples: one a second among the judged frames plus the worst frames by the cheap
+    # identity samples: ``samples_per_second`` (one every two seconds by default) among the judged frames plus the worst frames by the cheap
     # metrics (not already sampled), so a bad moment is never missed by the identity check
     regular = sample_frames(judged, inputs.rate, samples_per_second)
     bad = badness(plate_lms, out_lms, pose_err, o.seam, thresholds)
@@ -656,21 +659,31 @@ def matching_faces(faces_landmarks: np.ndarray, faces_boxes: np.ndarray, face_co
 
 
 # --- the hair metric ----------------------------------------------------------------------------
-def hair_colour_transfer(output_rgb: np.ndarray, output_landmarks: np.ndarray, source_head: Any,
-                         plate_rgb: np.ndarray, plate_landmarks: np.ndarray) -> bool | None:
-    """The issue's hair metric for one frame: is the output's hair colour above the brows (a band
-    just above the forehead top, outside the face oval) nearer, in mean CIELAB, the source's hair
-    (``source_head``, a :class:`recast.models.head.SourceHead`) than the plate's? None when it
-    cannot be told: the source's and the plate's hair colours are within ΔE 10 of each other, or
-    a band is empty (no face, off the image).
-    """
-    for lm in (output_landmarks, plate_landmarks):
-        if lm is None or not np.isfinite(np.asarray(lm, np.float64)[:468, :2]).all():
-            return None
+def source_hair_colour(source_head: Any) -> np.ndarray | None:
+    """Mean CIELAB of the source's hair band (on its hair matte; the whole band for a bald
+    source), as :func:`hair_colour_transfer` compares it; None when the band is empty. The same
+    for every frame of a shot: computed once."""
     src_hair = source_head.hair if source_head.hair.any() else None
     c_src = band_colour(source_head.rgb, source_head.landmarks, src_hair)
     if c_src is None:  # a band of the source with no hair pixel (bald): take the band as it is
         c_src = band_colour(source_head.rgb, source_head.landmarks)
+    return c_src
+
+
+def hair_colour_transfer(output_rgb: np.ndarray, output_landmarks: np.ndarray, source_head: Any,
+                         plate_rgb: np.ndarray, plate_landmarks: np.ndarray, *,
+                         source_colour: np.ndarray | None = None) -> bool | None:
+    """The issue's hair metric for one frame: is the output's hair colour above the brows (a band
+    just above the forehead top, outside the face oval) nearer, in mean CIELAB, the source's hair
+    (``source_head``, a :class:`recast.models.head.SourceHead`) than the plate's? None when it
+    cannot be told: the source's and the plate's hair colours are within ΔE 10 of each other, or
+    a band is empty (no face, off the image). ``source_colour``: :func:`source_hair_colour` of
+    ``source_head`` when the caller has it already.
+    """
+    for lm in (output_landmarks, plate_landmarks):
+        if lm is None or not np.isfinite(np.asarray(lm, np.float64)[:468, :2]).all():
+            return None
+    c_src = source_colour if source_colour is not None else source_hair_colour(source_head)
     c_plate = band_colour(np.asarray(plate_rgb), plate_landmarks)
     c_out = band_colour(np.asarray(output_rgb), output_landmarks)
     if c_src is None or c_plate is None or c_out is None:

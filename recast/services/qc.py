@@ -50,17 +50,20 @@ def qc_of_shot(ref: str) -> dict[str, Any]:
     return out
 
 
-def qc_of_files(plate: str, output: str, source: str, *, mode: str, face: str, project: str | None) -> dict[str, Any]:
+def qc_of_files(plate: str, output: str, source: str, *, mode: str, face: str, project: str | None,
+                source_face: str | None = None) -> dict[str, Any]:
     """Score any plate/output pair (a swap made by recast or by another tool) and publish its report."""
     from pathlib import Path
 
     from recast.flows.score_files import score_files
     from recast.tasks.report import build_report, publish_qc
 
-    scored = score_files(plate=plate, output=output, source=source, mode=mode, face=face, project=project)
+    scored = score_files(plate=plate, output=output, source=source, mode=mode, face=face, project=project, source_face=source_face)
     name = f"{Path(output).stem}-vs-{Path(plate).stem}"
     report = build_report(run_id=None, shot_id=None, shot=name, plate=list(scored.plate.chunks),
                           outputs=[c.video for c in scored.output.chunks], qc=scored.qc)
     out = publish_qc(run_id=None, shot_id=None, shot=name, qc=scored.qc, report=report)
-    out.update(plate=str(plate), output=str(output), source=str(source), mode=mode)
+    out.update(plate=str(plate), output=str(output), source=str(source), mode=mode,
+               # the source report, shaped as a swap's summary shows it (never a refusal here: recorded)
+               source_vetting=[{"photo": str(source), "findings": [f.model_dump() for f in scored.source.vetting]}])
     return out

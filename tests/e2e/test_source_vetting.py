@@ -70,3 +70,25 @@ def test_qc_of_files_never_refuses_a_source_photo(recast_env, short_plate, tmp_p
     r = invoke("qc", "--plate", short_plate, "--output", output, "--source", IMAGES / "insightface_t1.jpg", "--json", "--mode", "face")
     assert r.exit_code != 3 and not [x for x in r.stderr.splitlines() if x.startswith("recast: error")], (r.exit_code, r.stderr[-2000:])
     assert json.loads(r.stdout)["verdict"] in ("pass", "review", "fail")
+
+
+@pytest.mark.slow
+def test_qc_of_files_reads_the_source_face_the_user_names(recast_env, short_plate, tmp_path):
+    """`--source-face index:N` reaches the source analysis of `recast qc --plate`: an index the
+    photo does not have is a usage error naming the photo, before any stage scores a frame."""
+    import shutil
+
+    output = tmp_path / "vendor.mp4"
+    shutil.copy(short_plate, output)
+    group = IMAGES / "insightface_t1.jpg"
+    r = invoke("qc", "--plate", short_plate, "--output", output, "--source", group, "--source-face", "index:9", "--mode", "face")
+    errors = [x for x in r.stderr.splitlines() if x.startswith("recast: error")]
+    assert r.exit_code == 2 and len(errors) == 1 and "index:9" in errors[0] and "6 faces" in errors[0], (r.exit_code, r.stderr[-2000:])
+    r = invoke("qc", "--plate", short_plate, "--output", output, "--source", group, "--source-face", "largest", "--mode", "face")
+    assert r.exit_code == 2 and "--source-face 'largest': use index:N" in r.stderr, r.stderr[-2000:]
+    r = invoke("qc", "--plate", short_plate, "--output", output, "--source", group, "--source-face", "index:1", "--json", "--mode", "face")
+    assert r.exit_code == 5 and json.loads(r.stdout)["verdict"] == "fail", r.stderr[-2000:]  # the "output" is the plate itself
+    vetting = json.dumps(json.loads(r.stdout)["source_vetting"])
+    assert "using index:1" in vetting and "refuse" not in vetting, vetting  # the face was named: nothing ambiguous recorded
+    r = invoke("qc", "--plate", short_plate, "--output", output, "--source", group, "--mode", "face")
+    assert "source:     refuse faces:" in r.stdout and "--source-face index:N" in r.stdout, r.stdout  # recorded, not refused
