@@ -214,6 +214,9 @@ class TrackResult(Record):
     frames_with_person: int
     cuts: tuple[int, ...]
     selector: str
+    segments_without_person: tuple[FrameRange, ...] = Field(
+        default=(), description="shot segments (between cuts) in which the chosen person is on no frame — absent after a cut, "
+                                "only someone else there, or nobody: their frames pass through unchanged")
 
 
 class BackgroundChunk(Record):
@@ -296,6 +299,8 @@ class ShotOutcome(Record):
     audio_copied: bool | None = None
     swapped_frames: int | None = None
     passthrough_frames: int | None = None
+    segments_without_person: tuple[FrameRange, ...] = Field(
+        default=(), description="shot segments (between cuts) in which the chosen person was not found, left untouched")
     mode: str
     params: dict[str, Any]
     qc: dict[str, Any] = Field(description="QC metrics plus verdict, reasons and the report's URI")

@@ -120,6 +120,9 @@ def print_summary(summary: dict[str, Any], note: str | None) -> None:
         f"pose error {fmt(qc.get('pose_error_deg'))} deg, background PSNR {fmt(qc.get('delivered_background_psnr_db'))} dB",
         "stages:   " + ", ".join(f"{k} {v / 1000:.1f}s" for k, v in summary["stages"].items()),
     ]
+    absent = summary.get("segments_without_person") or []
+    if absent:  # after a cut the chosen person is not there: those frames are the plate's, untouched
+        lines.append("untouched: frames " + ", ".join(f"{r['start']}-{r['end'] - 1}" for r in absent) + " (the chosen person is not in them)")
     if qc.get("reasons"):
         lines.append("reasons:  " + "; ".join(str(r.get("text", r)) if isinstance(r, dict) else str(r) for r in qc["reasons"]))
     warned = [f["text"] for item in summary.get("source_vetting") or [] for f in item["findings"] if f["outcome"] == "warn"]

@@ -200,7 +200,9 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
         if track.frames_with_person == 0:
             raise NoFaceError(f"plate '{spec.plate}': no face found in any of its {total} frames" if sum(s.faces_found for s in segments) == 0
                               else f"plate '{spec.plate}': the selected face ({params.face}) is in none of its {total} frames")
-        emit_progress(f"track: chosen person in {track.frames_with_person}/{total} frames, {len(track.cuts)} scene cuts")
+        absent = track.segments_without_person
+        emit_progress(f"track: chosen person in {track.frames_with_person}/{total} frames, {len(track.cuts)} scene cuts"
+                      + (f"; not in frames {', '.join(f'{r.start}-{r.end - 1}' for r in absent)} (left untouched)" if absent else ""))
 
         source = source_faces[0]
         backgrounds: list = [None] * len(ing.chunks)
@@ -238,7 +240,8 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
         qc_summary = {**qc.metrics, "verdict": qc.verdict.value, "reasons": qc_out["reasons"], "report": qc_out["report"]}
         if decision is not None and decision.decision == "reject":
             outcome = ShotOutcome(run_id=run_id, shot_id=shot_id, shot=spec.code, status="rejected", mode=mode,
-                                  params=params.model_dump(mode="json"), qc=qc_summary, review=review_info, stages=stages)
+                                  params=params.model_dump(mode="json"), qc=qc_summary, review=review_info, stages=stages,
+                                  segments_without_person=absent)
             reject_run(run_id, reason=f"rejected in review by {decision.reviewer or 'unknown'}" + (f": {decision.note}" if decision.note else ""),
                        summary=outcome.summary())
             return outcome
@@ -284,6 +287,7 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
             audio_copied=rendered.audio_copied,
             swapped_frames=sum(s.swapped_frames for s in swaps),
             passthrough_frames=sum(s.passthrough_frames for s in swaps),
+            segments_without_person=absent,
             mode=mode,
             params=params.model_dump(mode="json"),
             qc={**qc_summary, **rendered.metrics},

@@ -213,6 +213,9 @@ class QCInputs:
     vetting: tuple[Any, ...] = ()
     #: ``plate_person(frames)``: {frame: (H, W) bool person mask of the plate} where known (segment's selfie segmentation)
     plate_person: Callable[[list[int]], dict[int, np.ndarray]] | None = None
+    #: (start, end) segments between cuts that the track left without the chosen person (someone
+    #: else, or nobody, there: passed through untouched); their frames do not count as faces lost
+    absent_segments: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -281,6 +284,14 @@ class _Identity:
 def _lm_or_none(lm: np.ndarray) -> np.ndarray | None:
     lm = np.asarray(lm)
     return lm if np.isfinite(lm[:, :2]).all() else None
+
+
+def _expected_person(inputs: QCInputs) -> np.ndarray:
+    """(F,) bool: the frames outside the segments the track left without the chosen person."""
+    expected = np.ones(inputs.total, bool)
+    for a, b in inputs.absent_segments:
+        expected[a:b] = False
+    return expected
 
 
 def _measure_identity(inputs: QCInputs, identity: IdentityModel, samples: np.ndarray, plate_frames: list[int],
@@ -461,7 +472,7 @@ def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds,
         "motion_ratio": rule_frames(rule("motion_ratio"), motion_pf, thresholds),
         "flicker_ratio": rule_frames(rule("flicker_ratio"), flicker_pf, thresholds),
         "seam_score": rule_frames(rule("seam_score"), o.seam, thresholds),
-        "face_found_ratio": [int(f) for f in np.flatnonzero(~inputs.face_found)],
+        "face_found_ratio": [int(f) for f in np.flatnonzero(~inputs.face_found & _expected_person(inputs))],
         "wrong_person": _wrong_person_frames(ident, judged),
     }
     for j, name in enumerate(ident.defect_names):
@@ -535,7 +546,10 @@ def _shot_metrics(inputs: QCInputs, o: _Observed, judged: np.ndarray, ident: _Id
     return {
         "frames": int(total),
         "swapped_frames": int(o.swapped.sum()),
-        "face_found_ratio": float(inputs.face_found.mean()) if total else 0.0,
+        # among the frames where the person is expected: a segment the track left without them
+        # (after a cut to someone else) is not a face lost
+        "face_found_ratio": float(inputs.face_found[_expected_person(inputs)].mean()) if _expected_person(inputs).any() else 0.0,
+        "frames_without_person": int(sum(b - a for a, b in inputs.absent_segments)),
         "output_face_found_ratio": float(np.isfinite(out_lms[judged]).all(axis=(1, 2)).mean()) if judged.any() else 0.0,
         "identity_samples": int(samples.size),
         # a sampled frame whose output face could not be embedded counts as not transferred:

@@ -10,7 +10,7 @@ restarts at a chunk boundary, and always restarts at a scene cut or after frames
   continuous run of a shot, averaged: the forward pass lags on motion and the backward pass
   leads by about as much, so the mean has no lag (zero-phase, as ``filtfilt``) while still
   being adaptive (fast motion raises the cutoff, so it is followed, not smeared).
-* :func:`frame_signature`, :func:`scene_cuts`, :func:`detect_scene_cuts` — cuts from HSV
+* :func:`frame_signature`, :func:`scene_cuts`, :func:`detect_scene_cuts`, :func:`could_start_shot` — cuts from HSV
   histogram distances between consecutive frames.
 * :func:`smooth_masks` — temporal majority (median) over a small window, not across cuts.
 """
@@ -243,6 +243,20 @@ def signature_distances(signatures: np.ndarray) -> np.ndarray:
 #: shared test clips differ by 0.01–0.3 (talking heads; a singer moving under flickering light peaks at 0.29); the
 #: cuts of ghost_nggyup.mp4 by 0.57–0.59.
 CUT_THRESHOLD = 0.4
+
+
+def could_start_shot(previous: np.ndarray, signature: np.ndarray, threshold: float = CUT_THRESHOLD) -> bool:
+    """Whether a frame whose signature is ``signature`` may be a cut after the frame of ``previous``.
+
+    This is the first test of :func:`scene_cuts` (the distance of :func:`signature_distances`
+    above ``threshold``) and needs only the two frames, so a stage that streams frames can act on
+    every frame that may start a shot before the whole shot is seen; :func:`scene_cuts` then
+    keeps those that also stand out from the frames around them, so its cuts are a subset.
+    """
+    a, b = np.asarray(previous, np.float64).ravel(), np.asarray(signature, np.float64).ravel()
+    if a.shape != b.shape:
+        raise UsageError(f"signatures of different sizes: {a.shape} and {b.shape}")
+    return bool(0.5 * np.abs(b - a).sum() > threshold)
 
 
 def scene_cuts(signatures: np.ndarray, threshold: float = CUT_THRESHOLD, *, min_ratio: float = 3.0,

@@ -4,27 +4,36 @@ A shot may hold several people; only one of them is swapped. The operator names 
 with a *face selector* (CLI ``--face``):
 
 ``largest``
-    The main person: in each shot segment (between scene cuts), the track with the largest
-    mean box area. Across cuts the person chosen in the first segment that has faces is
-    re-identified by face embedding: in a later segment the tracks whose embedding lies within
-    ``threshold`` of that first track's are the person (nearest first); when none does, the
-    segment's largest track is taken.
+    The largest face (the track with the largest mean box area) of the first shot segment
+    (between scene cuts) in which a face is found.
 ``index:N``
     The N-th face by box area (0 = largest) on the first frame where faces appear, then
-    followed along its track and re-identified by embedding after cuts (and after a track
-    break inside a shot). A later segment where no track matches is left empty (-1): the
-    person chosen by index is not in that shot. Segments where no track has an embedding fall
-    back to geometry (the N-th by area on the segment's first frame with faces).
+    followed along its track.
 ``reference:PHOTO``
     In every segment, the tracks whose embedding is within ``threshold`` of the reference
     photo's embedding, nearest first; none → the segment stays empty (-1).
+
+For ``largest`` and ``index`` the chosen track's embedding in that first segment is *the
+person* (the anchor). In the first segment the other tracks within ``threshold`` of it are the
+person too (fragments of the same face after a track break). In every later segment (after a
+cut) a track is the person only when it lies within :data:`REID_MAX_DISTANCE` of the anchor
+(nearest first); a segment where none does — the performer is absent, or only someone else is
+there, however large — stays empty (-1): its frames pass through unchanged
+(:func:`segments_without_person` lists them). So does a later segment none of whose tracks has
+an embedding: the person cannot be confirmed there, and swapping the wrong person is worse than
+leaving a shot untouched. Only where the first segment's person has no embedding (no anchor)
+does geometry decide in every segment (the largest track, or the N-th face by area on the
+segment's first frame with faces), as the only information there is.
 
 Linking (:func:`link_tracks`) is deliberately cautious: where two faces overlap so much that
 the box match is ambiguous (people crossing, one in front of the other), tracks are *broken*
 and new ids begin, rather than guessing and silently swapping identities. :func:`choose_track`
 then stitches the chosen person's fragments together again by embedding. So every track needs
 an embedding sample at its first appearance — which :func:`sample_frames_for_embedding`
-provides — for that stitching to work; tracks without an embedding fall back to geometry.
+provides — for that stitching to work: a track without an embedding is the person only as the
+first segment's geometric choice (or, where the person has no embedding at all, each segment's).
+The segment stage embeds every face on the frames that may start a segment (and some more), so
+the first segment's person and each later segment's faces have one.
 
 Embeddings are dlib's 128-D descriptors (:mod:`recast.models.identity`); distances are
 Euclidean, same person below 0.6. Everything here works on arrays only: the caller detects
@@ -53,10 +62,21 @@ __all__ = [
     "describe_faces",
     "require_single_source_face",
     "segment_bounds",
+    "segments_without_person",
 ]
 
 #: dlib's same-person threshold on the Euclidean distance of two descriptors.
 SAME_PERSON_THRESHOLD = 0.6
+#: How much nearer than :data:`SAME_PERSON_THRESHOLD` a face after a cut must be to the chosen
+#: person's embedding to be that person. dlib's 0.6 is the bound where same and different people
+#: overlap least on average, and look-alikes reach 0.5-0.6; within a shot the geometry already
+#: says who is who, but after a cut the embedding alone decides, and taking someone else (the
+#: wrong person swapped) is worse than leaving a shot untouched (listed in the summary). On the
+#: shared test clips the same person lies at 0.14-0.33 within a clip and at 0.37-0.46 across the
+#: cuts of ghost_nggyup.mp4 (the singer, lit and framed differently), different people at 0.65-0.92.
+REID_MARGIN = 0.1
+#: The largest distance to the chosen person's embedding at which a face after a cut is that person.
+REID_MAX_DISTANCE = SAME_PERSON_THRESHOLD - REID_MARGIN
 
 
 # ================================================================================================
@@ -324,13 +344,14 @@ def choose_track(
 
     ``track_ids`` and ``boxes_per_frame`` are as from :func:`link_tracks` (pass it the same
     ``cuts``); ``embeddings`` maps track id -> mean descriptor (:func:`mean_track_embeddings`)
-    for the tracks that have samples. See the module docstring for what each selector means.
+    for the tracks that have samples. See the module docstring for what each selector means:
+    after a cut, ``largest`` and ``index`` take a track only within ``threshold - REID_MARGIN``
+    of the person's embedding learnt in the first segment with faces.
 
     Within a segment the person may span several tracks (a break at an occlusion or a
-    crossing): once the person has an embedding (the first chosen track's, or the reference),
-    every track of the segment within ``threshold`` of it is the person, and on a frame where
-    two such faces appear the nearer one wins. Without an embedding only the geometric choice
-    (one track per segment) is made.
+    crossing): every track taken is the person, and on a frame where two such faces appear the
+    nearer one wins. Without an embedding of the person only the geometric choice (one track per
+    segment) is made.
 
     Raises :class:`~recast.errors.UsageError` for ``index:N`` when the first frame with faces
     has N or fewer faces, and for ``reference`` without ``reference_embedding``.
@@ -347,6 +368,7 @@ def choose_track(
         anchor = None
     else:
         raise UsageError(f"unknown face selector kind {selector.kind!r}")
+    reid_max = threshold - REID_MARGIN
 
     chosen = np.full(n, -1, dtype=np.int64)
     # distance of the chosen face on each frame to the anchor (inf: chosen by geometry)
@@ -358,18 +380,23 @@ def choose_track(
             if chosen[f] < 0 or d < chosen_d[f]:
                 chosen[f], chosen_d[f] = i, d
 
-    def dist(tid: int) -> float:
-        return float(np.linalg.norm(emb[tid] - anchor)) if (anchor is not None and tid in emb) else np.inf
+    def take_within(tracks: dict[int, _Track], bound: float) -> None:
+        near = sorted((float(np.linalg.norm(emb[tid] - anchor)), tid) for tid in tracks if tid in emb)
+        for d, tid in near:
+            if d < bound:
+                take(tracks[tid], d)
 
     for start, end in segment_bounds(n, cuts):
         tracks = _tracks_in(track_ids, boxes_per_frame, start, end)
         if not tracks:
             continue
-        primary: int | None = None
-        if selector.kind != "reference" and not have_first:
+        if selector.kind == "reference":
+            take_within(tracks, threshold)  # nobody like the photo: the segment stays empty
+            continue
+        if not have_first:
             # the first segment with faces: choose by geometry, then learn the person's face
             if selector.kind == "largest":
-                primary = _largest(tracks, end - start)
+                primary: int | None = _largest(tracks, end - start)
             else:
                 primary, frame, count = _nth_at_first_frame(tracks, int(selector.index or 0))
                 if primary is None:
@@ -378,26 +405,32 @@ def choose_track(
                         f"{count} face{'s' if count != 1 else ''}; choose N from 0 to {count - 1}"
                     )
             have_first = True
-            if primary in emb:
-                anchor = emb[primary]
+            anchor = emb.get(primary)
             take(tracks[primary], 0.0 if anchor is not None else np.inf)
-            if anchor is None:
-                continue  # no embedding: geometry only, one track
-        matches = sorted((dist(tid), tid) for tid in tracks if dist(tid) < threshold)
-        if matches:
-            for d, tid in matches:
-                take(tracks[tid], d)
+            if anchor is not None:
+                # within the shot the geometry has said who the person is: fragments of that face
+                # (a track broken at an occlusion) need only the same-person bound
+                take_within(tracks, threshold)
             continue
-        if primary is not None or selector.kind == "reference":
-            continue  # reference: nobody like the photo in this segment
-        has_emb = any(tid in emb for tid in tracks)
-        if selector.kind == "largest":
-            take(tracks[_largest(tracks, end - start)], np.inf)
-        elif not has_emb or anchor is None:
+        if anchor is not None:
+            # after a cut only the face decides, with a margin (REID_MARGIN): no track near enough
+            # (someone else, however large, or no embedding to tell) leaves the segment untouched
+            take_within(tracks, reid_max)
+        elif selector.kind == "largest":
+            take(tracks[_largest(tracks, end - start)], np.inf)  # no anchor: geometry alone
+        else:
             nth, _, _ = _nth_at_first_frame(tracks, int(selector.index or 0))
             if nth is not None:
                 take(tracks[nth], np.inf)
     return chosen
+
+
+def segments_without_person(chosen: np.ndarray, cuts: Sequence[int] = ()) -> list[tuple[int, int]]:
+    """Shot segments ``[start, end)`` (split at ``cuts``) on none of whose frames the chosen
+    person is (``chosen`` from :func:`choose_track`, -1 where absent): the segments whose frames
+    pass through unchanged — the person is not there, or (before any face) nobody is."""
+    c = np.asarray(chosen).ravel()
+    return [(s, e) for s, e in segment_bounds(len(c), cuts) if not (c[s:e] >= 0).any()]
 
 
 # ================================================================================================

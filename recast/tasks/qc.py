@@ -91,6 +91,10 @@ def _source_inputs(source: SourceFaceResult, mode: str) -> dict[str, Any]:
             "source_head": src.head if mode == Mode.head.value else None, "vetting": tuple(source.vetting)}
 
 
+def _absent(track: TrackResult) -> tuple[tuple[int, int], ...]:
+    return tuple((r.start, r.end) for r in track.segments_without_person)
+
+
 def _source_params(source: SourceFaceResult) -> dict[str, Any]:
     """What of the source record besides its assets changes a QC result: its vetting findings
     (a warning caps the verdict at review)."""
@@ -141,7 +145,7 @@ def score_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult,
             decode=chunk_decoder([(c.frames.start, fetch(c.video), fetch(sw.video)) for c, sw in zip(ingest.chunks, swaps)]),
             observations=[load_artifact(sw.observations, ChunkObservations) for sw in swaps],
             total=total, rate=ingest.plate_info.fps, size=(ingest.plate_info.height, ingest.plate_info.width),
-            plate_landmarks=tr.raw_landmarks, face_found=tr.present, mode=mode, cuts=tuple(track.cuts), **_source_inputs(source, mode),
+            plate_landmarks=tr.raw_landmarks, face_found=tr.present, mode=mode, cuts=tuple(track.cuts), absent_segments=_absent(track), **_source_inputs(source, mode),
             plate_person=person_masks([(c.frames.start, sg) for c, sg in zip(ingest.chunks, segments)]),
         )
         return _finish(inputs, identity, thresholds, models, parents=[sw.video for sw in swaps] + [sw.observations for sw in swaps] + [source.source, track.tracks],
@@ -205,7 +209,7 @@ def score_pair(*, plate: IngestResult, output: IngestResult, plate_segments: lis
             chunks.append((a, plate_path, out_path))
         inputs = QCInputs(
             decode=chunk_decoder(chunks), observations=observations, total=total, rate=pi.fps, size=(pi.height, pi.width),
-            plate_landmarks=tr.raw_landmarks, face_found=present, mode=mode, cuts=tuple(track.cuts), **_source_inputs(source, mode),
+            plate_landmarks=tr.raw_landmarks, face_found=present, mode=mode, cuts=tuple(track.cuts), absent_segments=_absent(track), **_source_inputs(source, mode),
             plate_person=person_masks([(c.frames.start, sg) for c, sg in zip(plate.chunks, plate_segments)]),
         )
         progress = progress_for(None, "qc", total)

@@ -16,15 +16,24 @@ from recast.models.masks import PersonSegmenter
 from recast.models.metrics import head_pose
 from recast.models.occlusion import OcclusionDetector
 from recast.models.source_vetting import VETTING_VERSION, detect_hands, plate_face_px, raise_if_refused, vet_source
-from recast.models.temporal import frame_signature
+from recast.models.temporal import CUT_THRESHOLD, could_start_shot, frame_signature
 from recast.models.tracking import parse_face_selector, require_single_source_face
 from recast.tasks.common import fetch, progress_for, run_stage, scratch_dir, store_asset
 
 N_LANDMARKS = 478
 MAX_FACES = 4
-# identity embeddings are costly (~80 ms a face): sample every Nth frame of the shot, enough for
-# the tracker to tell people apart and re-identify the chosen one after a cut
+# identity embeddings are costly (~60-90 ms a face on a CPU), so only some frames get them:
+# every Nth frame of the shot where the tracker must tell people apart (any frame for index and
+# reference selectors, frames with several faces for 'largest'), enough to stitch broken tracks ...
 EMBED_EVERY = 12
+# ... and, with every selector, the first frame with faces of each stretch that may start a shot
+# segment: the chunk's start (the chunk cannot see the frame before it) and every frame whose
+# signature differs from the previous one's as a scene cut does (the first test of scene_cuts,
+# with its threshold, so every cut the track stage finds has one). The chosen person's identity
+# (the anchor, learnt in the first segment) and the face of each later segment are compared
+# there: without these, single-face footage with 'largest' had no embeddings at all and a cut to
+# someone else was swapped by geometry. Costs one embedding per face per chunk and per cut.
+EMBED_AT_SEGMENT_STARTS = f"chunk-start+signature-cut>{CUT_THRESHOLD}"
 
 
 def segment_models() -> tuple[ModelRef, ...]:
@@ -49,13 +58,21 @@ def segment_chunk(*, run_id: str | None, shot_id: str | None, chunk: PlateChunk,
         stats: np.ndarray | None = None
         signatures, person_masks = [], []
         emb_index, emb_values = [], []
+        awaiting_segment_face = True  # the chunk's first frame may start a segment
         # fresh solution objects per chunk: MediaPipe is not thread-safe, and tracking state carried
         # over from another chunk would make a resumed run differ from an uninterrupted one
         with FaceAnalyzer(static_images=False, max_faces=MAX_FACES) as analyzer, PersonSegmenter() as segmenter:
             for i, frame in enumerate(read_frames(fetch(chunk.video))):
+                signature = frame_signature(frame)
+                if signatures and could_start_shot(signatures[-1], signature):
+                    awaiting_segment_face = True
                 faces = analyzer.detect(frame)[:MAX_FACES]
                 counts[i] = len(faces)
-                sample = (chunk.frames.start + i) % EMBED_EVERY == 0 or i == 0
+                periodic = ((chunk.frames.start + i) % EMBED_EVERY == 0 or i == 0) and (always_embed or len(faces) > 1)
+                # a segment whose first frames show no face waits for its first face
+                segment_start = awaiting_segment_face and len(faces) > 0
+                if segment_start:
+                    awaiting_segment_face = False
                 for k, face in enumerate(faces):
                     lms[i, k] = face.landmarks
                     boxes[i, k] = face.box
@@ -63,10 +80,10 @@ def segment_chunk(*, run_id: str | None, shot_id: str | None, chunk: PlateChunk,
                     if stats is None:
                         stats = np.full((n, MAX_FACES) + s.shape, np.nan, dtype=np.float32)
                     stats[i, k] = s
-                    if sample and (always_embed or len(faces) > 1):
+                    if periodic or segment_start:
                         emb_index.append((i, k))
                         emb_values.append(embedder.embed(frame, face.box))
-                signatures.append(frame_signature(frame))
+                signatures.append(signature)
                 person_masks.append(segmenter.segment(frame) > 127)
                 progress.advance()
         analysis = PlateAnalysis(
@@ -90,7 +107,8 @@ def segment_chunk(*, run_id: str | None, shot_id: str | None, chunk: PlateChunk,
         run_id=run_id,
         shot_id=shot_id,
         inputs=[chunk.video],
-        params={"max_faces": MAX_FACES, "embed_every": EMBED_EVERY, "always_embed": always_embed, "landmarks": N_LANDMARKS,
+        params={"max_faces": MAX_FACES, "embed_every": EMBED_EVERY, "always_embed": always_embed,
+                "embed_at_segment_starts": EMBED_AT_SEGMENT_STARTS, "landmarks": N_LANDMARKS,
                 "frames": [chunk.frames.start, chunk.frames.end], "analysis_format": PlateAnalysis.FORMAT_VERSION},
         models=models,
         result_type=SegmentResult,

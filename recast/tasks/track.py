@@ -11,18 +11,22 @@ from __future__ import annotations
 import numpy as np
 
 from recast.checksums import sha256_file
-from recast.contracts import IngestResult, ModelRef, SegmentResult, TrackResult
+from recast.contracts import FrameRange, IngestResult, ModelRef, SegmentResult, TrackResult
 from recast.errors import NoFaceError
 from recast.media import read_image
 from recast.media.artifacts import ANALYSIS_MEDIA_TYPE, PlateAnalysis, ShotTracks
 from recast.models.face import FaceAnalyzer, select_face
 from recast.models.identity import DlibFaceEmbedder
 from recast.models.temporal import fill_gaps, scene_cuts, smooth_landmarks, smooth_series
-from recast.models.tracking import choose_track, link_tracks, mean_track_embeddings, parse_face_selector, pick_chosen
+from recast.models.tracking import (choose_track, link_tracks, mean_track_embeddings, parse_face_selector, pick_chosen,
+                                    segments_without_person)
 from recast.storage import local_input
 from recast.tasks.common import load_artifact, run_stage, scratch_dir, store_asset
 
-METHOD = "iou-tracks+embedding-reid+one-euro-forward-backward"
+# "reid-margin": after a cut, only a face within tracking.REID_MAX_DISTANCE of the person is taken
+# (before, 'largest' took the segment's largest face when none matched); the result lists the
+# segments left without the person
+METHOD = "iou-tracks+embedding-reid-margin+one-euro-forward-backward"
 
 
 def _concat(segments: list[SegmentResult]) -> dict[str, np.ndarray]:
@@ -81,7 +85,10 @@ def track_person(*, run_id: str | None, shot_id: str | None, ingest: IngestResul
             path = ShotTracks(landmarks=smoothed, raw_landmarks=raw, chosen=chosen.astype(np.int16), boxes=boxes,
                               skin_stats=smooth_stats, cuts=np.asarray(cuts, dtype=np.int32)).save(tmp / "track.npz")
             ref_asset = store_asset(path, media_type=ANALYSIS_MEDIA_TYPE, role="track", suffix=".npz", parents=[s.analysis for s in segments])
-        return TrackResult(tracks=ref_asset, frames_with_person=int(present.sum()), cuts=tuple(cuts), selector=face_selector)
+        rate = segments[0].chunk.rate
+        absent = tuple(FrameRange(start=s, end=e, rate=rate) for s, e in segments_without_person(chosen, cuts))
+        return TrackResult(tracks=ref_asset, frames_with_person=int(present.sum()), cuts=tuple(cuts), selector=face_selector,
+                           segments_without_person=absent)
 
     return run_stage(
         "track",

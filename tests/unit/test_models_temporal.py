@@ -148,6 +148,18 @@ def test_scene_cuts_on_music_video():
     assert tp.detect_scene_cuts(sig) == cuts
 
 
+def test_could_start_shot_flags_every_cut_and_few_other_frames():
+    """The segment stage embeds faces where could_start_shot holds: it must hold on every cut
+    scene_cuts finds (frame by frame, without the frames around), and rarely elsewhere (cost)."""
+    sig = signatures("ghost_nggyup.mp4")
+    flagged = [t for t in range(1, len(sig)) if tp.could_start_shot(sig[t - 1], sig[t])]
+    assert set(tp.scene_cuts(sig)) <= set(flagged) and len(flagged) == 2
+    steady = signatures("liveportrait_d0.mp4")
+    assert not any(tp.could_start_shot(a, b) for a, b in zip(steady[:-1], steady[1:]))
+    with pytest.raises(UsageError):
+        tp.could_start_shot(sig[0], sig[0][:10])
+
+
 def test_no_cuts_in_continuous_clips():
     for name in ("liveportrait_d0.mp4", "liveportrait_d6_first12s.mp4"):
         assert tp.scene_cuts(signatures(name)) == [], name

@@ -201,6 +201,97 @@ def test_choose_largest_ignores_one_frame_false_detection_and_reidentifies_after
     assert (ix[:10] == 0).all() and (ix[10:] == -1).all()
 
 
+def _cut_to(after: str, *, n: int = 20, cut: int = 10):
+    """Person A (120 px) alone before the cut; after it, ``after`` describes who is there:
+    'other' (B alone, larger than A was), 'same' (A, framed smaller), or 'both' (A small, B large)."""
+    frames, truth = [], []
+    for t in range(n):
+        if t < cut:
+            frames.append(np.array([_box(300, 300, 120)]))
+            truth.append(["A"])
+        elif after == "other":
+            frames.append(np.array([_box(600, 300, 220)]))
+            truth.append(["B"])
+        elif after == "same":
+            frames.append(np.array([_box(250, 280, 70)]))
+            truth.append(["A"])
+        else:
+            frames.append(np.array([_box(600, 300, 220), _box(200, 300, 60)]))
+            truth.append(["B", "A"])
+    return frames, truth, [cut]
+
+
+def _embed_tracks(ids, truth, person, rng, *, noise: float = 0.02) -> dict[int, np.ndarray]:
+    samples = tk.sample_frames_for_embedding(ids)
+    embs = [person[truth[t][i]] + rng.normal(0, noise, 128) for t, i in samples]
+    return tk.mean_track_embeddings(samples, embs, ids)
+
+
+@pytest.mark.parametrize("selector", ["largest", "index:0"])
+def test_after_a_cut_to_someone_else_the_segment_is_left_untouched(selector):
+    rng = np.random.default_rng(5)
+    person = {"A": rng.normal(0, 0.09, 128), "B": rng.normal(0, 0.09, 128)}
+    frames, truth, cuts = _cut_to("other")
+    ids = tk.link_tracks(frames, cuts=cuts)
+    emb = _embed_tracks(ids, truth, person, rng)
+    ch = tk.choose_track(ids, frames, tk.parse_face_selector(selector), embeddings=emb, cuts=cuts)
+    # B is larger than A ever was and alone in the shot, yet B is not the person: untouched
+    assert (ch[:10] == 0).all() and (ch[10:] == -1).all()
+    assert tk.segments_without_person(ch, cuts) == [(10, 20)]
+
+
+def test_after_a_cut_the_same_person_is_taken_even_smaller_or_beside_someone_larger():
+    rng = np.random.default_rng(6)
+    person = {"A": rng.normal(0, 0.09, 128), "B": rng.normal(0, 0.09, 128)}
+    for after in ("same", "both"):
+        frames, truth, cuts = _cut_to(after)
+        ids = tk.link_tracks(frames, cuts=cuts)
+        emb = _embed_tracks(ids, truth, person, rng)
+        ch = tk.choose_track(ids, frames, tk.FaceSelector("largest"), embeddings=emb, cuts=cuts)
+        assert [truth[t][c] for t, c in enumerate(ch)] == ["A"] * 20, after
+        assert tk.segments_without_person(ch, cuts) == []
+
+
+def test_after_a_cut_a_face_only_near_the_same_person_bound_is_not_taken():
+    """Between REID_MAX_DISTANCE and the same-person threshold: a look-alike, not confirmed."""
+    frames, truth, cuts = _cut_to("other")
+    ids = tk.link_tracks(frames, cuts=cuts)
+    a = np.zeros(128)
+    direction = np.zeros(128)
+    direction[0] = 1.0
+    after = {int(x) for row in ids[10:] for x in row}
+    first = int(ids[0][0])
+    for d, taken in ((tk.REID_MAX_DISTANCE - 0.02, True), ((tk.REID_MAX_DISTANCE + tk.SAME_PERSON_THRESHOLD) / 2, False)):
+        emb = {first: a, **{tid: a + d * direction for tid in after}}
+        ch = tk.choose_track(ids, frames, tk.FaceSelector("largest"), embeddings=emb, cuts=cuts)
+        assert (ch[10:] == (0 if taken else -1)).all(), d
+    assert 0.0 < tk.REID_MAX_DISTANCE < tk.SAME_PERSON_THRESHOLD
+
+
+def test_without_embeddings_geometry_decides_and_with_an_anchor_only_embeddings_do():
+    rng = np.random.default_rng(7)
+    frames, truth, cuts = _cut_to("other")
+    ids = tk.link_tracks(frames, cuts=cuts)
+    # neither side has an embedding: each segment's largest face (today's fallback)
+    geo = tk.choose_track(ids, frames, tk.FaceSelector("largest"), cuts=cuts)
+    assert (geo == 0).all()
+    ix = tk.choose_track(ids, frames, tk.FaceSelector("index", index=0), cuts=cuts)
+    assert (ix == 0).all()
+    # the person has an embedding but the later segment's faces none: it cannot be confirmed there
+    first = int(ids[0][0])
+    only_anchor = tk.choose_track(ids, frames, tk.FaceSelector("largest"), embeddings={first: rng.normal(0, 0.09, 128)},
+                                  cuts=cuts)
+    assert (only_anchor[:10] == 0).all() and (only_anchor[10:] == -1).all()
+    # the later segment has an embedding but the person none: geometry (nothing to compare with)
+    later = int(ids[10][0])
+    only_later = tk.choose_track(ids, frames, tk.FaceSelector("largest"), embeddings={later: rng.normal(0, 0.09, 128)},
+                                 cuts=cuts)
+    assert (only_later == 0).all()
+    # segments before any face and without the person are listed; a partial segment is not
+    assert tk.segments_without_person(np.array([-1, -1, 0, -1, 0, -1, -1]), [2, 5]) == [(0, 2), (5, 7)]
+    assert tk.segments_without_person(np.array([], dtype=int)) == []
+
+
 def test_mean_track_embeddings_drops_outlier_samples():
     ids = [np.array([0])] * 40
     samples = tk.sample_frames_for_embedding(ids, every=10)

@@ -1,0 +1,82 @@
+"""`recast swap --face largest` on a plate that cuts from the chosen person to someone else: the
+later shot passes through unchanged and the summary says which frames (issue 5/10)."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from recast.cli import app
+from tests.conftest import IMAGES, VIDEOS
+
+SOURCE = IMAGES / "deepface_img17.jpg"  # bearded man
+PERSON_A = VIDEOS / "aniportrait_pose_ref_video.mp4"  # older woman, 512x512 at 25 fps
+PERSON_B = VIDEOS / "sadtalker_WDA_AlexandriaOcasioCortez_000.mp4"  # another woman, larger face, 512x512 at 25 fps
+SECOND = 25  # frames of each clip: one second at 25 fps
+
+
+def decode(path: Path, count: int | None = None) -> np.ndarray:
+    with av.open(str(path)) as c:
+        out = []
+        for f in c.decode(video=0):
+            if count is not None and len(out) >= count:
+                break
+            out.append(f.to_ndarray(format="rgb24"))
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def cut_plate(tmp_path_factory) -> Path:
+    """One second of person A, a hard cut, one second of person B (whose face is the larger)."""
+    from recast.media.synthetic import write_h264
+
+    frames = np.concatenate([decode(PERSON_A, SECOND), decode(PERSON_B, SECOND)])
+    return write_h264(frames, tmp_path_factory.mktemp("plates") / "cut_to_someone_else.mp4", rate=Fraction(SECOND))
+
+
+@pytest.mark.slow
+def test_largest_leaves_the_shot_after_a_cut_to_someone_else_untouched(recast_env, cut_plate, tmp_path):
+    out = tmp_path / "out.mp4"
+    # chunks of 32 frames: the cut (frame 25) falls inside the first chunk, so its embedding comes
+    # from the segment stage's cut test, not from the start of a chunk
+    result = CliRunner().invoke(app, ["swap", "--plate", str(cut_plate), "--source", str(SOURCE), "--out", str(out), "--mode", "face",
+                                      "--face", "largest", "--json", "--chunk-size", "32", "--deliver-on-fail"],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["frames"] == 2 * SECOND
+    absent = [(r["start"], r["end"]) for r in summary["segments_without_person"]]
+    assert absent == [(SECOND, 2 * SECOND)]
+    assert f"not in frames {SECOND}-{2 * SECOND - 1} (left untouched)" in result.stderr
+    assert summary["swapped_frames"] <= SECOND and summary["passthrough_frames"] >= SECOND
+    # QC: the untouched shot is not a face lost (face found among the frames where the person is)
+    assert summary["qc"]["frames_without_person"] == SECOND and summary["qc"]["face_found_ratio"] > 0.9, summary["qc"]
+    assert "face_found_ratio" not in [r["metric"] for r in summary["qc"]["reasons"]], summary["qc"]["reasons"]
+
+    # the segment stage embedded the face where each shot segment starts: frame 0 and the cut's
+    # frame 25, found by its signature test inside chunk 0 (not at a chunk start)
+    from recast.media.artifacts import PlateAnalysis
+    from recast.storage import fetch_any
+
+    shown = json.loads(CliRunner().invoke(app, ["show", summary["run_id"], "--json"], catch_exceptions=False).stdout)
+    first_chunk = [o for st in shown["stages"] if st["stage"] == "segment" and st["chunk_index"] == 0
+                   for o in st["outputs"] if o["role"] == "plate_analysis"]
+    assert len(first_chunk) == 1
+    embedded_frames = set(PlateAnalysis.load(fetch_any(first_chunk[0]["uri"])).embedding_index[:, 0].tolist())
+    assert {0, SECOND} <= embedded_frames and len(embedded_frames) <= 3
+
+    plate, output = decode(cut_plate).astype(np.int16), decode(out).astype(np.int16)
+    assert output.shape == plate.shape
+    # B's shot is the plate's own frames, within the delivery re-encode's noise
+    after = np.abs(output[SECOND:] - plate[SECOND:]).mean(axis=(1, 2, 3))
+    assert after.max() < 2.0, after
+    # A's face was swapped: its region changed well beyond that noise
+    face = (slice(126, 417), slice(106, 351))  # A's face box on frame 0 (MediaPipe, x 106-351, y 126-417)
+    before = np.abs(output[:SECOND][:, face[0], face[1]] - plate[:SECOND][:, face[0], face[1]]).mean(axis=(1, 2, 3))
+    assert np.median(before) > 4.0, before
