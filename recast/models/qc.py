@@ -37,7 +37,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Protocol
 
@@ -67,7 +67,7 @@ log = logging.getLogger("recast")
 
 #: part of the qc stage's work key: bump when a metric's definition changes, so cached QC
 #: results of the old definition are not reused
-QC_VERSION = "7"
+QC_VERSION = "8"
 WORST_FRAMES = 3
 #: per flagged defect measure, the region masks of this many worst frames are kept for the report
 REGION_FRAMES = 2
@@ -216,6 +216,9 @@ class QCInputs:
     #: (start, end) segments between cuts that the track left without the chosen person (someone
     #: else, or nobody, there: passed through untouched); their frames do not count as faces lost
     absent_segments: tuple[tuple[int, int], ...] = ()
+    #: {frame: the chosen plate person's embedding} already computed by the same identity model
+    #: (the segment stage's, where a segment can start): used instead of embedding plate frames again
+    plate_embeddings: Mapping[int, np.ndarray] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, eq=False)
@@ -320,10 +323,15 @@ def _measure_identity(inputs: QCInputs, identity: IdentityModel, samples: np.nda
     src_hair_colour = source_hair_colour(inputs.source_head) if head else None
 
     out_embs: dict[int, np.ndarray] = {}
-    plate_embs: list[np.ndarray] = []
-    plate_seg_embs: dict[int, np.ndarray] = {}  # sampled frame -> plate face embedding (later segments)
     first_seg = segments[0]
+    known = {int(f): np.asarray(e, np.float64) for f, e in inputs.plate_embeddings.items()}
+    plate_embs: list[np.ndarray] = [e for f, e in sorted(known.items()) if first_seg[0] <= f < first_seg[1]]
+    plate_seg_embs: dict[int, np.ndarray] = {}  # frame -> plate face embedding (later segments)
     per_segment: dict[tuple[int, int], list[int]] = {}
+    for seg in segments[1:]:  # the embeddings at hand first: a segment's start was embedded by the segment stage
+        for f in [f for f in sorted(known) if seg[0] <= f < seg[1]][:2]:
+            per_segment.setdefault(seg, []).append(f)
+            plate_seg_embs[f] = known[f]
     for f in sorted(int(x) for x in samples):
         seg = next(sg for sg in segments if sg[0] <= f < sg[1])
         if seg != first_seg and np.isfinite(plate_lms[f]).all() and len(per_segment.setdefault(seg, [])) < 2:
@@ -335,7 +343,7 @@ def _measure_identity(inputs: QCInputs, identity: IdentityModel, samples: np.nda
         plate_frame, out_frame = decoded[f]
         if f in plate_frames and plate_frame is not None:
             plate_embs.append(identity.embed(plate_frame, plate_lms[f], _box(plate_lms[f], plate_frame.shape)))
-        if f in check_plate and plate_frame is not None:
+        if f in check_plate and f not in plate_seg_embs and plate_frame is not None:
             plate_seg_embs[f] = identity.embed(plate_frame, plate_lms[f], _box(plate_lms[f], plate_frame.shape))
         if f not in sample_set:
             continue
@@ -456,6 +464,8 @@ def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds,
         pool = [int(f) for f in samples if first[0] <= f < first[1]]
     plate_frames = [int(f) for f in pool[:: max(1, len(pool) // PLATE_ID_FRAMES)][:PLATE_ID_FRAMES]
                     if np.isfinite(plate_lms[f]).all()]
+    if any(first[0] <= f < first[1] for f in inputs.plate_embeddings):
+        plate_frames = []  # the plate person's embeddings of that segment are at hand
     segs_from_first = [sg for sg in segments if sg[0] >= first[0]]
     ident = _measure_identity(inputs, identity, samples, plate_frames, plate_lms, out_lms, segs_from_first)
     advance(total)

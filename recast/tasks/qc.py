@@ -50,6 +50,7 @@ from recast.models.qc import (
     CHANGE_THRESHOLD,
     QC_VERSION,
     WORST_FRAMES,
+    DlibIdentity,
     FrameDecoder,
     IdentityModel,
     QCInputs,
@@ -89,6 +90,22 @@ def _source_inputs(source: SourceFaceResult, mode: str) -> dict[str, Any]:
     src = load_artifact(source.analysis, SourceAnalysis)
     return {"source_rgb": read_image(fetch(source.source), role="source"), "source_landmarks": src.landmarks, "source_box": src.box,
             "source_head": src.head if mode == Mode.head.value else None, "vetting": tuple(source.vetting)}
+
+
+def plate_person_embeddings(chunks: list[tuple[int, SegmentResult]], chosen: np.ndarray, identity: Any) -> dict[int, np.ndarray]:
+    """{frame: embedding} of the chosen plate person that the segment stage computed (where a
+    segment can start, and every few frames among several faces), when QC's identity model is
+    the segment stage's (dlib); empty otherwise, and QC embeds plate frames itself."""
+    if not isinstance(identity, DlibIdentity):
+        return {}
+    out: dict[int, np.ndarray] = {}
+    for start, seg in chunks:
+        analysis = load_artifact(seg.analysis, PlateAnalysis)
+        for (i, slot), emb in zip(analysis.embedding_index, analysis.embeddings):
+            f = start + int(i)
+            if 0 <= f < len(chosen) and int(chosen[f]) == int(slot):
+                out[f] = np.asarray(emb, np.float64)
+    return out
 
 
 def _absent(track: TrackResult) -> tuple[tuple[int, int], ...]:
@@ -147,6 +164,7 @@ def score_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult,
             total=total, rate=ingest.plate_info.fps, size=(ingest.plate_info.height, ingest.plate_info.width),
             plate_landmarks=tr.raw_landmarks, face_found=tr.present, mode=mode, cuts=tuple(track.cuts), absent_segments=_absent(track), **_source_inputs(source, mode),
             plate_person=person_masks([(c.frames.start, sg) for c, sg in zip(ingest.chunks, segments)]),
+            plate_embeddings=plate_person_embeddings([(c.frames.start, sg) for c, sg in zip(ingest.chunks, segments)], tr.chosen, identity),
         )
         return _finish(inputs, identity, thresholds, models, parents=[sw.video for sw in swaps] + [sw.observations for sw in swaps] + [source.source, track.tracks],
                        advance=progress.advance, samples_per_second=settings.qc_identity_samples_per_second)
@@ -211,6 +229,7 @@ def score_pair(*, plate: IngestResult, output: IngestResult, plate_segments: lis
             decode=chunk_decoder(chunks), observations=observations, total=total, rate=pi.fps, size=(pi.height, pi.width),
             plate_landmarks=tr.raw_landmarks, face_found=present, mode=mode, cuts=tuple(track.cuts), absent_segments=_absent(track), **_source_inputs(source, mode),
             plate_person=person_masks([(c.frames.start, sg) for c, sg in zip(plate.chunks, plate_segments)]),
+            plate_embeddings=plate_person_embeddings([(c.frames.start, sg) for c, sg in zip(plate.chunks, plate_segments)], tr.chosen, identity),
         )
         progress = progress_for(None, "qc", total)
         return _finish(inputs, identity, thresholds, models, parents=[output.plate, plate.plate, source.source, track.tracks],
