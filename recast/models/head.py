@@ -290,6 +290,53 @@ def _hair_model(lab: np.ndarray, person: np.ndarray, ff: FaceFrame, skin: tuple[
     return med, np.maximum(mad, np.array([4.0, 3.0, 3.0]))
 
 
+#: clothing colours: k-means clusters of the person's non-skin, non-hair pixels below the neck line
+_CLOTHING_CLUSTERS = 4
+#: a pixel below the chin within this many spreads of a clothing colour (and nearer it than the
+#: skin and the hair) is clothing: cut from the head
+_CLOTHING_Z = 2.5
+#: how far above the chin (face heights) clothing is looked for outside the face: collars and
+#: high necklines rise beside the jaw
+_CLOTHING_ABOVE_CHIN = 0.4
+
+
+def _clothing_model(lab: np.ndarray, person: np.ndarray, ff: FaceFrame, skin: tuple[np.ndarray, np.ndarray] | None,
+                    hair: np.ndarray | None, lat: np.ndarray, below: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """LAB colour clusters (centres (k, 3), per-channel spreads (k, 3)) of the clothing: person
+    pixels below the neck line that are neither skin nor ``hair`` (bool: the hair hanging from
+    the head, which may fall over the chest). A collar, a shirt or a jacket starts there in
+    almost every photo; None when that band holds too few such pixels (bare shoulders, a photo
+    cut at the chin)."""
+    H, W = ff.height, ff.width
+    band = (person > 0.5) & (below > _NECK_LINE * H) & (below < 1.2 * H) & (np.abs(lat) < 1.6 * W)
+    if hair is not None:
+        band &= ~hair
+    px = lab[band]
+    if skin is not None and len(px):
+        px = px[(np.abs(px - skin[0]) / skin[1]).max(1) > 3.0]
+    k = _CLOTHING_CLUSTERS
+    if len(px) < max(10 * k, 0.01 * H * H):  # a few percent of a face's area at least
+        return None
+    rng = np.random.default_rng(0)
+    sample = px[rng.choice(len(px), min(len(px), 4000), replace=False)].astype(np.float32)
+    cv2.setRNGSeed(0)
+    _, labels, centres = cv2.kmeans(sample, k, None, (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5), 1,
+                                    cv2.KMEANS_PP_CENTERS)
+    labels = labels.ravel()
+    spreads = np.stack([np.median(np.abs(sample[labels == i] - centres[i]), axis=0) * 1.4826 if (labels == i).sum() >= 10
+                        else np.full(3, np.inf, np.float32) for i in range(k)])
+    return centres.astype(np.float64), np.maximum(spreads, np.array([4.0, 3.0, 3.0]))
+
+
+def _clothing_z(lab: np.ndarray, model: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Per pixel of ``lab`` (..., 3): the distance, in spreads, to the nearest clothing colour."""
+    centres, spreads = model
+    z = np.full(lab.shape[:-1], np.inf)
+    for c, sp in zip(centres, spreads):
+        z = np.minimum(z, (np.abs(lab - c) / sp).max(axis=-1))
+    return z
+
+
 def _crop_box(alpha: np.ndarray, margin: int) -> tuple[int, int, int, int]:
     ys, xs = np.nonzero(alpha > 0.02)
     h, w = alpha.shape
@@ -434,33 +481,82 @@ class _HeadCut:
                 like = np.maximum(like, np.clip((6.0 - z_h) / 3.0, 0.0, 1.0) * side)
             region[low] *= like
         # 2) hair hanging beside the neck, down to the limit
+        strands = None  # bool: hair-coloured pixels connected to the hair beside the face
         if hair_model is not None and limit > _NECK_OPAQUE * H:
-            region = np.maximum(region, self._hanging_hair(region, limit))
+            hanging, strands = self._hanging_hair(region, limit)
+            region = np.maximum(region, hanging)
+        # 3) around the jaw and below the chin, outside the face, what has the colours of the
+        # clothing further down (a collar rising beside the jaw, a lapel, a dark jacket the hair
+        # model also accepts) is clothing, not head; hanging hair, ears and neck skin stay
+        clothing = _clothing_model(lab, self.person, self.ff, skin, strands, lat, below)
+        if clothing is not None:
+            oval = np.zeros(below.shape, np.uint8)
+            cv2.fillPoly(oval, [np.round(self.lm[_OVAL, :2] * 16).astype(np.int32)], 255, shift=4)
+            where = (below > -_CLOTHING_ABOVE_CHIN * H) & (oval == 0)
+            if strands is not None:
+                where &= ~strands
+            if hair_model is not None:
+                # beside the face, anything hair-coloured is taken for hair (the shadowed inner
+                # layer of long hair is as dark as a jacket): only a collar of other colours rises there
+                z_h = (np.abs(lab - hair_model[0]) / hair_model[1]).max(axis=2)
+                where &= ~((below < _NECK_OPAQUE * H) & (z_h < 3.0))
+            cloth = np.zeros(below.shape, np.float32)
+            cloth[where] = 1.0 - self._not_clothing(where, clothing)
+            # clothing continues from the chest: a clothing-coloured patch that does not reach down
+            # there (a shadow in the hair beside the jaw, a dark earring) stays
+            _, cc = cv2.connectedComponents((cloth > 0.5).astype(np.uint8), connectivity=8)
+            chest = np.unique(cc[(cloth > 0.5) & (below > _NECK_LINE * H)])
+            cloth *= np.isin(cc, chest[chest > 0])
+            region *= 1.0 - cloth
         alpha = (self.person * region).astype(np.float32)
         # a slight blur: segmentation at 256 px leaves stair steps on large photos
         return cv2.GaussianBlur(alpha, (0, 0), max(0.5, 0.006 * H))
 
-    def _hanging_hair(self, region: np.ndarray, limit: float) -> np.ndarray:
+    def _not_clothing(self, where: np.ndarray, clothing: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """Weight (0..1) of the pixels ``where`` selects: 0 where a pixel is a ``clothing``
+        colour (within :data:`_CLOTHING_Z` spreads) nearer the clothing than the skin and the hair."""
+        z_c = _clothing_z(self.lab[where], clothing)
+        nearest_other = self._z_skin()[where] if self.skin is not None else np.full(z_c.shape, np.inf)
+        if self.hair_model is not None:
+            nearest_other = np.minimum(nearest_other, (np.abs(self.lab[where] - self.hair_model[0]) / self.hair_model[1]).max(axis=1))
+        return 1.0 - np.clip((_CLOTHING_Z + 1.0 - z_c), 0.0, 1.0) * (z_c < nearest_other)
+
+    def _hanging_hair(self, region: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
         """Weight (0..1) of hair hanging beside the neck down to ``limit``: hair-coloured person
-        pixels attached to the head above, fading out just above the limit."""
+        pixels attached to the head ``region`` above, fading out just above the limit; and (bool)
+        the *strands*: hair-coloured pixels that come down from the hair beside the face (at ear
+        and jaw level) through hair-coloured pixels, with the gaps between them. Only strands
+        are safe from the clothing test: a dark jacket under short dark hair is attached to the
+        head region but is not a strand."""
         H, W = self.ff.height, self.ff.width
         lat, below = self.lat, self.below
         side = (np.abs(lat) > 0.25 * W) & (np.abs(lat) <= 1.2 * W) & (below > _NECK_OPAQUE * H) & (below <= limit)
+        beside_face = (np.abs(lat) > 0.45 * W) & (np.abs(lat) <= 1.3 * W) & (below > -0.6 * H) & (below <= _NECK_OPAQUE * H)
         z_hair = (np.abs(self.lab - self.hair_model[0]) / self.hair_model[1]).max(axis=2)
-        hairlike = side & (z_hair < 3.0) & (self.person > 0.5)
+        hairlike = (side | beside_face) & (z_hair < 3.0) & (self.person > 0.5)
         if self.skin is not None:
             # closer to the hair than to the skin (neck, bare shoulders)
             hairlike &= z_hair < self._z_skin()
         hl = hairlike.astype(np.uint8) * 255
         k = max(1, round(0.02 * H))
         hl = cv2.morphologyEx(hl, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2))
-        # keep only strands connected to the head above (not a dark jacket lower down)
+        # keep only strands connected to the hair beside the face, above the neck (across gaps
+        # of a twentieth of a face: darker strands and shadows break the colour test)
+        g = max(1, round(0.05 * H))
+        bridged = cv2.dilate(hl, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1,) * 2))
+        _, lab_cc = cv2.connectedComponents((bridged > 0).astype(np.uint8), connectivity=8)
+        seeds = np.unique(lab_cc[(hl > 0) & beside_face & (below < 0.0)])
+        strands = np.isin(lab_cc, seeds[seeds > 0]) & (hl > 0)
+        # what hangs: hair-coloured blobs beside the neck that touch the head region above
         attached = ((region > 0.5) | (hl > 0)).astype(np.uint8)
-        _, lab_cc = cv2.connectedComponents(attached, connectivity=8)
-        head_ids = np.unique(lab_cc[(region > 0.5) & (attached > 0)])
-        keep = np.isin(lab_cc, head_ids[head_ids > 0]) & (hl > 0)
+        _, att_cc = cv2.connectedComponents(attached, connectivity=8)
+        head_ids = np.unique(att_cc[(region > 0.5) & (attached > 0)])
+        hangs = np.isin(att_cc, head_ids[head_ids > 0]) & (hl > 0) & side
         fade = np.clip((limit - below) / (0.1 * H), 0.0, 1.0)
-        return keep * fade
+        # what lies between strands (shadows, highlights the colour test missed) is hair too
+        enclosed = cv2.morphologyEx(strands.astype(np.uint8), cv2.MORPH_CLOSE,
+                                    cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1,) * 2)) > 0
+        return hangs * fade, enclosed
 
     def hair(self, alpha: np.ndarray, limit: float) -> np.ndarray:
         """bool: the part of the matte that is hair: not skin-coloured (face, ears, neck), not a
