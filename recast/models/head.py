@@ -308,7 +308,10 @@ def _clothing_model(lab: np.ndarray, person: np.ndarray, ff: FaceFrame, skin: tu
     almost every photo; None when that band holds too few such pixels (bare shoulders, a photo
     cut at the chin)."""
     H, W = ff.height, ff.width
-    band = (person > 0.5) & (below > _NECK_LINE * H) & (below < 1.2 * H) & (np.abs(lat) < 1.6 * W)
+    # under the neck line, and beside the neck below the chin (shoulders: a photo cropped at the
+    # chin shows its clothing only there)
+    chest = (below > _NECK_LINE * H) | ((below > 0.0) & (np.abs(lat) > 0.6 * W))
+    band = (person > 0.5) & chest & (below < 1.2 * H) & (np.abs(lat) < 1.6 * W)
     if hair is not None:
         band &= ~hair
     px = lab[band]
@@ -381,6 +384,7 @@ def extract_source_head(rgb: np.ndarray, landmarks: np.ndarray, *, person_mask: 
     alpha = cut.matte(limit)
     if float((alpha[face_skin_mask(cut.lm, alpha.shape) > 0] > 0.5).mean()) < 0.5:
         raise InputError(f"source '{role_name}': segmentation finds no person over the face, cannot cut out the head")
+    alpha = _fade_at_photo_border(alpha, (x0, y0, x1, y1), (h, w), cut.ff.height)
     hair = cut.hair(alpha, limit)
 
     H, W = cut.ff.height, cut.ff.width
@@ -394,6 +398,31 @@ def extract_source_head(rgb: np.ndarray, landmarks: np.ndarray, *, person_mask: 
         hair=np.ascontiguousarray(hair[cy0:cy1, cx0:cx1]),
         neck_line=(nl - off).astype(np.float32),
     )
+
+
+#: where the photo's border cuts the head, the matte fades to 0 over this share of a face height
+_BORDER_FADE = 0.08
+
+
+def _fade_at_photo_border(alpha: np.ndarray, box: tuple[int, int, int, int], shape: tuple[int, int], face_height: float) -> np.ndarray:
+    """The matte on ``box`` faded out towards each photo border the head reaches (a face
+    cropped tight): a soft end instead of the photo's straight edge pasted into the plate.
+    Source vetting warns about such photos (``head_room``)."""
+    x0, y0, x1, y1 = box
+    h, w = shape
+    bh, bw = alpha.shape
+    n = max(2.0, _BORDER_FADE * face_height)
+    ramp = np.ones((bh, bw), np.float32)
+    ys, xs = np.arange(bh, dtype=np.float32)[:, None], np.arange(bw, dtype=np.float32)[None, :]
+    if x0 == 0 and alpha[:, 0].max() > 0.05:
+        ramp = np.minimum(ramp, np.clip((xs + 0.5) / n, 0, 1))
+    if x1 == w and alpha[:, -1].max() > 0.05:
+        ramp = np.minimum(ramp, np.clip((bw - xs - 0.5) / n, 0, 1))
+    if y0 == 0 and alpha[0].max() > 0.05:
+        ramp = np.minimum(ramp, np.clip((ys + 0.5) / n, 0, 1))
+    if y1 == h and alpha[-1].max() > 0.05:
+        ramp = np.minimum(ramp, np.clip((bh - ys - 0.5) / n, 0, 1))
+    return (alpha * ramp).astype(np.float32)
 
 
 def _check_source_pose(lm: np.ndarray, shape: tuple[int, int], role_name: str) -> None:
@@ -505,7 +534,7 @@ class _HeadCut:
             # clothing continues from the chest: a clothing-coloured patch that does not reach down
             # there (a shadow in the hair beside the jaw, a dark earring) stays
             _, cc = cv2.connectedComponents((cloth > 0.5).astype(np.uint8), connectivity=8)
-            chest = np.unique(cc[(cloth > 0.5) & (below > _NECK_LINE * H)])
+            chest = np.unique(cc[(cloth > 0.5) & ((below > _NECK_LINE * H) | ((below > 0.0) & (np.abs(lat) > 0.6 * W)))])
             cloth *= np.isin(cc, chest[chest > 0])
             region *= 1.0 - cloth
         alpha = (self.person * region).astype(np.float32)

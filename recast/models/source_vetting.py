@@ -40,6 +40,9 @@ Checks (``check`` names, in report order; values in the units given):
 ``pose``         |yaw| in degrees (:func:`~recast.models.head.estimate_yaw`); refuse above
                  ``refuse_yaw_deg``, warn above ``warn_yaw_deg`` or a pitch more than
                  ``warn_pitch_deg`` from the frontal portraits' :data:`PITCH_FRONTAL_DEG`
+``head_room``    head mode: share of the head's outline (:func:`head_outline`: hair and ears
+                 around the face) inside the photo; warn below :data:`HEAD_ROOM_WARN` (a face
+                 cropped tight: the head matte ends where the photo does, in a straight edge)
 ``expression``   mouth opening in inter-ocular units (inner lips); warn above
                  ``max_mouth_open``, or an eye opening below ``min_eye_open`` (eyes shut)
 ``colour``       colour spread of the photo: the standard deviation of CIELAB a*, b* (8-bit
@@ -79,9 +82,9 @@ __all__ = ["CHECKS", "DEFAULT_THRESHOLDS", "VETTING_VERSION", "Finding", "Vettin
            "warnings"]
 
 #: bumped when a check or threshold changes (part of the source stage's cache key)
-VETTING_VERSION = 1
+VETTING_VERSION = 2
 
-CHECKS = ("faces", "face_size", "upscale", "resolution", "blur", "occluder", "pose", "expression", "colour", "print")
+CHECKS = ("faces", "face_size", "upscale", "resolution", "blur", "occluder", "pose", "head_room", "expression", "colour", "print")
 
 _OVAL = np.asarray(FACE_OVAL, np.int64)
 #: the pitch frontal portraits read (:func:`recast.models.metrics.head_pose` gives 0 to -12 on them)
@@ -351,6 +354,21 @@ def print_cues(rgb: np.ndarray, lm: np.ndarray) -> dict[str, float]:
     return {"frame": float(len(sides)), "tonal_range": rng, "halftone": halftone}
 
 
+#: head mode warns when less of the head's outline (:func:`head_outline`) than this is in the photo
+HEAD_ROOM_WARN = 0.97
+
+
+def head_outline(landmarks: np.ndarray, n: int = 64) -> np.ndarray:
+    """(n, 2) points around where a head's hair and ears usually reach, from the face's own
+    frame (chin, face height H and width W): the top of the skull 1.3 H above the chin, the
+    ears 0.95 W out at the cheekbones' height; the lower half (neck, shoulders) is left out."""
+    from recast.models.head import face_frame
+
+    ff = face_frame(np.asarray(landmarks, np.float64))
+    theta = np.linspace(-np.pi * 0.55, np.pi * 0.55, n)
+    return np.array([ff.point(0.95 * ff.width * np.sin(a), -0.55 * ff.height - 0.75 * ff.height * np.cos(a)) for a in theta])
+
+
 def measure_source(rgb: np.ndarray, landmarks: np.ndarray, *, hands: Sequence[np.ndarray] | None = None, mode: str = "face",
                    plate_face_px: float | None = None, thresholds: VettingThresholds = DEFAULT_THRESHOLDS) -> dict[str, float]:
     """Every raw measure of one face of a photo (the values the findings report)."""
@@ -363,13 +381,15 @@ def measure_source(rgb: np.ndarray, landmarks: np.ndarray, *, hands: Sequence[np
     cues = print_cues(rgb, lm)
     oval = lm[_OVAL, :2]
     inside = float(((oval[:, 0] >= 0) & (oval[:, 0] < w) & (oval[:, 1] >= 0) & (oval[:, 1] < h)).mean())
+    head = head_outline(lm)
+    head_inside = float(((head[:, 0] >= 0) & (head[:, 0] < w) & (head[:, 1] >= 0) & (head[:, 1] < h)).mean())
     return {
         "face_px": fw,
         "upscale": float(plate_face_px / fw) if plate_face_px else float("nan"),
         "image_px": float(min(h, w)),
         "detail": face_detail(rgb, lm, float(plate_face_px) if plate_face_px else DEFAULT_ANALYSIS_PX),
         "yaw": yaw, "pitch": pitch, "mouth_open": mouth, "eye_open": eye,
-        "colour": colour_spread(rgb), "inside": inside, **occ, **cues,
+        "colour": colour_spread(rgb), "inside": inside, "head_inside": head_inside, **occ, **cues,
     }
 
 
@@ -447,6 +467,12 @@ def vet_source(rgb: np.ndarray, faces: Sequence[_Face], *, name: str, source_fac
         out.append(_f("pose", "refuse", 1.0 - m["inside"], 0.15,
                       f"{who}: the head is cut off by the image border ({100 * (1 - m['inside']):.0f}% of the face outline is outside "
                       "the photo), a photo showing the whole head is needed"))
+    if mode == "head" and m["inside"] >= 0.85:
+        hi = m["head_inside"]
+        out.append(_f("head_room", "warn" if hi < HEAD_ROOM_WARN else "ok", hi, HEAD_ROOM_WARN,
+                      f"{who}: " + (f"the photo's border cuts the head ({100 * (1 - hi):.0f}% of the hair and ears' outline is "
+                                    "outside it): the new head ends in a straight edge there, the hair is incomplete"
+                                    if hi < HEAD_ROOM_WARN else "the whole head is in the photo")))
     mo, eo = m["mouth_open"], m["eye_open"]
     if mo > t.max_mouth_open:
         out.append(_f("expression", "warn", mo, t.max_mouth_open, f"{who}: mouth wide open ({mo:.2f} of the eye distance): "

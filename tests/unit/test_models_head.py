@@ -197,6 +197,20 @@ def test_source_head_leaves_the_clothing_under_and_beside_the_chin_out(name, clo
     assert alpha[hair].mean() > 0.8  # and the hair above the forehead
 
 
+def test_where_the_photo_border_cuts_the_hair_the_matte_fades_out_instead_of_a_straight_edge():
+    rgb = _image("deca_id08456-SEvpX9LhEP4-000957.jpg")  # 224 px, the face filling the frame: hair cut on three sides
+    lm = _landmarks(rgb)
+    src = extract_source_head(rgb, lm, role_name="tight")
+    alpha = _in_photo(src, lm, rgb.shape[:2])
+    H = hd.face_frame(lm).height
+    # the photo's own edges: no opaque straight line there (before: alpha 1.0 along three edges)
+    for edge in (alpha[0], alpha[:, 0], alpha[:, -1]):
+        assert edge.max() < 0.1, edge.max()
+    # and the fade is short: a tenth of a face inside the border the matte is at full strength again
+    inner = alpha[int(0.1 * H):, int(0.1 * H):-int(0.1 * H)]
+    assert inner.max() > 0.99
+
+
 def test_head_cut_off_by_the_border_is_refused():
     rgb = _image("skimage_astronaut.png")
     lm = _landmarks(rgb)

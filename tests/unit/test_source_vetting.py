@@ -77,6 +77,8 @@ def photographed_print(rgb: np.ndarray) -> np.ndarray:
 
 def test_a_good_frontal_photo_is_ok_on_every_check(analyzer):
     got = vet(analyzer, photo("deepface_img17.jpg"), "deepface_img17.jpg")
+    assert set(got) == set(sv.CHECKS) - {"head_room"}  # a head-mode check
+    got = vet(analyzer, photo("deepface_img17.jpg"), "deepface_img17.jpg", mode="head")
     assert set(got) == set(sv.CHECKS)
     assert {c: f.outcome for c, f in got.items() if f.outcome != "ok"} == {}
     assert 190 < got["face_size"].value < 235 and got["upscale"].value == pytest.approx(PLATE_FACE_PX / got["face_size"].value, rel=1e-2)
@@ -231,3 +233,19 @@ def test_submission_refuses_a_group_photo_in_one_line_and_prints_each_warning(ca
     lines = [x for x in capsys.readouterr().err.splitlines() if x.startswith("[recast] source:")]
     assert lines and all(x.startswith(f"[recast] source: {small}: ") for x in lines)
     assert any("enlarged 2." in x for x in lines), lines
+
+
+def test_a_photo_cropped_tight_around_the_face_warns_head_room_in_head_mode(analyzer):
+    """The photo's border cuts the hair: the head would end in a straight edge. A warning in
+    head mode (the swap still runs), nothing in face mode; the whole photo is ok."""
+    rgb = photo("deepface_img17.jpg")
+    lm = largest(analyzer, rgb).landmarks
+    x0, y0 = lm[:, :2].min(0).astype(int)
+    x1, y1 = lm[:, :2].max(0).astype(int)
+    tight = np.ascontiguousarray(rgb[max(0, y0 - 10):y1 + 40, max(0, x0 - 10):x1 + 10])  # forehead top and temples cut
+    got = vet(analyzer, tight, "tight.jpg", mode="head", hands=False)
+    room = got["head_room"]
+    assert room.outcome == "warn" and room.value < sv.HEAD_ROOM_WARN and "tight.jpg" in room.text and "straight edge" in room.text
+    assert "head_room" not in vet(analyzer, tight, "tight.jpg", mode="face", hands=False)
+    whole = vet(analyzer, rgb, "whole.jpg", mode="head", hands=False)["head_room"]
+    assert whole.outcome == "ok" and whole.value == 1.0
