@@ -22,9 +22,12 @@ from recast.tasks.common import fetch, progress_for, run_stage, scratch_dir, sto
 
 N_LANDMARKS = 478
 MAX_FACES = 4
-# identity embeddings are costly (~60-90 ms a face on a CPU), so only some frames get them:
-# every Nth frame of the shot where the tracker must tell people apart (any frame for index and
-# reference selectors, frames with several faces for 'largest'), enough to stitch broken tracks ...
+# identity embeddings are costly (~60 ms a face on a CPU, ~5 ms per frame at one in 12), so
+# only some frames get them: every Nth frame of the shot, with every selector, enough to stitch
+# broken tracks and to re-identify the person after a cut by the mean of several embeddings
+# (one frame's dlib descriptor of the same person in a wide shot ranges 0.33-0.55 from the
+# close-up's; the mean of a segment's is 0.33: with only one or two the re-identification
+# margin of recast.models.tracking refused the same person on the ghost_nggyup clip) ...
 EMBED_EVERY = 12
 # ... and, with every selector, the first frame with faces of each stretch that may start a shot
 # segment: the chunk's start (the chunk cannot see the frame before it) and every frame whose
@@ -42,10 +45,10 @@ def segment_models() -> tuple[ModelRef, ...]:
 
 def segment_chunk(*, run_id: str | None, shot_id: str | None, chunk: PlateChunk, chunk_index: int, face_selector: str, total_frames: int) -> SegmentResult:
     """Every face in every frame of one plate chunk, the person mask and a frame signature."""
-    selector = parse_face_selector(face_selector)
+    parse_face_selector(face_selector)  # a bad selector fails here, before any frame is read
     embedder = DlibFaceEmbedder.shared()
     models = segment_models() + (embedder.model,)
-    always_embed = selector.kind != "largest"
+    always_embed = True  # every selector: see EMBED_EVERY
 
     def compute() -> SegmentResult:
         # OpenCV and MediaPipe start their own pools; chunks already run in parallel
