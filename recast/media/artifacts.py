@@ -155,14 +155,17 @@ class PlateAnalysis(_Artifact):
 
 @dataclass(frozen=True, eq=False)
 class SourceAnalysis(_Artifact):
-    """Segment's analysis of one source photo: the chosen face's landmarks and box, and in head
-    mode its head matte (:class:`recast.models.head.SourceHead`)."""
+    """Segment's analysis of one source photo: the chosen face's landmarks and box, its identity
+    embedding (dlib's 128-D descriptor of the box, as QC's default identity model computes it;
+    None in analyses made without one), and in head mode its head matte
+    (:class:`recast.models.head.SourceHead`)."""
 
-    FORMAT_VERSION: ClassVar[int] = 1
+    FORMAT_VERSION: ClassVar[int] = 2  # 2: the embedding
 
     landmarks: np.ndarray  # (478, 3) float32, photo pixels
     box: tuple[int, int, int, int]
     head: "SourceHead | None" = None
+    embedding: np.ndarray | None = None  # (128,) float64
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "landmarks", np.asarray(self.landmarks, np.float32))
@@ -173,6 +176,8 @@ class SourceAnalysis(_Artifact):
 
     def _encode(self) -> dict[str, np.ndarray]:
         out = {"landmarks": self.landmarks, "box": np.asarray(self.box, np.int32)}
+        if self.embedding is not None:
+            out["embedding"] = np.asarray(self.embedding, np.float64).reshape(-1)
         if self.head is not None:
             h = self.head
             out.update(head_rgb=np.asarray(h.rgb, np.uint8), head_landmarks=np.asarray(h.landmarks, np.float32),
@@ -188,7 +193,7 @@ class SourceAnalysis(_Artifact):
 
             head = SourceHead(rgb=arrays["head_rgb"], landmarks=arrays["head_landmarks"], alpha=arrays["head_alpha"],
                               hair=arrays["head_hair"], neck_line=arrays["head_neck_line"])
-        return cls(landmarks=arrays["landmarks"], box=tuple(arrays["box"]), head=head)
+        return cls(landmarks=arrays["landmarks"], box=tuple(arrays["box"]), head=head, embedding=arrays.get("embedding"))
 
 
 @dataclass(frozen=True, eq=False)

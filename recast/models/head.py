@@ -300,6 +300,18 @@ _CLOTHING_Z = 2.5
 _CLOTHING_ABOVE_CHIN = 0.4
 
 
+def lab_clusters(px: np.ndarray, k: int, *, max_samples: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """k-means (k-means++, seeded: the same pixels give the same clusters) of at most
+    ``max_samples`` of the (n, 3) colours ``px``, drawn with a fixed seed: (the sample float32,
+    each sample's cluster, the (k, 3) centres)."""
+    rng = np.random.default_rng(0)
+    sample = px[rng.choice(len(px), min(len(px), max_samples), replace=False)].astype(np.float32)
+    cv2.setRNGSeed(0)
+    _, labels, centres = cv2.kmeans(sample, k, None, (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5), 1,
+                                    cv2.KMEANS_PP_CENTERS)
+    return sample, labels.ravel(), centres
+
+
 def _clothing_model(lab: np.ndarray, person: np.ndarray, ff: FaceFrame, skin: tuple[np.ndarray, np.ndarray] | None,
                     hair: np.ndarray | None, lat: np.ndarray, below: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """LAB colour clusters (centres (k, 3), per-channel spreads (k, 3)) of the clothing: person
@@ -320,12 +332,7 @@ def _clothing_model(lab: np.ndarray, person: np.ndarray, ff: FaceFrame, skin: tu
     k = _CLOTHING_CLUSTERS
     if len(px) < max(10 * k, 0.01 * H * H):  # a few percent of a face's area at least
         return None
-    rng = np.random.default_rng(0)
-    sample = px[rng.choice(len(px), min(len(px), 4000), replace=False)].astype(np.float32)
-    cv2.setRNGSeed(0)
-    _, labels, centres = cv2.kmeans(sample, k, None, (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5), 1,
-                                    cv2.KMEANS_PP_CENTERS)
-    labels = labels.ravel()
+    sample, labels, centres = lab_clusters(px, k, max_samples=4000)
     spreads = np.stack([np.median(np.abs(sample[labels == i] - centres[i]), axis=0) * 1.4826 if (labels == i).sum() >= 10
                         else np.full(3, np.inf, np.float32) for i in range(k)])
     return centres.astype(np.float64), np.maximum(spreads, np.array([4.0, 3.0, 3.0]))

@@ -219,6 +219,8 @@ class QCInputs:
     #: {frame: the chosen plate person's embedding} already computed by the same identity model
     #: (the segment stage's, where a segment can start): used instead of embedding plate frames again
     plate_embeddings: Mapping[int, np.ndarray] = field(default_factory=dict)
+    #: the source face's embedding by the same identity model, when already computed
+    source_embedding: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -313,7 +315,8 @@ def _measure_identity(inputs: QCInputs, identity: IdentityModel, samples: np.nda
     decoded = inputs.decode(wanted)
     persons = inputs.plate_person(sorted(int(f) for f in samples)) if inputs.plate_person is not None else {}
 
-    src_embedding = identity.embed(inputs.source_rgb, inputs.source_landmarks, inputs.source_box)
+    src_embedding = (np.asarray(inputs.source_embedding, np.float64) if inputs.source_embedding is not None
+                     else identity.embed(inputs.source_rgb, inputs.source_landmarks, inputs.source_box))
     d_src, d_plate, cos_src, cos_plate, hair = (np.full(total, np.nan) for _ in range(5))
     names: tuple[str, ...] = qd.DEFECT_MEASURES
     defects = np.full((total, len(names)), np.nan)

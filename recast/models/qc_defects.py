@@ -117,7 +117,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from recast.models.head import SourceHead, cielab, face_frame, head_region, pixel_grid, skin_model
+from recast.models.head import SourceHead, cielab, face_frame, head_region, lab_clusters, pixel_grid, skin_model
 from recast.models.masks import face_skin_mask
 from recast.models.mesh_topology import FACE_OVAL, LEFT_EYE, LEFT_EYEBROW, LIPS_OUTER, RIGHT_EYE, RIGHT_EYEBROW
 from recast.models.mesh_warp import FACE_TRIANGLES, extended_points, rasterise_triangles, triangle_affines, triangle_maps
@@ -600,12 +600,7 @@ def _palette(px: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray] | Non
     """k-means colour centres (CIELAB) of a set of pixels and each cluster's RMS spread."""
     if len(px) < 4 * k:
         return None
-    rng = np.random.default_rng(0)
-    sample = px[rng.choice(len(px), min(len(px), 3000), replace=False)].astype(np.float32)
-    cv2.setRNGSeed(0)
-    _, labels, centres = cv2.kmeans(sample, k, None, (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_MAX_ITER, 20, 0.5), 1,
-                                    cv2.KMEANS_PP_CENTERS)
-    labels = labels.ravel()
+    sample, labels, centres = lab_clusters(px, k, max_samples=3000)
     spread = np.array([np.sqrt(((sample[labels == i] - centres[i]) ** 2).sum(1).mean()) if (labels == i).any() else 0.0
                        for i in range(k)], np.float32)
     return centres, spread

@@ -86,10 +86,12 @@ def _params(settings: Any, thresholds: QCThresholds, mode: str) -> dict[str, Any
             "per_frame_format": QCPerFrame.FORMAT_VERSION, "defects_version": _defects_version()}
 
 
-def _source_inputs(source: SourceFaceResult, mode: str) -> dict[str, Any]:
+def _source_inputs(source: SourceFaceResult, mode: str, identity: IdentityModel) -> dict[str, Any]:
     src = load_artifact(source.analysis, SourceAnalysis)
     return {"source_rgb": read_image(fetch(source.source), role="source"), "source_landmarks": src.landmarks, "source_box": src.box,
-            "source_head": src.head if mode == Mode.head.value else None, "vetting": tuple(source.vetting)}
+            "source_head": src.head if mode == Mode.head.value else None, "vetting": tuple(source.vetting),
+            # the source analysis' embedding is dlib's, of the same box: used when QC's model is dlib
+            "source_embedding": src.embedding if isinstance(identity, DlibIdentity) else None}
 
 
 def plate_person_embeddings(chunks: list[tuple[int, SegmentResult]], chosen: np.ndarray, identity: Any) -> dict[int, np.ndarray]:
@@ -162,7 +164,7 @@ def score_shot(*, run_id: str | None, shot_id: str | None, ingest: IngestResult,
             decode=chunk_decoder([(c.frames.start, fetch(c.video), fetch(sw.video)) for c, sw in zip(ingest.chunks, swaps)]),
             observations=[load_artifact(sw.observations, ChunkObservations) for sw in swaps],
             total=total, rate=ingest.plate_info.fps, size=(ingest.plate_info.height, ingest.plate_info.width),
-            plate_landmarks=tr.raw_landmarks, face_found=tr.present, mode=mode, cuts=tuple(track.cuts), absent_segments=_absent(track), **_source_inputs(source, mode),
+            plate_landmarks=tr.raw_landmarks, face_found=tr.present, mode=mode, cuts=tuple(track.cuts), absent_segments=_absent(track), **_source_inputs(source, mode, identity),
             plate_person=person_masks([(c.frames.start, sg) for c, sg in zip(ingest.chunks, segments)]),
             plate_embeddings=plate_person_embeddings([(c.frames.start, sg) for c, sg in zip(ingest.chunks, segments)], tr.chosen, identity),
         )
@@ -227,7 +229,7 @@ def score_pair(*, plate: IngestResult, output: IngestResult, plate_segments: lis
             chunks.append((a, plate_path, out_path))
         inputs = QCInputs(
             decode=chunk_decoder(chunks), observations=observations, total=total, rate=pi.fps, size=(pi.height, pi.width),
-            plate_landmarks=tr.raw_landmarks, face_found=present, mode=mode, cuts=tuple(track.cuts), absent_segments=_absent(track), **_source_inputs(source, mode),
+            plate_landmarks=tr.raw_landmarks, face_found=present, mode=mode, cuts=tuple(track.cuts), absent_segments=_absent(track), **_source_inputs(source, mode, identity),
             plate_person=person_masks([(c.frames.start, sg) for c, sg in zip(plate.chunks, plate_segments)]),
             plate_embeddings=plate_person_embeddings([(c.frames.start, sg) for c, sg in zip(plate.chunks, plate_segments)], tr.chosen, identity),
         )

@@ -130,7 +130,9 @@ def analyze_source(*, run_id: str | None, shot_id: str | None, source: AssetRef,
     faces and no ``source_face``, a face in profile) raises its error (exit 3); with ``refuse``
     False (scoring a vendor's files: ``recast qc --plate --output``) it is only recorded, and a
     photo of several people is read by its largest face (no face at all still raises)."""
-    models = tuple(FaceAnalyzer.MODELS) + tuple(OcclusionDetector.MODELS) + (tuple(PersonSegmenter.MODELS) if mode == Mode.head.value else ())
+    embedder = DlibFaceEmbedder.shared()
+    models = (tuple(FaceAnalyzer.MODELS) + tuple(OcclusionDetector.MODELS) + (embedder.model,)
+              + (tuple(PersonSegmenter.MODELS) if mode == Mode.head.value else ()))
 
     def compute() -> SourceFaceResult:
         rgb = read_image(fetch(source), role="source")
@@ -157,7 +159,8 @@ def analyze_source(*, run_id: str | None, shot_id: str | None, source: AssetRef,
             # alone in the photo, the head model segments the person itself
             person = chosen_person_mask(rgb, face, others) if others else None
             head = extract_source_head(rgb, face.landmarks, person_mask=person, role_name=name)
-        analysis = SourceAnalysis(landmarks=face.landmarks, box=face.box, head=head)
+        # the identity QC compares every output with: computed once here, not per QC run
+        analysis = SourceAnalysis(landmarks=face.landmarks, box=face.box, head=head, embedding=embedder.embed(rgb, face.box))
         with scratch_dir("source-") as tmp:
             path = analysis.save(tmp / "source.npz")
             ref = store_asset(path, media_type=ANALYSIS_MEDIA_TYPE, role="source_analysis", suffix=".npz", parents=[source])

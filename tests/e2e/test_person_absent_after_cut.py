@@ -71,6 +71,15 @@ def test_largest_leaves_the_shot_after_a_cut_to_someone_else_untouched(recast_en
     assert len(first_chunk) == 1
     embedded_frames = set(PlateAnalysis.load(fetch_any(first_chunk[0]["uri"])).embedding_index[:, 0].tolist())
     assert embedded_frames == {0, 12, 24, SECOND}
+    # and the source analysis holds the source face's embedding, which QC compares every output with
+    from recast.media import read_image
+    from recast.media.artifacts import SourceAnalysis
+    from recast.models.identity import DlibFaceEmbedder
+
+    source_uri = [o["uri"] for st in shown["stages"] for o in st["outputs"] if o["role"] == "source_analysis"]
+    analysis = SourceAnalysis.load(fetch_any(source_uri[0]))
+    expected = DlibFaceEmbedder.shared().embed(read_image(SOURCE, role="source"), analysis.box)
+    assert analysis.embedding is not None and np.allclose(analysis.embedding, expected, atol=1e-6)
 
     plate, output = decode(cut_plate).astype(np.int16), decode(out).astype(np.int16)
     assert output.shape == plate.shape

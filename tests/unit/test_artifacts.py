@@ -57,7 +57,8 @@ def _source(head: bool) -> A.SourceAnalysis:
         alpha = cv2.GaussianBlur(_blobs(1, 200, 160, 5)[0].astype(np.float32), (9, 9), 0)
         sh = SourceHead(rgb=rng.integers(0, 256, (200, 160, 3), dtype=np.uint8), landmarks=_landmarks(1, 6)[0], alpha=alpha,
                         hair=_blobs(1, 200, 160, 7)[0], neck_line=np.array([[40.0, 180.0], [120.0, 182.0]], np.float32))
-    return A.SourceAnalysis(landmarks=_landmarks(1, 8)[0], box=(30, 40, 150, 190), head=sh)
+    return A.SourceAnalysis(landmarks=_landmarks(1, 8)[0], box=(30, 40, 150, 190), head=sh,
+                            embedding=rng.random(128) if head else None)  # with and without the embedding
 
 
 def _tracks() -> A.ShotTracks:

@@ -39,7 +39,7 @@ def shot(media_dir):
     return frames, out, lms, boxes, src, det
 
 
-def _measure(frames, out, lms, boxes, src, det, *, vetting=(), cuts=(N1,), identity=None, plate_embeddings=None):
+def _measure(frames, out, lms, boxes, src, det, *, vetting=(), cuts=(N1,), identity=None, plate_embeddings=None, source_embedding=None):
     from recast.models.metrics import QCThresholds
     from recast.models.qc import DlibIdentity, QCInputs, measure
     from recast.models.qc_frames import observe_chunk
@@ -60,7 +60,8 @@ def _measure(frames, out, lms, boxes, src, det, *, vetting=(), cuts=(N1,), ident
     inputs = QCInputs(decode=lambda wanted: {f: (frames[f] if need else None, out[f]) for f, need in wanted.items()},
                       observations=[obs], total=n, rate=25.0, size=(h, w), plate_landmarks=lms, face_found=np.ones(n, bool),
                       source_rgb=src, source_landmarks=det.landmarks, source_box=tuple(int(v) for v in det.box), mode="face",
-                      cuts=cuts, vetting=vetting, plate_person=plate_person, plate_embeddings=plate_embeddings or {})
+                      cuts=cuts, vetting=vetting, plate_person=plate_person, plate_embeddings=plate_embeddings or {},
+                      source_embedding=source_embedding)
     return (*measure(inputs, identity or DlibIdentity(), QCThresholds(), samples_per_second=2.0), asked)
 
 
@@ -118,9 +119,9 @@ def test_without_the_cut_and_the_paste_no_defect_or_wrong_person_is_flagged(shot
 
 
 def test_the_plate_persons_embeddings_at_hand_are_used_instead_of_embedding_plate_frames_again(shot):
-    """The segment stage embedded the plate's person where each segment starts: QC takes those
-    (two fewer costly embeddings for the plate identity, none for the later segment) and still
-    finds the wrong person after the cut."""
+    """The segment stage embedded the plate's person where each segment starts, and the source
+    analysis its face: QC takes those (fewer costly embeddings: the plate identity's, the later
+    segment's, the source's) with the same distances, and still finds the wrong person."""
     from recast.models.identity import DlibFaceEmbedder
     from recast.models.qc import PLATE_ID_FRAMES, DlibIdentity
 
@@ -137,7 +138,9 @@ def test_the_plate_persons_embeddings_at_hand_are_used_instead_of_embedding_plat
     embedded_alone, Counting.calls = Counting.calls, 0
     embedder = DlibFaceEmbedder.shared()
     known = {f: embedder.embed(frames[f], tuple(int(v) for v in boxes[f])) for f in (0, N1)}
-    metrics_known, *_ = _measure(frames, out, lms, boxes, src, det, identity=Counting(), plate_embeddings=known)
-    assert Counting.calls <= embedded_alone - PLATE_ID_FRAMES - 1, (Counting.calls, embedded_alone)
+    source = embedder.embed(src, tuple(int(v) for v in det.box))  # what the source analysis stores
+    metrics_known, *_ = _measure(frames, out, lms, boxes, src, det, identity=Counting(), plate_embeddings=known, source_embedding=source)
+    assert Counting.calls <= embedded_alone - PLATE_ID_FRAMES - 2, (Counting.calls, embedded_alone)
+    assert metrics_known["identity_distance_source"] == pytest.approx(metrics["identity_distance_source"], abs=1e-9)
     assert metrics_known["wrong_person"] == metrics["wrong_person"] == 1 and metrics_known["wrong_person_frames"] == N2
     assert metrics_known["identity_samples"] == metrics["identity_samples"]
