@@ -58,15 +58,19 @@ class LineSafeStream:
         self.stream = stream
         self._lock = threading.Lock()
         self._open: dict[int, str] = {}  # thread id -> its text not yet ended by a newline
+        self._ended: set[int] = set()  # threads whose open line another thread's write ended
 
     def write(self, text: str) -> int:
         import threading
 
         me = threading.get_ident()
         with self._lock:
+            if me in self._ended:
+                self._ended.discard(me)
+                if text.startswith("\n"):  # print()'s own newline, already written for it
+                    text = text[1:]
             held = self._open.pop(me, "") + text
-            for other in list(self._open):
-                self.stream.write(self._open.pop(other) + "\n")
+            self._end_others()
             whole, newline, rest = held.rpartition("\n")
             if newline:
                 self.stream.write(whole + "\n")
@@ -75,11 +79,15 @@ class LineSafeStream:
                 self._open[me] = rest
         return len(text)
 
+    def _end_others(self) -> None:
+        for other in list(self._open):
+            self.stream.write(self._open.pop(other) + "\n")
+            self._ended.add(other)
+
     def end_open_lines(self) -> None:
         """Write every thread's held text, each ended with a newline."""
         with self._lock:
-            for other in list(self._open):
-                self.stream.write(self._open.pop(other) + "\n")
+            self._end_others()
             self.stream.flush()
 
     def flush(self) -> None:

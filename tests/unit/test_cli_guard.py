@@ -62,3 +62,22 @@ def test_recasts_lines_are_never_glued_to_a_line_a_library_thread_left_open():
         "--- Error logging to API ---", "All connection attempts failed", "[recast] segment: 125/125 frames (100%)",
         "--- Error logging to API ---", "All connection attempts failed", "[recast] segment: 125/125 frames (100%)",
         "recast: error: Prefect server stopped", "after"], proc.stderr.decode()
+
+
+def test_print_from_two_threads_at_once_gives_two_whole_lines_and_no_empty_ones():
+    """print() writes its text and its newline in two calls: a thread printing in between ends
+    the first thread's line for it, whose own newline is then not written a second time."""
+    import io
+    import threading
+
+    from recast.cli import LineSafeStream
+
+    out = io.StringIO()
+    stream = LineSafeStream(out)
+    stream.write("[recast] segment: 10/50 frames")  # thread A: the text of its print() ...
+    other = threading.Thread(target=lambda: (stream.write("[recast] swap: 3/50 frames"), stream.write("\n")))
+    other.start()
+    other.join()  # ... thread B prints a whole line in between ...
+    stream.write("\n")  # ... then A's newline
+    stream.end_open_lines()
+    assert out.getvalue() == "[recast] segment: 10/50 frames\n[recast] swap: 3/50 frames\n", repr(out.getvalue())
