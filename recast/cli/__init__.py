@@ -56,7 +56,9 @@ class LineSafeStream:
         import threading
 
         self.stream = stream
-        self._lock = threading.Lock()
+        # re-entrant: a finalizer run by the garbage collector, or a signal handler, may write to
+        # stderr from inside a write of the same thread (a plain lock would deadlock the process)
+        self._lock = threading.RLock()
         self._open: dict[int, str] = {}  # thread id -> its text not yet ended by a newline
         self._ended: set[int] = set()  # threads whose open line another thread's write ended
 

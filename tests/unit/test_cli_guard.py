@@ -81,3 +81,29 @@ def test_print_from_two_threads_at_once_gives_two_whole_lines_and_no_empty_ones(
     stream.write("\n")  # ... then A's newline
     stream.end_open_lines()
     assert out.getvalue() == "[recast] segment: 10/50 frames\n[recast] swap: 3/50 frames\n", repr(out.getvalue())
+
+
+def test_a_write_from_inside_a_write_of_the_same_thread_does_not_deadlock():
+    """A finalizer (run by the garbage collector while a write allocates) or a signal handler can
+    write to stderr from inside a write: the stream's lock must let the same thread in."""
+    import io
+    import threading
+
+    from recast.cli import LineSafeStream
+
+    class Reentering(io.StringIO):
+        inner_done = False
+
+        def write(self, text):
+            if not Reentering.inner_done:
+                Reentering.inner_done = True
+                stream.write("Exception ignored in: <finalizer>\n")
+            return super().write(text)
+
+    out = Reentering()
+    stream = LineSafeStream(out)
+    worker = threading.Thread(target=lambda: stream.write("[recast] swap: 3/50 frames\n"), daemon=True)
+    worker.start()
+    worker.join(timeout=5)
+    assert not worker.is_alive(), "a write from inside a write deadlocked"
+    assert "[recast] swap: 3/50 frames" in out.getvalue() and "Exception ignored in" in out.getvalue()
