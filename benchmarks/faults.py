@@ -5,7 +5,7 @@ Every attempt is the installed ``recast`` executable in a session of its own wit
 Prefect server (no PREFECT_API_URL), as a terminal would run it. A kill point is a stage and a
 delay: the attempt's stderr is read line by line, and once a progress line of that stage (or of
 a later one) appears, the whole process group gets SIGKILL after the delay, a random fraction of
-the stage's duration in an uninterrupted run. The stages are those of the progress lines
+the first half of the stage's duration in an uninterrupted run (:data:`KILL_SPREAD`). The stages are those of the progress lines
 (``[recast] <stage>: ...``), plus ``run`` (the run is recorded, its flow not yet started) and
 ``publish`` (the render's frames are written; muxing, signing, storing and publishing remain).
 
@@ -65,6 +65,11 @@ EXE = Path(sys.executable).with_name("recast")
 
 #: kill points, in pipeline order (see the module docstring)
 STAGES = ("run", "consent", "ingest", "segment", "track", "swap", "qc", "report", "render", "publish")
+#: a kill's delay is drawn from this first share of its stage's duration in the uninterrupted run:
+#: a rerun's late stages can be shorter than that run's (work reused, caches warm), and a delay
+#: longer than what is left of the process is a kill that never lands; over the whole duration,
+#: three clean-clone CI runs in a row missed the render's kill point
+KILL_SPREAD = 0.5
 #: statuses that mean a process is (or will be) working on the run: none may be left
 STUCK = ("running", "queued", "awaiting_review")
 
@@ -275,7 +280,7 @@ def plan_chains(kills: int, seed: int, durations: dict[str, float], chains: int 
         rng.shuffle(rnd)
         picked.extend(rnd)
     for i, stage in enumerate(picked[:kills]):
-        groups[i % chains_n].append(KillPoint(stage, round(rng.uniform(0.0, durations[stage]), 3)))
+        groups[i % chains_n].append(KillPoint(stage, round(rng.uniform(0.0, KILL_SPREAD * durations[stage]), 3)))
     return [sorted(g, key=lambda p: STAGES.index(p.stage)) for g in groups if g]
 
 

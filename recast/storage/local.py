@@ -14,6 +14,36 @@ from recast.storage.base import BLOCK_SIZE, ObjectStore, StoredObject, content_k
 _TMP_PREFIX = ".tmp-"
 
 
+def _own_tmp_prefix() -> str:
+    """Temporary names carry this host and process: a writer killed mid-write (SIGKILL, power)
+    leaves its file behind, and the next write into that directory on this host removes it."""
+    import socket
+
+    return f"{_TMP_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+
+
+def _remove_dead_writers_files(directory: Path) -> None:
+    """Remove the temporary files in ``directory`` left by a process of this host that is gone.
+    Files of other hosts (a shared mount) and of live processes are left alone."""
+    import socket
+
+    mine = f"{_TMP_PREFIX}{socket.gethostname()}-"
+    try:
+        names = [p for p in directory.iterdir() if p.name.startswith(mine)]
+    except OSError:
+        return
+    for path in names:
+        pid_text = path.name[len(mine):].split("-", 1)[0]
+        if not pid_text.isdigit() or int(pid_text) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid_text), 0)
+        except ProcessLookupError:
+            path.unlink(missing_ok=True)
+        except OSError:
+            continue  # alive but not ours to signal
+
+
 def file_uri_to_path(uri: str) -> Path:
     """The path named by a ``file://`` URI (only local URIs: no host other than localhost)."""
     parsed = urlparse(uri)
@@ -87,7 +117,8 @@ class LocalStore(ObjectStore):
         """Write ``blocks`` to ``dest`` through a temp file + rename; return the sha256 written."""
         try:
             dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp_name = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=dest.parent)
+            _remove_dead_writers_files(dest.parent)
+            fd, tmp_name = tempfile.mkstemp(prefix=_own_tmp_prefix(), dir=dest.parent)
         except OSError as exc:
             raise errors.OutputPathError(f"object store {self.describe()}: cannot write {dest}: {exc.strerror or exc}") from exc
         tmp = Path(tmp_name)
