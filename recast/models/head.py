@@ -312,6 +312,12 @@ def lab_clusters(px: np.ndarray, k: int, *, max_samples: int) -> tuple[np.ndarra
     return sample, labels.ravel(), centres
 
 
+def _chest(lat: np.ndarray, below: np.ndarray, H: float, W: float) -> np.ndarray:
+    """Where a photo shows the clothing: under the neck line, and beside the neck below the chin
+    (the shoulders: a photo cropped at the chin shows its clothing only there)."""
+    return (below > _NECK_LINE * H) | ((below > 0.0) & (np.abs(lat) > 0.6 * W))
+
+
 def _clothing_model(lab: np.ndarray, person: np.ndarray, ff: FaceFrame, skin: tuple[np.ndarray, np.ndarray] | None,
                     hair: np.ndarray | None, lat: np.ndarray, below: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """LAB colour clusters (centres (k, 3), per-channel spreads (k, 3)) of the clothing: person
@@ -320,10 +326,7 @@ def _clothing_model(lab: np.ndarray, person: np.ndarray, ff: FaceFrame, skin: tu
     almost every photo; None when that band holds too few such pixels (bare shoulders, a photo
     cut at the chin)."""
     H, W = ff.height, ff.width
-    # under the neck line, and beside the neck below the chin (shoulders: a photo cropped at the
-    # chin shows its clothing only there)
-    chest = (below > _NECK_LINE * H) | ((below > 0.0) & (np.abs(lat) > 0.6 * W))
-    band = (person > 0.5) & chest & (below < 1.2 * H) & (np.abs(lat) < 1.6 * W)
+    band = (person > 0.5) & _chest(lat, below, H, W) & (below < 1.2 * H) & (np.abs(lat) < 1.6 * W)
     if hair is not None:
         band &= ~hair
     px = lab[band]
@@ -544,7 +547,7 @@ class _HeadCut:
             # clothing continues from the chest: a clothing-coloured patch that does not reach down
             # there (a shadow in the hair beside the jaw, a dark earring) stays
             _, cc = cv2.connectedComponents((cloth > 0.5).astype(np.uint8), connectivity=8)
-            chest = np.unique(cc[(cloth > 0.5) & ((below > _NECK_LINE * H) | ((below > 0.0) & (np.abs(lat) > 0.6 * W)))])
+            chest = np.unique(cc[(cloth > 0.5) & _chest(lat, below, H, W)])
             cloth *= np.isin(cc, chest[chest > 0])
             region *= 1.0 - cloth
         alpha = (self.person * region).astype(np.float32)
