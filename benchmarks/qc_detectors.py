@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -58,7 +59,8 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-MEDIA = REPO.parent / "shared" / "media"
+# the tests' media directory when they set one (tests/conftest.py reads the same variable)
+MEDIA = Path(os.environ.get("RECAST_TEST_MEDIA", REPO.parent / "shared" / "media"))
 
 #: (source photo, clip): sources with short and long hair, plates with short and long hair,
 #: glasses, a beard, different skin and light; every pair is run in head and in face mode
