@@ -53,7 +53,7 @@ class Settings(BaseSettings):
     prefect_startup_timeout_s: float = Field(default=120.0, gt=0, description="how long recast waits for its embedded Prefect server to answer /api/health")
     debug: bool = Field(default=False, description="print tracebacks of errors (also the global --debug option)")
     # trust: content credentials and watermark
-    c2pa_cert: Path | None = Field(default=None, description="studio signing certificate chain (PEM); default on one machine: a development CA under data_dir; required (with c2pa_key and watermark_seed) when recast runs as a service")
+    c2pa_cert: Path | None = Field(default=None, description="studio signing certificate chain (PEM); default on one machine: a development CA under data_dir; required (with c2pa_key and watermark_seed) when recast runs as a service and by recast serve and recast worker")
     c2pa_key: Path | None = Field(default=None, description="private key of the signing certificate (PEM)")
     c2pa_trust_anchors: Path | None = Field(default=None, description="CA certificates `recast verify` trusts (PEM); default: the development CA")
     watermark_seed: int | None = Field(default=None, description="secret key of the invisible watermark (a whole number below 2**64, "

@@ -7,6 +7,9 @@
   ``swap-shot`` and ``nightly-batch`` deployments on the Prefect server (``PREFECT_API_URL``);
   ``--nightly-project P`` (an existing project, else exit 3) schedules the batch.
 * ``recast worker --pool cpu|gpu``: a Prefect process worker for that pool.
+
+``serve`` and ``worker`` refuse to start (exit 2) without the studio's RECAST_C2PA_CERT,
+RECAST_C2PA_KEY and RECAST_WATERMARK_SEED, whatever the database and store.
 """
 
 from __future__ import annotations
@@ -39,7 +42,9 @@ def serve(
 
         from recast.media.credentials import require_studio_credentials
 
-        require_studio_credentials("recast serve")  # PostgreSQL/S3: the studio's certificate, key and watermark seed
+        # on SQLite and a local store too: its renders are the studio's, and a development CA
+        # made under this machine's data directory signs renders no other machine verifies
+        require_studio_credentials("recast serve", serving="recast serve serves the studio's API")
         prepare()
         if workers > 1 and is_sqlite(get_settings().resolved_database_url):
             raise UsageError("--workers > 1 needs PostgreSQL (RECAST_DATABASE_URL): SQLite takes one writer at a time")
@@ -171,7 +176,9 @@ def worker(
 
         from recast.media.credentials import require_studio_credentials
 
-        require_studio_credentials("recast worker")  # PostgreSQL/S3: the studio's certificate, key and watermark seed
+        # on SQLite and a local store too: its renders are the studio's, and a development CA
+        # made under this machine's data directory signs renders no other machine verifies
+        require_studio_credentials("recast worker", serving="recast worker renders for the studio")
         prepare()
         prefect_api_url()  # a worker against a temporary server would wait forever for runs
 

@@ -176,7 +176,7 @@ def missing_studio_credentials() -> list[str]:
                                      ("RECAST_WATERMARK_SEED", settings.watermark_seed)) if value is None]
 
 
-def require_studio_credentials(what: str = "recast") -> None:
+def require_studio_credentials(what: str = "recast", *, serving: str | None = None) -> None:
     """Refuse (UsageError, one line naming the variables) to run as a service without the
     studio's signing certificate, key and watermark seed.
 
@@ -184,12 +184,14 @@ def require_studio_credentials(what: str = "recast") -> None:
     a development CA created per machine signs renders the others cannot verify, and the built-in
     watermark key is the same for every studio. Called by ``recast serve`` and ``recast worker``
     at start, by each shot run before any work, and by signing and marking themselves. A
-    one-machine setup (SQLite and a local store) keeps the development defaults.
+    one-machine setup (SQLite and a local store) keeps the development defaults, except in
+    ``recast serve`` and ``recast worker``: ``serving`` says why such a process is a service
+    whatever its storage (it renders or hands out renders for the studio).
     """
     from recast.settings import get_settings
 
     settings = get_settings()
-    why = settings.runs_as_service
+    why = settings.runs_as_service or serving
     if why is None:
         return
     missing = missing_studio_credentials()

@@ -88,6 +88,28 @@ def test_a_consent_project_refuses_a_shot_without_identity_before_storing_the_up
     assert _shots(stack["settings"]) == before_shots
 
 
+def test_the_scratch_project_turned_off_refuses_a_shot_before_storing_the_upload(stack, s3_admin):
+    """The project's policy is checked at submission too: 409 naming the project, nothing stored."""
+    from recast.settings import reset_settings
+
+    token = make_token(stack["settings"], "scratch")
+    before_objects, before_shots = _stored(s3_admin, stack["bucket"]), _shots(stack["settings"])
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RECAST_SCRATCH_ENABLED", "false")
+        reset_settings()  # the policy is read from the process's settings, as in `recast serve`
+        try:
+            with open(SOURCE_PHOTO, "rb") as photo:
+                r = _post(stack, token, data={"plate": stack["plate"], "mode": "face"},
+                          files={"sources": ("actor.jpg", photo, "image/jpeg")})
+        finally:
+            mp.undo()
+            reset_settings()
+    assert r.status_code == 409, r.text
+    assert r.json()["field"] == "project" and "scratch project is turned off" in r.json()["detail"], r.text
+    assert _stored(s3_admin, stack["bucket"]) == before_objects
+    assert _shots(stack["settings"]) == before_shots
+
+
 def test_identities_are_listed_for_the_project_and_named_where_unambiguous(stack, s3_admin):
     from recast.db import repository as repo
     from recast.db.session import session_scope
@@ -199,3 +221,14 @@ def test_a_download_link_is_signed_for_the_public_endpoint_and_says_whether_it_w
     assert link.netloc == stack["public"], out["download_url"]  # not the internal localhost address
     got = httpx.get(out["download_url"], timeout=30)
     assert got.status_code == 200 and hashlib.sha256(got.content).hexdigest() == stored.sha256
+
+
+def test_allowed_buckets_are_read_as_deploy_readme_sets_them(monkeypatch):
+    """deploy/README.md §1: ``RECAST_API_ALLOWED_BUCKETS='["editorial-dropbox"]'`` (a JSON list)
+    adds to the store's own bucket the ones plates may come from."""
+    from recast.api.service import default_allowed_buckets
+    from recast.settings import Settings
+
+    monkeypatch.setenv("RECAST_API_ALLOWED_BUCKETS", '["editorial-dropbox"]')
+    monkeypatch.setenv("RECAST_STORAGE_URL", "s3://studio-recast/prod")
+    assert default_allowed_buckets(Settings()) == {"studio-recast", "editorial-dropbox"}

@@ -2,9 +2,10 @@
 
 A ``swap-shot`` flow run that ends before recast's code runs (its worker cannot import the
 flow, the process is killed) is ``CRASHED`` in Prefect; the run recast recorded must not stay
-``queued`` for ever. The slow test makes that happen for real — a deployment whose entrypoint
-cannot be imported, run by a Prefect process worker — and shows the run marked with Prefect's
-reason and the next nightly batch running the shot again. The quick tests cover the rules
+``queued`` for ever. The slow test makes that happen for real — a ``prefect server``, ``recast worker`` and
+``recast serve`` started as an operator would, a ``swap-shot`` deployment whose entrypoint cannot
+be imported — and shows the run marked with Prefect's reason, a retried POST with the same
+Idempotency-Key starting the shot again, and the next nightly batch running another. The quick tests cover the rules
 (which states, which runs, how many attempts) with the Prefect reads replaced.
 """
 
@@ -14,7 +15,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest_api import SOURCE_PHOTO, WorkerThread
+from tests.integration.conftest_api import SOURCE_PHOTO
 
 PROJECT = "reconcile-test"
 
@@ -120,69 +121,138 @@ def test_cancelled_in_prefect_is_cancelled_not_retried_and_recorded_outcomes_are
     assert not dispatch.retriable(_run(other)) and dispatch.requeue_ended_runs(project_id=_project_id()) == []
 
 
-# --- for real: a Prefect server, a process worker, a flow run that crashes before recast ----------
-@pytest.fixture(scope="module")
-def prefect_stack(prefect_server, tmp_path_factory):
-    """A fresh local data directory, the deployments registered on the session's Prefect server,
-    a deployment whose entrypoint cannot be imported, and a process worker for the cpu pool."""
-    from prefect.types.entrypoint import EntrypointType
+# --- for real: `prefect server`, `recast worker`, `recast serve`, flow runs that crash before recast -
+def _wait_for_flow_run(server, flow_run_id: str, ends: tuple[str, ...], worker, worker_log, timeout_s: float = 180) -> str:
+    """The flow run's state type once it is one of ``ends`` (the worker must stay up meanwhile)."""
+    deadline = time.monotonic() + timeout_s
+    while (state := server.get(f"/flow_runs/{flow_run_id}")["state"]["type"]) not in ends:
+        assert worker.poll() is None, worker_log.read_text()[-4000:]
+        assert time.monotonic() < deadline, f"flow run {flow_run_id} still {state}\n{worker_log.read_text()[-4000:]}"
+        time.sleep(1)
+    return state
 
-    from recast.db.migrate import ensure_schema
-    from recast.flows.deployments import SWAP_SHOT_FLOW, register_deployments
-    from recast.flows.swap_shot import swap_shot
-    from recast.settings import get_settings, reset_settings
 
-    data = tmp_path_factory.mktemp("reconcile") / "data"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("RECAST_DATA_DIR", str(data))
-        mp.setenv("RECAST_CHUNK_SIZE", "20")
-        for var in ("RECAST_DATABASE_URL", "RECAST_STORAGE_URL", "RECAST_S3_ENDPOINT_URL"):
-            mp.delenv(var, raising=False)
-        reset_settings()
-        ensure_schema(get_settings())
-        register_deployments()
-        broken = swap_shot.to_deployment(name="swap-shot-broken", work_pool_name="cpu", entrypoint_type=EntrypointType.MODULE_PATH)
-        # what a worker with an older or broken install meets: the flow cannot be imported
-        broken.entrypoint = "recast.flows.no_such_module.swap_shot"
-        broken.apply()
-        with WorkerThread("cpu", limit=2) as worker:
-            yield {"broken": f"{SWAP_SHOT_FLOW}/swap-shot-broken", "worker": worker}
-        reset_settings()
+def _post_shot(api: str, token: str, plate, key: str):
+    import httpx
+
+    with open(plate, "rb") as video, open(SOURCE_PHOTO, "rb") as photo:
+        return httpx.post(f"{api}/v1/shots", headers={"Authorization": f"Bearer {token}", "Idempotency-Key": key},
+                          data={"mode": "face"}, files={"plate": ("plate.mp4", video, "video/mp4"),
+                                                        "sources": ("actor.jpg", photo, "image/jpeg")}, timeout=60)
+
+
+def _serve(env: dict, cwd, log_path):
+    """``recast serve`` on a free loopback port; its URL once it answers."""
+    import subprocess
+
+    import httpx
+
+    from tests.integration.conftest_api import free_port
+    from tests.integration.prefect_process import BIN
+
+    port = free_port()
+    log = log_path.open("wb")
+    proc = subprocess.Popen([str(BIN / "recast"), "serve", "--host", "127.0.0.1", "--port", str(port)], env=env, cwd=cwd,
+                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 90
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            httpx.get(f"{url}/openapi.json", timeout=5)
+            return proc, log, url
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    return proc, log, None
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(420)
-def test_a_flow_run_crashed_before_recast_is_marked_and_the_next_batch_runs_the_shot(prefect_stack, short_plate):
-    from recast.db import queue
+@pytest.mark.timeout(600)
+def test_flow_runs_crashed_before_recast_are_restarted_by_a_retried_post_and_by_the_next_batch(tmp_path, short_plate, monkeypatch):
+    """A real ``prefect server`` and ``recast worker --pool cpu`` and ``recast serve`` as
+    subprocesses. The ``swap-shot`` deployment's entrypoint is made unimportable (what a worker
+    with an older or broken install meets), so the flow runs of two submitted shots crash before
+    any recast code runs. A retried POST with the same Idempotency-Key starts a new run of its
+    shot; after ``recast deploy`` repairs the deployment, the next nightly batch runs the other."""
+    import subprocess
+
+    import httpx
+
     from recast.db import repository as repo
     from recast.db.session import session_scope
-    from recast.flows.deployments import flow_run_state, nightly_batch, start_swap_shot_run
+    from recast.settings import reset_settings
+    from tests.integration.prefect_process import BIN, PrefectServerProcess
+    from tests.integration.test_schedules import ok, stop_group
+    from tests.studio_credentials import studio_credentials_env
 
-    shot_id, run_id = _shot(PROJECT, str(short_plate))
-    flow_run_id = start_swap_shot_run(shot_id, run_id, deployment=prefect_stack["broken"])
+    data, elsewhere = tmp_path / "data", tmp_path / "worker-host"
+    elsewhere.mkdir()
+    # this process reads the same recast database as the subprocesses (SQLite in the data directory)
+    monkeypatch.setenv("RECAST_DATA_DIR", str(data))
+    for var in ("RECAST_DATABASE_URL", "RECAST_STORAGE_URL", "RECAST_S3_ENDPOINT_URL"):
+        monkeypatch.delenv(var, raising=False)
+    reset_settings()
+    with PrefectServerProcess(tmp_path / "prefect") as server:
+        env = server.client_env(RECAST_DATA_DIR=str(data), RECAST_CHUNK_SIZE="20", PREFECT_WORKER_QUERY_SECONDS="1",
+                                **studio_credentials_env(tmp_path / "studio-ca"))
+        for project in (PROJECT, f"{PROJECT}-api"):
+            ok(server.run(["recast", "project", "create", project, "--no-consent-required"], env=env))
+        ok(server.run(["recast", "deploy"], env=env, cwd=tmp_path))
+        swap = server.deployment("swap_shot/swap-shot")
+        r = httpx.patch(f"{server.api_url}/deployments/{swap['id']}", json={"entrypoint": "recast.flows.no_such_module.swap_shot"}, timeout=10)
+        assert r.status_code < 300 and server.deployment("swap_shot/swap-shot")["entrypoint"].startswith("recast.flows.no_such"), r.text
+        batch_token = ok(server.run(["recast", "token", "create", "--project", PROJECT], env=env)).strip()
+        api_token = ok(server.run(["recast", "token", "create", "--project", f"{PROJECT}-api"], env=env)).strip()
+
+        worker_log = tmp_path / "worker.log"
+        wlog = worker_log.open("wb")
+        worker = subprocess.Popen([str(BIN / "recast"), "worker", "--pool", "cpu"], env=env, cwd=elsewhere,
+                                  stdout=wlog, stderr=subprocess.STDOUT, start_new_session=True)
+        api, alog, url = _serve(env, tmp_path, tmp_path / "serve.log")
+        try:
+            assert url is not None, (tmp_path / "serve.log").read_text()[-3000:]
+            first = _post_shot(url, api_token, short_plate, "retry-me")
+            other = _post_shot(url, batch_token, short_plate, "batch-me")
+            assert first.status_code == other.status_code == 201, (first.text, other.text)
+            shot_id, run_id, flow_run_id = first.json()["id"], first.json()["run"]["id"], first.json()["run"]["prefect_flow_run_id"]
+            batch_shot, batch_run = other.json()["id"], other.json()["run"]["id"]
+            batch_flow_run = other.json()["run"]["prefect_flow_run_id"]
+            ends = ("CRASHED", "FAILED")
+            state = _wait_for_flow_run(server, flow_run_id, ends, worker, worker_log)
+            _wait_for_flow_run(server, batch_flow_run, ends, worker, worker_log)
+            assert _run(run_id).status == "queued"  # recast's code never ran: nothing recorded the end
+
+            # the client retries (same key, same body): the crashed run is marked, a new one starts
+            again = _post_shot(url, api_token, short_plate, "retry-me")
+            assert again.status_code == 200, again.text
+            body = again.json()
+            assert body["id"] == shot_id and body["status"] == "queued", body
+            assert body["run"]["id"] != run_id and body["run"]["prefect_flow_run_id"] not in (None, flow_run_id), body
+            marked = _run(run_id)
+            assert marked.status == "crashed" and marked.error.startswith(f"Prefect flow run {flow_run_id} ended {state}"), marked.error
+            # the deployment is still broken: the new run crashes too, before the repair below
+            _wait_for_flow_run(server, body["run"]["prefect_flow_run_id"], ends, worker, worker_log)
+
+            # the operator repairs the deployment; the next batch runs the other project's shot again
+            ok(server.run(["recast", "deploy"], env=env, cwd=tmp_path))
+            nightly = server.deployment("nightly_batch/nightly-batch")
+            fr = server.post(f"/deployments/{nightly['id']}/create_flow_run",
+                             {"parameters": {"project": PROJECT, "limit": 5, "concurrency": 1, "poll_seconds": 1.0}})
+            assert _wait_for_flow_run(server, fr["id"], ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"), worker, worker_log,
+                                      timeout_s=420) == "COMPLETED", worker_log.read_text()[-4000:]
+        finally:
+            stop_group(api, alog)
+            stop_group(worker, wlog)
+
+    first_run = _run(batch_run)
+    # marked with Prefect's reason; once the new run finished, superseded by it
+    assert first_run.status == "superseded" and first_run.error.startswith(f"Prefect flow run {batch_flow_run} ended"), first_run.error
+    assert "exited" in first_run.error  # Prefect's own message: the process exited with status 1
     with session_scope() as s:
-        queue.set_run_flow_run(s, run_id, flow_run_id)
-    deadline = time.monotonic() + 180
-    while (state := flow_run_state(flow_run_id)) not in ("CRASHED", "FAILED"):
-        assert prefect_stack["worker"].error is None, prefect_stack["worker"].error
-        assert time.monotonic() < deadline, f"flow run {flow_run_id} still {state}"
-        time.sleep(1)
-    assert _run(run_id).status == "queued"  # recast's code never ran: nothing recorded the end
-
-    result = nightly_batch(project=PROJECT, limit=5, concurrency=1, poll_seconds=1.0)
-    assert result["shots"] == 1 and result["states"] == {"COMPLETED": 1}, result
-
-    first = _run(run_id)
-    # marked crashed (failed) with Prefect's reason; once the new run finished, superseded by it
-    assert first.status == "superseded" and first.error.startswith(f"Prefect flow run {flow_run_id} ended {state}"), first.error
-    assert "exited" in first.error  # Prefect's own message: the process exited with status 1
-    with session_scope() as s:
-        latest = repo.latest_run_for_shot(s, shot_id)
-        assert latest.id != first.id and latest.status == "done" and latest.output_asset_id is not None, latest.error
-        assert repo.get_shot(s, shot_id).status == "done"
-        events = repo.list_audit_events(s, subject_type="run", subject_id=run_id, action="run.reconciled")
-        assert len(events) == 1 and events[0].detail["prefect_state"] == state
-        assert events[0].detail["status"] == {"CRASHED": "crashed", "FAILED": "failed"}[state]
+        latest = repo.latest_run_for_shot(s, batch_shot)
+        assert latest.id != first_run.id and latest.status == "done" and latest.output_asset_id is not None, latest.error
+        assert repo.get_shot(s, batch_shot).status == "done"
+        events = repo.list_audit_events(s, subject_type="run", subject_id=batch_run, action="run.reconciled")
+        assert len(events) == 1 and events[0].detail["prefect_state"] in ends
+    reset_settings()
 
 
 def test_a_retry_with_the_same_idempotency_key_restarts_a_shot_whose_flow_run_crashed(queued, monkeypatch):

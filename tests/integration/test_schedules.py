@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 
 from tests.integration.conftest_api import free_port
 from tests.integration.prefect_process import BIN, PrefectServerProcess
+from tests.studio_credentials import studio_credentials_env
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(420)]
 
@@ -35,7 +36,9 @@ TZ = "Asia/Tokyo"  # not UTC (so the zone is applied, not ignored) and without d
 
 
 def recast_env(server: PrefectServerProcess, data: Path, **extra: str) -> dict[str, str]:
-    return server.client_env(RECAST_DATA_DIR=str(data), **extra)
+    """What every recast command of the test runs with, the studio's credentials included
+    (``recast serve`` and ``recast worker`` refuse to start without them)."""
+    return server.client_env(RECAST_DATA_DIR=str(data), **studio_credentials_env(data.parent / "studio-ca"), **extra)
 
 
 def ok(proc) -> str:
@@ -69,7 +72,10 @@ def test_recast_deploy_schedule_creates_runs_at_0200_in_its_time_zone(tmp_path, 
         env = recast_env(server, tmp_path / "data")
         ok(server.run(["recast", "db", "upgrade"], env=env))
         ok(server.run(["recast", "project", "create", PROJECT, "--media", "film"], env=env))
-        ok(server.run(["recast", "deploy", "--nightly-project", PROJECT, "--nightly-timezone", TZ], env=env, cwd=tmp_path))
+        # deploy/README.md §4's second form: a time zone, and the swaps on the gpu pool
+        ok(server.run(["recast", "deploy", "--nightly-project", PROJECT, "--nightly-timezone", TZ, "--swap-pool", "gpu"],
+                      env=env, cwd=tmp_path))
+        assert server.deployment("swap_shot/swap-shot")["work_pool_name"] == "gpu"
 
         dep = server.deployment("nightly_batch/nightly-batch")
         (schedule,) = dep["schedules"]

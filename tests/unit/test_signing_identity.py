@@ -3,8 +3,8 @@
 With PostgreSQL or S3 configured, renders are made on several machines and verified on any: a
 development CA made per machine would sign renders the others cannot verify, and the built-in
 watermark key is every studio's. So a service refuses to start (and to sign or mark) without the
-studio's certificate, key and seed, in one line naming the variables; a one-machine setup keeps
-the development defaults.
+studio's certificate, key and seed, in one line naming the variables, and ``recast serve`` and
+``recast worker`` do on any storage; other commands on one machine keep the development defaults.
 """
 
 from __future__ import annotations
@@ -62,6 +62,25 @@ def test_serve_and_worker_refuse_to_start_without_them(service, command):
     assert len(lines) == 1 and f"recast {command}: set RECAST_C2PA_CERT, RECAST_C2PA_KEY, RECAST_WATERMARK_SEED" in lines[0], lines
 
 
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_serve_and_worker_on_sqlite_and_a_local_store_refuse_to_start_without_them(recast_env, monkeypatch, command):
+    """Their renders are the studio's whatever the storage: no per-machine development CA, no
+    public watermark key, even on one machine."""
+    from recast.cli import app
+    from recast.settings import reset_settings
+
+    for name in VARS:
+        monkeypatch.delenv(name, raising=False)
+    reset_settings()
+    result = CliRunner().invoke(app, [command])
+    assert result.exit_code == 2, result.output
+    lines = [x for x in result.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1, lines
+    assert f"recast {command}: set RECAST_C2PA_CERT, RECAST_C2PA_KEY, RECAST_WATERMARK_SEED" in lines[0]
+    assert f"recast {command} " in lines[0].split("runs as a service here", 1)[1]  # says why: the command itself
+    assert not (recast_env / "c2pa").exists()
+
+
 def test_a_service_with_the_studios_keys_uses_them(service, tmp_path, monkeypatch):
     from recast.media.credentials import require_studio_credentials, signing_identity, watermark_seed
     from recast.settings import reset_settings
@@ -83,7 +102,7 @@ def test_one_machine_keeps_the_development_defaults(recast_env, monkeypatch):
     for name in VARS:
         monkeypatch.delenv(name, raising=False)
     reset_settings()
-    require_studio_credentials("recast serve")
+    require_studio_credentials("recast swap")
     assert watermark_seed() == DEVELOPMENT_SEED
     assert "development" in signing_identity().description and (recast_env / "c2pa").is_dir()
 
