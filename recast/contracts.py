@@ -88,6 +88,10 @@ class AudioStreamInfo(Record):
     channels: int | None = None
 
 
+#: frames per second assumed where a file declares no rate (a still image, a stream without one)
+FALLBACK_FPS = 25.0
+
+
 class MediaInfo(Record):
     """What ingest learnt about a plate (video) or a still image."""
 
@@ -113,9 +117,9 @@ class MediaInfo(Record):
 
     @property
     def fps(self) -> float:
-        """Frames per second for per-frame filters and sampling: the nominal rate, or 25 when the
-        stream declares none (a still image, a stream without a rate)."""
-        return float(self.rate.fraction) if self.rate else 25.0
+        """Frames per second for per-frame filters and sampling: the nominal rate, or
+        :data:`FALLBACK_FPS` when the stream declares none (a still image, a stream without a rate)."""
+        return float(self.rate.fraction) if self.rate else FALLBACK_FPS
 
     @property
     def stored_size(self) -> tuple[int, int]:
@@ -163,7 +167,7 @@ class IngestResult(Record):
 
     plate: AssetRef
     plate_info: MediaInfo
-    timing: AssetRef = Field(description="npz with the plate's per-frame pts and time base")
+    timing: AssetRef = Field(description="the plate's per-frame pts and time base: recast.media.artifacts.PlateTiming")
     chunks: tuple[PlateChunk, ...]
     sources: tuple[AssetRef, ...]
     source_infos: tuple[MediaInfo, ...]
@@ -198,8 +202,7 @@ class SegmentResult(Record):
     frame signatures of one plate chunk."""
 
     chunk: FrameRange
-    analysis: AssetRef = Field(description="npz: faces_landmarks (N,K,478,3) float32 NaN-padded, faces_boxes (N,K,4), face_count (N,), "
-                                           "skin_stats (N,K,R,6), signatures (N,S), embeddings for sampled faces, person_mask packed")
+    analysis: AssetRef = Field(description="every face of every frame, person masks, frame signatures: recast.media.artifacts.PlateAnalysis")
     faces_found: int
     max_faces_in_frame: int
     models: tuple[ModelRef, ...]
@@ -207,10 +210,9 @@ class SegmentResult(Record):
 
 class TrackResult(Record):
     """The chosen person across the whole shot: per-frame landmarks (smoothed over the shot,
-    reset at scene cuts), face masks and smoothed skin colour statistics."""
+    reset at scene cuts), boxes and smoothed skin colour statistics."""
 
-    tracks: AssetRef = Field(description="npz: landmarks (F,478,3) NaN where absent, raw_landmarks, chosen (F,) face index or -1, "
-                                         "boxes (F,4), skin_stats (F,R,6), face_mask packed, cuts")
+    tracks: AssetRef = Field(description="the chosen person's landmarks, boxes and skin colour per frame: recast.media.artifacts.ShotTracks")
     frames_with_person: int
     cuts: tuple[int, ...]
     selector: str
@@ -224,7 +226,7 @@ class BackgroundChunk(Record):
 
     frames: FrameRange
     video: AssetRef
-    known: AssetRef
+    known: AssetRef = Field(description="where the clean plate was seen: recast.media.artifacts.BackgroundKnown")
 
 
 class BackgroundResult(Record):
@@ -235,7 +237,7 @@ class BackgroundResult(Record):
 class ExpressionResult(Record):
     """Per-frame target landmarks of the new face for the whole shot."""
 
-    targets: AssetRef = Field(description="npz: targets (F,478,3) float32, valid (F,) bool")
+    targets: AssetRef = Field(description="target landmarks per frame: recast.media.artifacts.ExpressionTargets")
     method: str
     params: dict[str, Any] = Field(default_factory=dict)
 
@@ -245,8 +247,8 @@ class SwapChunkResult(Record):
 
     chunk: FrameRange
     video: AssetRef
-    masks: AssetRef = Field(description="npz: mask (N,H,W) packed bits of the pixels the swap changed")
-    observations: AssetRef = Field(description="npz: QC's per-frame measurements of these frames (recast.models.qc_frames)")
+    masks: AssetRef = Field(description="the pixels the swap changed: recast.media.artifacts.SwapMatte")
+    observations: AssetRef = Field(description="QC's per-frame measurements of these frames: recast.models.qc_frames.ChunkObservations")
     swapped_frames: int
     passthrough_frames: int
     models: tuple[ModelRef, ...]
@@ -259,7 +261,7 @@ class QCReport(Record):
     metrics: dict[str, float | int | None]
     verdict: Verdict
     reasons: tuple[str, ...] = ()
-    per_frame: AssetRef | None = None
+    per_frame: AssetRef | None = Field(default=None, description="QC's per-frame values: recast.media.artifacts.QCPerFrame")
     models: tuple[ModelRef, ...] = ()
 
 

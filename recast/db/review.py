@@ -43,17 +43,6 @@ def latest_run_with_qc(s: Session, shot_id: Any) -> tuple[Run, QCResult] | None:
     return None if row is None else (row[0], row[1])
 
 
-def pending_reviews(s: Session, limit: int = 100) -> list[Run]:
-    """Runs paused for a supervisor's decision, oldest first."""
-    return list(s.scalars(select(Run).where(Run.status == "awaiting_review").order_by(Run.created).limit(limit)))
-
-
-def latest_render(s: Session, run_id: Any) -> Render | None:
-    """A run's newest deliverable."""
-    renders = repo.renders_for_run(s, run_id)
-    return renders[-1] if renders else None
-
-
 def set_run_renders_approved(s: Session, run_id: Any, approved: bool) -> list[Render]:
     """Approve (or withdraw approval of) every deliverable of a run."""
     rows = repo.renders_for_run(s, run_id)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from recast.db.orm import Asset, Consent, Identity, Project, Render, Run, Shot
-from recast.db.orm import utcnow
 from recast.db.repository import IdLike, _get, as_uuid, get_asset, get_run
 
 
@@ -53,10 +51,6 @@ def renders_by_payload(s: Session, payload_hex: str) -> list[Render]:
     return list(s.scalars(select(Render).where(Render.watermark_payload == payload_hex).order_by(Render.created.desc())))
 
 
-def renders_by_asset(s: Session, asset_id: IdLike) -> list[Render]:
-    return list(s.scalars(select(Render).where(Render.asset_id == as_uuid(asset_id, "asset")).order_by(Render.created.desc())))
-
-
 def renders_of_identity(s: Session, identity_id: IdLike) -> list[tuple[Render, Shot, Asset]]:
     """Every deliverable made with an identity (through its shots)."""
     iid = as_uuid(identity_id, "identity")
@@ -94,12 +88,6 @@ def render_context(s: Session, render: Render) -> dict[str, Any]:
             "revoked_at": consent.revoked_at, "release_asset_id": str(consent.release_asset_id) if consent.release_asset_id else None,
         },
     }
-
-
-def active_consents(s: Session, identity_id: IdLike, at: datetime | None = None) -> list[Consent]:
-    when = at or utcnow()
-    rows = s.scalars(select(Consent).where(Consent.identity_id == as_uuid(identity_id, "identity"), Consent.revoked_at.is_(None)))
-    return [c for c in rows if c.valid_until is None or c.valid_until > when]
 
 
 def new_render_id() -> str:

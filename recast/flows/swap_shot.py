@@ -7,6 +7,7 @@ between them, runs chunk tasks in parallel and keeps the run's status in step.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +16,15 @@ from prefect.futures import wait
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
-from recast.contracts import ShotOutcome
+from recast.contracts import IngestResult, QCReport, SegmentResult, ShotOutcome, SwapChunkResult, TrackResult
 from recast.errors import NoFaceError, UsageError
-from recast.media.render import resolve_container
+from recast.media.render import Container, resolve_container
 from recast.settings import get_settings
 from recast.services import shots
 from recast.tasks.common import emit_progress, stage_task
 from recast.tasks.expression import retarget
 from recast.tasks.ingest import ingest
-from recast.flows.review import review_gate
+from recast.flows.review import ReviewDecision, review_gate
 from recast.tasks.qc import score_shot
 from recast.tasks.report import build_report, publish_qc
 from recast.services.review import approve_renders, prepare_rerun, reject_run
@@ -167,139 +168,178 @@ def swap_shot(shot_id: str, run_id: str | None = None, output_path: str | None =
     run_id = shots.start_run(shot_id, run_id, str(flow_run.id) if flow_run.id else None)
     stages: dict[str, float] = {}
     try:
-        container = resolve_container(output_path, deliver)  # an unsupported container fails before any work
-        require_studio_credentials(f"shot {spec.code}")  # a service signs and marks with the studio's keys: checked before any work
-        if get_settings().dask_address:
-            task_runner_for()  # refuses SQLite with a clear error before any work, for this run
-        consent = require_consent(shot_id)  # policy gate before any work; render checks again
-        emit_progress(f"consent: {consent.identity} under consent {consent.consent_id}" if consent.consent_id
-                      else f"consent: none on record (project '{consent.project}' does not require it)")
-        t = time.perf_counter()
-        ing = ingest_task(run_id=run_id, shot_id=shot_id, plate=spec.plate, sources=list(spec.sources), chunk_size=spec.params.chunk_size)
-        stages["ingest"] = _ms(t)
-        shots.attach_inputs(shot_id, plate_asset_id=ing.plate.asset_id, source_asset_ids=[r.asset_id for r in ing.sources])
-        total = ing.plate_info.frame_count
-
-        params = spec.params
-        mode = params.mode.value
-        t = time.perf_counter()
-        source_futures = [analyze_source_task.submit(run_id=run_id, shot_id=shot_id, source=ref, name=name, mode=mode, source_face=params.source_face,
-                                                     plate=ing.plate, face_selector=params.face)
-                          for ref, name in zip(ing.sources, spec.sources)]
-        seg_futures = segment_task.map(
-            run_id=unmapped(run_id), shot_id=unmapped(shot_id), chunk=list(ing.chunks), chunk_index=list(range(len(ing.chunks))),
-            face_selector=unmapped(params.face), total_frames=unmapped(total),
-        )
-        source_faces = _gather(source_futures)
-        segments = _gather(list(seg_futures))
-        stages["segment"] = _ms(t)
-
-        t = time.perf_counter()
-        track = track_task(run_id=run_id, shot_id=shot_id, ingest=ing, segments=segments, face_selector=params.face)
-        stages["track"] = _ms(t)
-        if track.frames_with_person == 0:
-            raise NoFaceError(f"plate '{spec.plate}': no face found in any of its {total} frames" if sum(s.faces_found for s in segments) == 0
-                              else f"plate '{spec.plate}': the selected face ({params.face}) is in none of its {total} frames")
-        absent = track.segments_without_person
-        emit_progress(f"track: chosen person in {track.frames_with_person}/{total} frames, {len(track.cuts)} scene cuts"
-                      + (f"; not in frames {', '.join(f'{r.start}-{r.end - 1}' for r in absent)} (left untouched)" if absent else ""))
-
-        source = source_faces[0]
-        backgrounds: list = [None] * len(ing.chunks)
-        if params.mode.value == "head":
-            t = time.perf_counter()
-            bg = background_task(run_id=run_id, shot_id=shot_id, ingest=ing, segments=segments, track=track)
-            backgrounds = list(bg.chunks)
-            stages["background"] = _ms(t)
-
-        t = time.perf_counter()
-        expr = expression_task(run_id=run_id, shot_id=shot_id, track=track, source=source, expression=params.expression, edits=list(params.edits))
-        stages["expression"] = _ms(t)
-
-        t = time.perf_counter()
-        project, commercial = shots.project_of(shot_id)  # the licences of learned engines' models
-        swap_futures = swap_task.map(
-            run_id=unmapped(run_id), shot_id=unmapped(shot_id), chunk=list(ing.chunks), chunk_index=list(range(len(ing.chunks))),
-            segment=segments, track=unmapped(track), expression=unmapped(expr), source=unmapped(source), background=backgrounds,
-            backend=unmapped(params.backend), mode=unmapped(mode), total_frames=unmapped(total),
-            project=unmapped(project), commercial=unmapped(commercial),
-        )
-        swaps = _gather(list(swap_futures))
-        stages["swap"] = _ms(t)
-
-        t = time.perf_counter()
-        qc = qc_task(run_id=run_id, shot_id=shot_id, ingest=ing, segments=segments, track=track, swaps=swaps, source=source, mode=mode)
-        # the report is part of QC in the timings (the summary's stage names stay the six stages)
-        report = report_task(run_id=run_id, shot_id=shot_id, shot=spec.code, plate=list(ing.chunks), outputs=[s.video for s in swaps], qc=qc)
-        qc_out = publish_qc_task(run_id=run_id, shot_id=shot_id, shot=spec.code, qc=qc, report=report)
-        stages["qc"] = _ms(t)
-
-        decision = review_gate(run_id=run_id, shot=spec.code, qc=qc, review=review)
-        review_info = None if decision is None else {"decision": decision.decision, "reviewer": decision.reviewer, "note": decision.note,
-                                                     "params": decision.params}
-        qc_summary = {**qc.metrics, "verdict": qc.verdict.value, "reasons": qc_out["reasons"], "report": qc_out["report"]}
+        container = _check_before_work(shot_id, spec, output_path, deliver)
+        done = _run_stages(spec, shot_id, run_id, stages)
+        decision = review_gate(run_id=run_id, shot=spec.code, qc=done.qc, review=review)
         if decision is not None and decision.decision == "reject":
-            outcome = ShotOutcome(run_id=run_id, shot_id=shot_id, shot=spec.code, status="rejected", mode=mode,
-                                  params=params.model_dump(mode="json"), qc=qc_summary, review=review_info, stages=stages,
-                                  segments_without_person=absent)
-            reject_run(run_id, reason=f"rejected in review by {decision.reviewer or 'unknown'}" + (f": {decision.note}" if decision.note else ""),
-                       summary=outcome.summary())
-            return outcome
+            return _reject(spec, run_id, shot_id, done, decision, stages)
         if decision is not None and decision.decision == "rerun":
             new_run_id, _ = prepare_rerun(shot_id, decision.params)
             reject_run(run_id, reason=f"superseded by run {new_run_id} (re-run in review with {decision.params or {}})")
             # a subflow: a new run of the same shot; unchanged stages are reused from the stage cache
             return swap_shot(shot_id=shot_id, run_id=new_run_id, output_path=output_path, review=review, deliver=deliver,
                              deliver_on_fail=deliver_on_fail)
-
-        t = time.perf_counter()
-        # consent again right before delivery: one revoked while the shot was swapped stops it here
-        rendered = render_task(run_id=run_id, shot_id=shot_id, shot=spec.code, ingest=ing, segments=segments, swaps=swaps, qc=qc,
-                               consent=require_consent(shot_id), container=container.name)
-        if decision is not None:  # approved by a supervisor: the deliverable is approved whatever the verdict
-            approve_renders(run_id)
-        # a failed verdict publishes nothing (a script must not find a deliverable where QC failed it)
-        # unless asked to, or a supervisor approved it; the render stays in the store either way
-        withheld = bool(output_path) and qc.verdict.value == "fail" and decision is None and not deliver_on_fail
-        if withheld:
-            output = None
-            emit_progress(f"render: QC verdict fail: nothing written at {output_path}; the render stays in the store at "
-                          f"{rendered.output.uri} (--deliver-on-fail publishes it anyway)")
-        elif output_path:
-            output = str(publish(rendered, Path(output_path), inputs=[spec.plate, *spec.sources, *_reference_photos(params.face)]))
-        else:
-            output = rendered.output.uri
-        stages["render"] = _ms(t)
-
-        info = ing.plate_info
-        outcome = ShotOutcome(
-            run_id=run_id,
-            shot_id=shot_id,
-            shot=spec.code,
-            output=output,
-            published=None if not output_path else not withheld,
-            output_uri=rendered.output.uri,
-            output_asset_id=rendered.output.asset_id,
-            frames=rendered.frames,
-            fps=str(rendered.rate),
-            avg_fps=str(rendered.avg_rate) if rendered.avg_rate else None,
-            variable_frame_rate=info.variable_frame_rate,
-            audio_copied=rendered.audio_copied,
-            swapped_frames=sum(s.swapped_frames for s in swaps),
-            passthrough_frames=sum(s.passthrough_frames for s in swaps),
-            segments_without_person=absent,
-            mode=mode,
-            params=params.model_dump(mode="json"),
-            qc={**qc_summary, **rendered.metrics},
-            approved=qc.verdict.value == "pass" or decision is not None,
-            review=review_info,
-            stages=stages,
-        )
-        shots.finish_run(run_id, output_asset_id=rendered.output.asset_id, summary=outcome.summary())
-        return outcome
+        return _render_and_publish(spec, run_id, shot_id, done, decision, container=container, output_path=output_path,
+                                   deliver_on_fail=deliver_on_fail, stages=stages)
     except BaseException as exc:
         shots.fail_run(run_id, exc)
         raise
+
+
+@dataclass(frozen=True)
+class _StageResults:
+    """What the stages up to QC produced for one run: what review and render go on from."""
+
+    ingest: IngestResult
+    segments: list[SegmentResult]
+    track: TrackResult
+    swaps: list[SwapChunkResult]
+    qc: QCReport
+    qc_summary: dict[str, Any]  # QC's metrics with the verdict, the reasons and the report's URI
+
+
+def _check_before_work(shot_id: str, spec: shots.ShotSpec, output_path: str | None, deliver: str | None) -> Container:
+    """The deliverable's container, once every check that can refuse the run without work has passed."""
+    container = resolve_container(output_path, deliver)  # an unsupported container fails before any work
+    require_studio_credentials(f"shot {spec.code}")  # a service signs and marks with the studio's keys: checked before any work
+    if get_settings().dask_address:
+        task_runner_for()  # refuses SQLite with a clear error before any work, for this run
+    consent = require_consent(shot_id)  # policy gate before any work; render checks again
+    emit_progress(f"consent: {consent.identity} under consent {consent.consent_id}" if consent.consent_id
+                  else f"consent: none on record (project '{consent.project}' does not require it)")
+    return container
+
+
+def _run_stages(spec: shots.ShotSpec, shot_id: str, run_id: str, stages: dict[str, float]) -> _StageResults:
+    """The stage graph from ingest to QC (and its report); each stage's time goes into ``stages``."""
+    t = time.perf_counter()
+    ing = ingest_task(run_id=run_id, shot_id=shot_id, plate=spec.plate, sources=list(spec.sources), chunk_size=spec.params.chunk_size)
+    stages["ingest"] = _ms(t)
+    shots.attach_inputs(shot_id, plate_asset_id=ing.plate.asset_id, source_asset_ids=[r.asset_id for r in ing.sources])
+    total = ing.plate_info.frame_count
+
+    params = spec.params
+    mode = params.mode.value
+    t = time.perf_counter()
+    source_futures = [analyze_source_task.submit(run_id=run_id, shot_id=shot_id, source=ref, name=name, mode=mode, source_face=params.source_face,
+                                                 plate=ing.plate, face_selector=params.face)
+                      for ref, name in zip(ing.sources, spec.sources)]
+    seg_futures = segment_task.map(
+        run_id=unmapped(run_id), shot_id=unmapped(shot_id), chunk=list(ing.chunks), chunk_index=list(range(len(ing.chunks))),
+        face_selector=unmapped(params.face), total_frames=unmapped(total),
+    )
+    source_faces = _gather(source_futures)
+    segments = _gather(list(seg_futures))
+    stages["segment"] = _ms(t)
+
+    t = time.perf_counter()
+    track = track_task(run_id=run_id, shot_id=shot_id, ingest=ing, segments=segments, face_selector=params.face)
+    stages["track"] = _ms(t)
+    if track.frames_with_person == 0:
+        raise NoFaceError(f"plate '{spec.plate}': no face found in any of its {total} frames" if sum(s.faces_found for s in segments) == 0
+                          else f"plate '{spec.plate}': the selected face ({params.face}) is in none of its {total} frames")
+    absent = track.segments_without_person
+    emit_progress(f"track: chosen person in {track.frames_with_person}/{total} frames, {len(track.cuts)} scene cuts"
+                  + (f"; not in frames {', '.join(f'{r.start}-{r.end - 1}' for r in absent)} (left untouched)" if absent else ""))
+
+    source = source_faces[0]
+    backgrounds: list = [None] * len(ing.chunks)
+    if params.mode.value == "head":
+        t = time.perf_counter()
+        bg = background_task(run_id=run_id, shot_id=shot_id, ingest=ing, segments=segments, track=track)
+        backgrounds = list(bg.chunks)
+        stages["background"] = _ms(t)
+
+    t = time.perf_counter()
+    expr = expression_task(run_id=run_id, shot_id=shot_id, track=track, source=source, expression=params.expression, edits=list(params.edits))
+    stages["expression"] = _ms(t)
+
+    t = time.perf_counter()
+    project, commercial = shots.project_of(shot_id)  # the licences of learned engines' models
+    swap_futures = swap_task.map(
+        run_id=unmapped(run_id), shot_id=unmapped(shot_id), chunk=list(ing.chunks), chunk_index=list(range(len(ing.chunks))),
+        segment=segments, track=unmapped(track), expression=unmapped(expr), source=unmapped(source), background=backgrounds,
+        backend=unmapped(params.backend), mode=unmapped(mode), total_frames=unmapped(total),
+        project=unmapped(project), commercial=unmapped(commercial),
+    )
+    swaps = _gather(list(swap_futures))
+    stages["swap"] = _ms(t)
+
+    t = time.perf_counter()
+    qc = qc_task(run_id=run_id, shot_id=shot_id, ingest=ing, segments=segments, track=track, swaps=swaps, source=source, mode=mode)
+    # the report is part of QC in the timings (the summary's stage names stay the six stages)
+    report = report_task(run_id=run_id, shot_id=shot_id, shot=spec.code, plate=list(ing.chunks), outputs=[s.video for s in swaps], qc=qc)
+    qc_out = publish_qc_task(run_id=run_id, shot_id=shot_id, shot=spec.code, qc=qc, report=report)
+    stages["qc"] = _ms(t)
+    qc_summary = {**qc.metrics, "verdict": qc.verdict.value, "reasons": qc_out["reasons"], "report": qc_out["report"]}
+    return _StageResults(ingest=ing, segments=segments, track=track, swaps=swaps, qc=qc, qc_summary=qc_summary)
+
+
+def _review_info(decision: ReviewDecision | None) -> dict[str, Any] | None:
+    """The supervisor's decision as the outcome records it (None: the run did not pause)."""
+    return None if decision is None else {"decision": decision.decision, "reviewer": decision.reviewer, "note": decision.note,
+                                          "params": decision.params}
+
+
+def _reject(spec: shots.ShotSpec, run_id: str, shot_id: str, done: _StageResults, decision: ReviewDecision, stages: dict[str, float]) -> ShotOutcome:
+    """The outcome of a run rejected in review: nothing is rendered."""
+    params = spec.params
+    outcome = ShotOutcome(run_id=run_id, shot_id=shot_id, shot=spec.code, status="rejected", mode=params.mode.value,
+                          params=params.model_dump(mode="json"), qc=done.qc_summary, review=_review_info(decision), stages=stages,
+                          segments_without_person=done.track.segments_without_person)
+    reject_run(run_id, reason=f"rejected in review by {decision.reviewer or 'unknown'}" + (f": {decision.note}" if decision.note else ""),
+               summary=outcome.summary())
+    return outcome
+
+
+def _render_and_publish(spec: shots.ShotSpec, run_id: str, shot_id: str, done: _StageResults, decision: ReviewDecision | None, *,
+                        container: Container, output_path: str | None, deliver_on_fail: bool, stages: dict[str, float]) -> ShotOutcome:
+    """Render the deliverable, publish it unless QC failed it, and finish the run with its outcome."""
+    params, qc, swaps = spec.params, done.qc, done.swaps
+    t = time.perf_counter()
+    # consent again right before delivery: one revoked while the shot was swapped stops it here
+    rendered = render_task(run_id=run_id, shot_id=shot_id, shot=spec.code, ingest=done.ingest, segments=done.segments, swaps=swaps, qc=qc,
+                           consent=require_consent(shot_id), container=container.name)
+    if decision is not None:  # approved by a supervisor: the deliverable is approved whatever the verdict
+        approve_renders(run_id)
+    # a failed verdict publishes nothing (a script must not find a deliverable where QC failed it)
+    # unless asked to, or a supervisor approved it; the render stays in the store either way
+    withheld = bool(output_path) and qc.verdict.value == "fail" and decision is None and not deliver_on_fail
+    if withheld:
+        output = None
+        emit_progress(f"render: QC verdict fail: nothing written at {output_path}; the render stays in the store at "
+                      f"{rendered.output.uri} (--deliver-on-fail publishes it anyway)")
+    elif output_path:
+        output = str(publish(rendered, Path(output_path), inputs=[spec.plate, *spec.sources, *_reference_photos(params.face)]))
+    else:
+        output = rendered.output.uri
+    stages["render"] = _ms(t)
+
+    outcome = ShotOutcome(
+        run_id=run_id,
+        shot_id=shot_id,
+        shot=spec.code,
+        output=output,
+        published=None if not output_path else not withheld,
+        output_uri=rendered.output.uri,
+        output_asset_id=rendered.output.asset_id,
+        frames=rendered.frames,
+        fps=str(rendered.rate),
+        avg_fps=str(rendered.avg_rate) if rendered.avg_rate else None,
+        variable_frame_rate=done.ingest.plate_info.variable_frame_rate,
+        audio_copied=rendered.audio_copied,
+        swapped_frames=sum(s.swapped_frames for s in swaps),
+        passthrough_frames=sum(s.passthrough_frames for s in swaps),
+        segments_without_person=done.track.segments_without_person,
+        mode=params.mode.value,
+        params=params.model_dump(mode="json"),
+        qc={**done.qc_summary, **rendered.metrics},
+        approved=qc.verdict.value == "pass" or decision is not None,
+        review=_review_info(decision),
+        stages=stages,
+    )
+    shots.finish_run(run_id, output_asset_id=rendered.output.asset_id, summary=outcome.summary())
+    return outcome
 
 
 def _reference_photos(face: str) -> list[str]:

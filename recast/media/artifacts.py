@@ -2,12 +2,10 @@
 
 Each artefact is one frozen dataclass with ``save(path)`` (a compressed npz) and
 ``load(path)``, used by its producer and by every consumer alike, so the layout of a file is
-written down once, here. Masks are boolean arrays in memory and packed bits on disk.
-
-Every file carries its kind (the class name) and the class's ``FORMAT_VERSION``; :meth:`load`
-refuses a file of another kind or version rather than guess at its keys. Bump a class's
-``FORMAT_VERSION`` when its layout or meaning changes: stages put the versions of what they read
-and write into their work keys, so cached work of the old layout is redone, not misread.
+written down once, here. Save and load, with the kind and format version every file carries,
+are :class:`recast.artifact_format.Artifact`'s. Bump a class's ``FORMAT_VERSION`` when its
+layout or meaning changes: stages put the versions of what they read and write into their work
+keys, so cached work of the old layout is redone, not misread.
 """
 
 from __future__ import annotations
@@ -15,13 +13,11 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import numpy as np
 
-from recast.errors import InputError
-from recast.media.arrays import load_npz, pack_masks, save_npz, unpack_masks
+from recast.artifact_format import Artifact
 
 if TYPE_CHECKING:
     from recast.models.head import SourceHead
@@ -31,72 +27,14 @@ CHUNK_MEDIA_TYPE = "video/x-matroska; codecs=ffv1"
 ANALYSIS_MEDIA_TYPE = "application/x-recast-face-analysis+npz"
 TIMING_MEDIA_TYPE = "application/x-recast-timing+npz"
 
-_KIND = "__kind__"
-_FORMAT = "__format__"
-_BITS = "__bits"
-_SHAPE = "__shape"
-
-A = TypeVar("A", bound="_Artifact")
-
 
 def _frames(name: str, value: np.ndarray, n: int, kind: str) -> None:
     if len(value) != n:
         raise ValueError(f"{kind}.{name}: {len(value)} frames, expected {n}")
 
 
-class _Artifact:
-    """Save/load shared by the artefact classes: every field an array (boolean ones packed);
-    classes whose fields are not all arrays override :meth:`_encode` / :meth:`_decode`."""
-
-    FORMAT_VERSION: ClassVar[int]
-
-    def _encode(self) -> dict[str, np.ndarray]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
-
-    @classmethod
-    def _decode(cls: type[A], arrays: dict[str, np.ndarray]) -> A:
-        return cls(**{f.name: arrays[f.name] for f in fields(cls)})  # type: ignore[arg-type]
-
-    def save(self, path: Path) -> Path:
-        """Write the artefact as a compressed npz (``.npz`` appended when missing); the path written."""
-        out: dict[str, np.ndarray] = {_KIND: np.asarray(type(self).__name__), _FORMAT: np.asarray(self.FORMAT_VERSION, np.int64)}
-        for name, value in self._encode().items():
-            value = np.asarray(value)
-            if value.dtype == bool:
-                packed = pack_masks(value)
-                out[name + _BITS], out[name + _SHAPE] = packed["bits"], packed["shape"]
-            else:
-                out[name] = value
-        return save_npz(Path(path), **out)
-
-    @classmethod
-    def load(cls: type[A], path: Path) -> A:
-        """Read what :meth:`save` wrote; a file of another kind or format version is refused."""
-        try:
-            raw = load_npz(Path(path))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{cls.__name__} '{path}': not a readable npz file ({exc})") from exc
-        kind = str(raw[_KIND]) if _KIND in raw else None
-        version = int(raw[_FORMAT]) if _FORMAT in raw else None
-        if kind != cls.__name__:
-            raise InputError(f"'{path}' holds {kind or 'an untyped array file'}, not a {cls.__name__}")
-        if version != cls.FORMAT_VERSION:
-            raise InputError(f"{cls.__name__} '{path}' has format version {version}, this recast reads version "
-                             f"{cls.FORMAT_VERSION}: run the stage that wrote it again")
-        arrays: dict[str, np.ndarray] = {}
-        for key, value in raw.items():
-            if key in (_KIND, _FORMAT) or key.endswith(_SHAPE):
-                continue
-            if key.endswith(_BITS):
-                name = key[: -len(_BITS)]
-                arrays[name] = unpack_masks(value, raw[name + _SHAPE])
-            else:
-                arrays[key] = value
-        return cls._decode(arrays)
-
-
 @dataclass(frozen=True, eq=False)
-class PlateTiming(_Artifact):
+class PlateTiming(Artifact):
     """The plate's presentation timestamps (``pts``, one per frame) in units of ``time_base``:
     ingest stores them so that a deliverable can keep the plate's exact timing."""
 
@@ -119,7 +57,7 @@ class PlateTiming(_Artifact):
 
 
 @dataclass(frozen=True, eq=False)
-class PlateAnalysis(_Artifact):
+class PlateAnalysis(Artifact):
     """Segment's analysis of one plate chunk (``n`` frames), up to ``M`` faces a frame.
 
     Face slots beyond ``face_count[i]`` hold NaN landmarks and zero boxes. Identity embeddings
@@ -152,20 +90,58 @@ class PlateAnalysis(_Artifact):
     def __len__(self) -> int:
         return int(len(self.face_count))
 
+    @classmethod
+    def concat(cls, parts: Sequence["PlateAnalysis"], *, with_person_mask: bool = True) -> "PlateAnalysis":
+        """The analyses of consecutive chunks as one (a shot's): embedding frames counted from the
+        first part's start. A part whose skin statistics have another number of regions than the
+        widest (none: a chunk without faces) gets NaN statistics of that width. Without
+        ``with_person_mask`` the masks are left out (shape (n, 0, 0)): a shot's masks at full
+        resolution are large, and tracking does not need them."""
+        offsets = np.cumsum([0] + [len(p) for p in parts[:-1]])
+        width = max(p.skin_stats.shape[2] for p in parts)
+        stats = [p.skin_stats if p.skin_stats.shape[2] == width else np.full(p.skin_stats.shape[:2] + (width, 6), np.nan, np.float32)
+                 for p in parts]
+        n = sum(len(p) for p in parts)
+        return cls(
+            faces_landmarks=np.concatenate([p.faces_landmarks for p in parts]),
+            faces_boxes=np.concatenate([p.faces_boxes for p in parts]),
+            face_count=np.concatenate([p.face_count for p in parts]),
+            skin_stats=np.concatenate(stats),
+            signatures=np.concatenate([p.signatures for p in parts]),
+            embedding_index=np.concatenate([p.embedding_index + np.array([off, 0]) for p, off in zip(parts, offsets)]),
+            embeddings=np.concatenate([p.embeddings for p in parts]),
+            person_mask=np.concatenate([p.person_mask for p in parts]) if with_person_mask else np.zeros((n, 0, 0), bool),
+        )
+
 
 @dataclass(frozen=True, eq=False)
-class SourceAnalysis(_Artifact):
+class SourceAnalysis(Artifact):
     """Segment's analysis of one source photo: the chosen face's landmarks and box, its identity
     embedding (dlib's 128-D descriptor of the box, as QC's default identity model computes it;
-    None in analyses made without one), and in head mode its head matte
-    (:class:`recast.models.head.SourceHead`)."""
+    None in analyses made without one), in head mode its head matte
+    (:class:`recast.models.head.SourceHead`), and where something held in front of the face was
+    taken out of the photo (:mod:`recast.models.source_repair`) the repaired pixels: ``patch``,
+    the photo's pixels inside ``patch_box`` (x0, y0, x1, y1) as every later stage must see them
+    (:meth:`photo`)."""
 
-    FORMAT_VERSION: ClassVar[int] = 2  # 2: the embedding
+    FORMAT_VERSION: ClassVar[int] = 3  # 2: the embedding; 3: the occluder patch
 
     landmarks: np.ndarray  # (478, 3) float32, photo pixels
     box: tuple[int, int, int, int]
     head: "SourceHead | None" = None
     embedding: np.ndarray | None = None  # (128,) float64
+    patch: np.ndarray | None = None  # (y1 - y0, x1 - x0, 3) uint8
+    patch_box: tuple[int, int, int, int] | None = None
+
+    def photo(self, rgb: np.ndarray) -> np.ndarray:
+        """The source photo as the swap uses it: ``rgb`` (the stored photo's pixels) with the
+        occluder patch applied; ``rgb`` itself when there is none."""
+        if self.patch is None or self.patch_box is None:
+            return rgb
+        x0, y0, x1, y1 = self.patch_box
+        out = rgb.copy()
+        out[y0:y1, x0:x1] = self.patch
+        return out
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "landmarks", np.asarray(self.landmarks, np.float32))
@@ -178,6 +154,8 @@ class SourceAnalysis(_Artifact):
         out = {"landmarks": self.landmarks, "box": np.asarray(self.box, np.int32)}
         if self.embedding is not None:
             out["embedding"] = np.asarray(self.embedding, np.float64).reshape(-1)
+        if self.patch is not None and self.patch_box is not None:
+            out.update(patch=np.asarray(self.patch, np.uint8), patch_box=np.asarray(self.patch_box, np.int32))
         if self.head is not None:
             h = self.head
             out.update(head_rgb=np.asarray(h.rgb, np.uint8), head_landmarks=np.asarray(h.landmarks, np.float32),
@@ -193,11 +171,13 @@ class SourceAnalysis(_Artifact):
 
             head = SourceHead(rgb=arrays["head_rgb"], landmarks=arrays["head_landmarks"], alpha=arrays["head_alpha"],
                               hair=arrays["head_hair"], neck_line=arrays["head_neck_line"])
-        return cls(landmarks=arrays["landmarks"], box=tuple(arrays["box"]), head=head, embedding=arrays.get("embedding"))
+        patch_box = tuple(int(v) for v in arrays["patch_box"]) if "patch_box" in arrays else None
+        return cls(landmarks=arrays["landmarks"], box=tuple(arrays["box"]), head=head, embedding=arrays.get("embedding"),
+                   patch=arrays.get("patch"), patch_box=patch_box)
 
 
 @dataclass(frozen=True, eq=False)
-class ShotTracks(_Artifact):
+class ShotTracks(Artifact):
     """Track's choice of the person in every frame of the shot (``F`` frames).
 
     ``chosen[f]`` is the face slot of frame ``f`` in its chunk's :class:`PlateAnalysis`, -1
@@ -230,7 +210,7 @@ class ShotTracks(_Artifact):
 
 
 @dataclass(frozen=True, eq=False)
-class ExpressionTargets(_Artifact):
+class ExpressionTargets(Artifact):
     """Expression's target landmarks of the new face for every frame of the shot; ``valid`` is
     False (and the landmarks NaN) where there is no target (no person in that frame)."""
 
@@ -244,7 +224,7 @@ class ExpressionTargets(_Artifact):
 
 
 @dataclass(frozen=True, eq=False)
-class BackgroundKnown(_Artifact):
+class BackgroundKnown(Artifact):
     """Where background's clean plate of one chunk was seen in some frame (True) rather than
     inpainted (False)."""
 
@@ -258,7 +238,7 @@ class BackgroundKnown(_Artifact):
 
 
 @dataclass(frozen=True, eq=False)
-class SwapMatte(_Artifact):
+class SwapMatte(Artifact):
     """The pixels the swap of one chunk changed (True), per frame."""
 
     FORMAT_VERSION: ClassVar[int] = 1
@@ -271,7 +251,7 @@ class SwapMatte(_Artifact):
 
 
 @dataclass(frozen=True, eq=False)
-class QCPerFrame(_Artifact):
+class QCPerFrame(Artifact):
     """QC's per-frame values of a shot (``F`` frames), the report's source; the verdict's
     reasons as records (metric, value, threshold, outcome, frames, text) and the thresholds
     (:class:`recast.models.metrics.QCThresholds` fields) it was decided with.

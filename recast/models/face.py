@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, TypeVar
 
 import cv2
 import mediapipe as mp
@@ -86,7 +87,31 @@ def _face_from_landmarks(lm: np.ndarray, shape: tuple[int, int], score: float) -
     return DetectedFace(landmarks=lm.astype(np.float32, copy=False), box=(x0, y0, x1, y1), score=float(score))
 
 
-class FaceAnalyzer:
+G = TypeVar("G", bound="MediaPipeGraphs")
+
+
+class MediaPipeGraphs:
+    """Closing of a wrapper around MediaPipe graphs, by hand or as a context manager: the
+    attributes named in ``GRAPHS`` hold the graphs (None once closed, or never created)."""
+
+    GRAPHS: ClassVar[tuple[str, ...]]
+
+    def close(self) -> None:
+        """Release the MediaPipe graphs."""
+        for attr in self.GRAPHS:
+            obj = getattr(self, attr, None)
+            if obj is not None:
+                obj.close()
+                setattr(self, attr, None)
+
+    def __enter__(self: G) -> G:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class FaceAnalyzer(MediaPipeGraphs):
     """Finds faces and their 478 landmarks in RGB frames.
 
     Not thread-safe (MediaPipe graphs keep state): create one per thread, and one per clip in
@@ -97,6 +122,7 @@ class FaceAnalyzer:
     """
 
     MODELS: tuple[ModelRef, ...] = _FACE_MODELS
+    GRAPHS = ("_mesh", "_crop_mesh", "_det_short", "_det_full")
 
     #: side of the square tiles the short-range detector runs on for large frames
     TILE = 512
@@ -124,21 +150,6 @@ class FaceAnalyzer:
         self._det_full = None
         self._track_boxes: list[tuple[int, int, int, int]] = []
         self._full_shape: tuple[int, int] = (0, 0)
-
-    # --- lifecycle ------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Release the MediaPipe graphs."""
-        for attr in ("_mesh", "_crop_mesh", "_det_short", "_det_full"):
-            obj = getattr(self, attr, None)
-            if obj is not None:
-                obj.close()
-                setattr(self, attr, None)
-
-    def __enter__(self) -> "FaceAnalyzer":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --- detection ------------------------------------------------------------------------------
     def detect(self, rgb: np.ndarray) -> list[DetectedFace]:

@@ -12,7 +12,7 @@ from mediapipe.python.solutions import selfie_segmentation as _mp_selfie
 
 from recast.contracts import ModelRef
 from recast.errors import UsageError
-from recast.models.face import mediapipe_model
+from recast.models.face import MediaPipeGraphs, mediapipe_model
 from recast.models.mesh_topology import (
     FACE_OVAL,
     LEFT_EYE,
@@ -30,7 +30,6 @@ __all__ = [
     "FACE_OVAL", "LEFT_EYE", "RIGHT_EYE", "LIPS_OUTER", "LIPS_INNER", "NOSE", "LEFT_EYEBROW",
     "RIGHT_EYEBROW", "LEFT_IRIS", "RIGHT_IRIS", "polygon_mask", "face_oval_mask",
     "face_skin_mask", "dilate_mask", "erode_mask", "feather_mask", "PersonSegmenter",
-    "pack_mask", "unpack_mask",
 ]
 
 
@@ -109,7 +108,7 @@ def feather_mask(mask: np.ndarray, px: float) -> np.ndarray:
     return (t * t * (3.0 - 2.0 * t)).astype(np.float32)
 
 
-class PersonSegmenter:
+class PersonSegmenter(MediaPipeGraphs):
     """Person (foreground) probability with MediaPipe selfie segmentation.
 
     Uses the general model (``model_selection=0``, 256x256 input): it follows hair and shoulders
@@ -120,6 +119,7 @@ class PersonSegmenter:
     MODELS: tuple[ModelRef, ...] = (
         mediapipe_model("mediapipe.selfie_segmentation", "modules/selfie_segmentation/selfie_segmentation.tflite"),
     )
+    GRAPHS = ("_seg",)
 
     def __init__(self) -> None:
         self._seg = _mp_selfie.SelfieSegmentation(model_selection=0)
@@ -135,27 +135,3 @@ class PersonSegmenter:
         if prob is None:
             return np.zeros(rgb.shape[:2], np.uint8)
         return np.clip(prob * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-    def close(self) -> None:
-        """Release the MediaPipe graph."""
-        if self._seg is not None:
-            self._seg.close()
-            self._seg = None
-
-    def __enter__(self) -> "PersonSegmenter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def pack_mask(mask: np.ndarray, threshold: int = 128) -> tuple[np.ndarray, tuple[int, ...]]:
-    """Binarise (``>= threshold``) and bit-pack a mask or a stack of masks: (bytes, shape)."""
-    m = np.asarray(mask) >= threshold
-    return np.packbits(m.reshape(-1)), m.shape
-
-
-def unpack_mask(packed: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Inverse of :func:`pack_mask`: uint8 {0, 255} of ``shape``."""
-    n = int(np.prod(shape))
-    return (np.unpackbits(np.asarray(packed, np.uint8), count=n).reshape(shape) * 255).astype(np.uint8)

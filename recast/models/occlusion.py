@@ -45,7 +45,7 @@ from mediapipe.python.solutions import hands as _mp_hands
 
 from recast.contracts import ModelRef
 from recast.errors import UsageError
-from recast.models.face import mediapipe_model
+from recast.models.face import MediaPipeGraphs, mediapipe_model
 from recast.models.mesh_topology import (
     FACE_OVAL,
     LEFT_EYE,
@@ -105,7 +105,7 @@ def _ellipse(px: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * px + 1, 2 * px + 1))
 
 
-class OcclusionDetector:
+class OcclusionDetector(MediaPipeGraphs):
     """Pixels in front of a face that must stay the plate's (see the module docstring).
 
     ``static_images=False`` lets MediaPipe Hands track hands from frame to frame (one detector
@@ -118,6 +118,7 @@ class OcclusionDetector:
         mediapipe_model("mediapipe.palm_detection_full", "modules/palm_detection/palm_detection_full.tflite"),
         mediapipe_model("mediapipe.hand_landmark_full", "modules/hand_landmark/hand_landmark_full.tflite"),
     )
+    GRAPHS = ("_hands",)
 
     #: a hand counts when at least this share of its 21 landmarks lies outside the face oval
     HAND_OUTSIDE_MIN = 0.25
@@ -140,19 +141,6 @@ class OcclusionDetector:
         self.static_images = static_images
         self.color_sigma = float(color_sigma)
         self._hands: _Hands | None = _Hands(static_images=static_images, max_hands=max_hands)
-
-    # --- lifecycle ------------------------------------------------------------------------------
-    def close(self) -> None:
-        """Release the MediaPipe graph."""
-        if self._hands is not None:
-            self._hands.close()
-            self._hands = None
-
-    def __enter__(self) -> "OcclusionDetector":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # --- hands ----------------------------------------------------------------------------------
     def hands(self, rgb: np.ndarray) -> list[np.ndarray]:

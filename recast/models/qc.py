@@ -299,6 +299,80 @@ def _expected_person(inputs: QCInputs) -> np.ndarray:
     return expected
 
 
+@dataclass
+class _PlateSamples:
+    """Where the plate's person is embedded: ``first`` holds embeddings of the chosen person in
+    the first segment (averaged into the plate's identity); ``per_segment`` names up to two
+    frames of each later segment whose face is compared with it, and ``later`` holds their
+    embeddings once known (the segment stage's first, then those of decoded frames)."""
+
+    first: list[np.ndarray]
+    later: dict[int, np.ndarray]
+    per_segment: dict[tuple[int, int], list[int]]
+
+    @property
+    def later_frames(self) -> set[int]:
+        return {f for fs in self.per_segment.values() for f in fs}
+
+
+def _plan_plate_samples(known_embeddings: Mapping[int, np.ndarray], segments: list[tuple[int, int]], samples: np.ndarray,
+                        plate_lms: np.ndarray) -> _PlateSamples:
+    """The plate frames to embed for the person's identity and the wrong-person check."""
+    first_seg = segments[0]
+    known = {int(f): np.asarray(e, np.float64) for f, e in known_embeddings.items()}
+    first = [e for f, e in sorted(known.items()) if first_seg[0] <= f < first_seg[1]]
+    later: dict[int, np.ndarray] = {}
+    per_segment: dict[tuple[int, int], list[int]] = {}
+    for seg in segments[1:]:  # the embeddings at hand first: a segment's start was embedded by the segment stage
+        for f in [f for f in sorted(known) if seg[0] <= f < seg[1]][:2]:
+            per_segment.setdefault(seg, []).append(f)
+            later[f] = known[f]
+    for f in sorted(int(x) for x in samples):
+        seg = next(sg for sg in segments if sg[0] <= f < sg[1])
+        if seg != first_seg and np.isfinite(plate_lms[f]).all() and len(per_segment.setdefault(seg, [])) < 2:
+            per_segment[seg].append(f)
+    return _PlateSamples(first=first, later=later, per_segment=per_segment)
+
+
+def _keep_defects(found: qd.FrameDefects, f: int, names: tuple[str, ...], defects: np.ndarray,
+                  regions: dict[str, list[tuple[float, int, np.ndarray]]], worse_lower: set[str]) -> None:
+    """Frame ``f``'s defect values into ``defects``; each region found kept if it is among its
+    measure's :data:`REGION_FRAMES` worst so far."""
+    for j, name in enumerate(names):
+        v = found.values.get(name)
+        v = np.nan if v is None else float(v)
+        defects[f, j] = v
+        mask = found.regions.get(name)
+        if np.isfinite(v) and mask is not None and np.asarray(mask).any():
+            kept = regions[name]
+            kept.append((-v if name in worse_lower else v, f, np.asarray(mask, bool)))
+            kept.sort(key=lambda t: (-t[0], t[1]))
+            del kept[REGION_FRAMES:]
+
+
+def _wrong_person(plate: _PlateSamples, plate_person: np.ndarray | None, first_seg: tuple[int, int], identity: IdentityModel,
+                  total: int) -> tuple[np.ndarray, tuple[tuple[int, int], ...], int]:
+    """Per frame 1.0 in a later segment whose plate face is not the first segment's chosen
+    person, 0.0 where it is (and in the first segment), NaN unknown; the wrong segments; how many
+    segments were checked."""
+    wrong = np.full(total, np.nan)
+    wrong_segments: list[tuple[int, int]] = []
+    checked = 0
+    if plate_person is not None:
+        wrong[first_seg[0]:first_seg[1]] = 0.0
+        checked = 1
+        for seg, fs in plate.per_segment.items():
+            ds = [identity.distance(plate.later[f], plate_person) for f in fs if f in plate.later]
+            if not ds:
+                continue
+            checked += 1
+            is_wrong = float(np.median(ds)) > identity.match_distance
+            wrong[seg[0]:seg[1]] = 1.0 if is_wrong else 0.0
+            if is_wrong:
+                wrong_segments.append(seg)
+    return wrong, tuple(sorted(wrong_segments)), checked
+
+
 def _measure_identity(inputs: QCInputs, identity: IdentityModel, samples: np.ndarray, plate_frames: list[int],
                       plate_lms: np.ndarray, out_lms: np.ndarray, segments: list[tuple[int, int]] | None = None) -> _Identity:
     """On the ``samples``: embed the output face, and the plate's person on ``plate_frames``
@@ -326,43 +400,21 @@ def _measure_identity(inputs: QCInputs, identity: IdentityModel, samples: np.nda
     src_hair_colour = source_hair_colour(inputs.source_head) if head else None
 
     out_embs: dict[int, np.ndarray] = {}
-    first_seg = segments[0]
-    known = {int(f): np.asarray(e, np.float64) for f, e in inputs.plate_embeddings.items()}
-    plate_embs: list[np.ndarray] = [e for f, e in sorted(known.items()) if first_seg[0] <= f < first_seg[1]]
-    plate_seg_embs: dict[int, np.ndarray] = {}  # frame -> plate face embedding (later segments)
-    per_segment: dict[tuple[int, int], list[int]] = {}
-    for seg in segments[1:]:  # the embeddings at hand first: a segment's start was embedded by the segment stage
-        for f in [f for f in sorted(known) if seg[0] <= f < seg[1]][:2]:
-            per_segment.setdefault(seg, []).append(f)
-            plate_seg_embs[f] = known[f]
-    for f in sorted(int(x) for x in samples):
-        seg = next(sg for sg in segments if sg[0] <= f < sg[1])
-        if seg != first_seg and np.isfinite(plate_lms[f]).all() and len(per_segment.setdefault(seg, [])) < 2:
-            per_segment[seg].append(f)
-    check_plate = {f for fs in per_segment.values() for f in fs}
-
+    plate = _plan_plate_samples(inputs.plate_embeddings, segments, samples, plate_lms)
+    check_plate = plate.later_frames
     sample_set = set(int(f) for f in samples)
     for f in sorted(decoded):
         plate_frame, out_frame = decoded[f]
         if f in plate_frames and plate_frame is not None:
-            plate_embs.append(identity.embed(plate_frame, plate_lms[f], _box(plate_lms[f], plate_frame.shape)))
-        if f in check_plate and f not in plate_seg_embs and plate_frame is not None:
-            plate_seg_embs[f] = identity.embed(plate_frame, plate_lms[f], _box(plate_lms[f], plate_frame.shape))
+            plate.first.append(identity.embed(plate_frame, plate_lms[f], _box(plate_lms[f], plate_frame.shape)))
+        if f in check_plate and f not in plate.later and plate_frame is not None:
+            plate.later[f] = identity.embed(plate_frame, plate_lms[f], _box(plate_lms[f], plate_frame.shape))
         if f not in sample_set:
             continue
         if plate_frame is not None:
-            fd = qd.measure_defects(plate_frame, out_frame, _lm_or_none(plate_lms[f]), _lm_or_none(out_lms[f]), look=look,
-                                    mode=inputs.mode, plate_person=persons.get(f))
-            for j, name in enumerate(names):
-                v = fd.values.get(name)
-                v = np.nan if v is None else float(v)
-                defects[f, j] = v
-                mask = fd.regions.get(name)
-                if np.isfinite(v) and mask is not None and np.asarray(mask).any():
-                    kept = regions[name]
-                    kept.append((-v if name in worse_lower else v, f, np.asarray(mask, bool)))
-                    kept.sort(key=lambda t: (-t[0], t[1]))
-                    del kept[REGION_FRAMES:]
+            found = qd.measure_defects(plate_frame, out_frame, _lm_or_none(plate_lms[f]), _lm_or_none(out_lms[f]), look=look,
+                                       mode=inputs.mode, plate_person=persons.get(f))
+            _keep_defects(found, f, names, defects, regions, worse_lower)
         if np.isnan(out_lms[f]).any():
             continue
         out_embs[f] = identity.embed(out_frame, out_lms[f], _box(out_lms[f], out_frame.shape))
@@ -371,7 +423,7 @@ def _measure_identity(inputs: QCInputs, identity: IdentityModel, samples: np.nda
                                            source_colour=src_hair_colour)
             hair[f] = np.nan if verdict is None else float(verdict)
 
-    plate_person = np.mean(plate_embs, axis=0) if plate_embs else None
+    plate_person = np.mean(plate.first, axis=0) if plate.first else None
     for f, out_emb in out_embs.items():
         d_src[f] = identity.distance(out_emb, src_embedding)
         cos_src[f] = cosine_similarity(out_emb, src_embedding)
@@ -381,25 +433,9 @@ def _measure_identity(inputs: QCInputs, identity: IdentityModel, samples: np.nda
     t = identity.match_distance
     measured = np.isfinite(d_src) & np.isfinite(d_plate)
     transferred = measured & (d_src < t) & (d_plate > t)
-
-    # wrong person: a later segment whose plate face is not the first segment's chosen person
-    wrong = np.full(total, np.nan)
-    wrong_segments: list[tuple[int, int]] = []
-    checked = 0
-    if plate_person is not None:
-        wrong[first_seg[0]:first_seg[1]] = 0.0
-        checked = 1
-        for seg, fs in per_segment.items():
-            ds = [identity.distance(plate_seg_embs[f], plate_person) for f in fs if f in plate_seg_embs]
-            if not ds:
-                continue
-            checked += 1
-            is_wrong = float(np.median(ds)) > t
-            wrong[seg[0]:seg[1]] = 1.0 if is_wrong else 0.0
-            if is_wrong:
-                wrong_segments.append(seg)
+    wrong, wrong_segments, checked = _wrong_person(plate, plate_person, segments[0], identity, total)
     return _Identity(samples=samples, d_src=d_src, d_plate=d_plate, cos_src=cos_src, cos_plate=cos_plate, hair=hair,
-                     transferred=transferred, measured=measured, wrong_person=wrong, wrong_segments=tuple(sorted(wrong_segments)),
+                     transferred=transferred, measured=measured, wrong_person=wrong, wrong_segments=wrong_segments,
                      segments_checked=checked, defects=defects, defect_names=names, regions=regions)
 
 

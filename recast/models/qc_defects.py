@@ -122,7 +122,7 @@ from recast.models.masks import face_skin_mask
 from recast.models.mesh_topology import FACE_OVAL, LEFT_EYE, LEFT_EYEBROW, LIPS_OUTER, RIGHT_EYE, RIGHT_EYEBROW
 from recast.models.mesh_warp import FACE_TRIANGLES, extended_points, rasterise_triangles, triangle_affines, triangle_maps
 from recast.models.retarget import STABLE_POINTS
-from recast.models.similarity import similarity_align
+from recast.models.similarity import similarity_align, similarity_matrix
 
 __all__ = ["DEFECT_MEASURES", "DEFECTS_VERSION", "FrameDefects", "SourceLook", "SUGGESTED_THRESHOLDS", "WORK_FACE_PX", "measure_defects"]
 
@@ -414,14 +414,19 @@ def _roi(lms: list[np.ndarray], shape: tuple[int, int]) -> tuple[int, int, int, 
     return int(x0), int(y0), int(x1), int(y1)
 
 
+def _stable_similarity(look: SourceLook, lmo: np.ndarray) -> np.ndarray:
+    """The affine matrix of the similarity taking the source's stable landmarks onto ``lmo``'s."""
+    slm = np.asarray(look.landmarks, np.float64)
+    return similarity_matrix(*similarity_align(slm[_STABLE, :2], lmo[_STABLE, :2]))
+
+
 def _warp_source(look: SourceLook, lmo: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """The source image mesh-warped onto ``lmo`` (face) and carried by the stable-point
     similarity elsewhere, on a crop of ``shape``; with its matte and hair weight (None without
     a head)."""
     h, w = shape[:2]
     slm = np.asarray(look.landmarks, np.float64)
-    s, R, t = similarity_align(slm[_STABLE, :2], lmo[_STABLE, :2])
-    M = np.hstack([s * R, t[:, None]])
+    M = _stable_similarity(look, lmo)
     rgb = cv2.warpAffine(look.rgb, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     alpha = hair = None
     if look.alpha is not None:
@@ -508,9 +513,7 @@ def _warp_alpha(look: SourceLook, lmo: np.ndarray, shape: tuple[int, int]) -> tu
     """The source's head matte and hair weight carried onto a crop of ``shape`` by the similarity
     on the stable landmarks (how a head swap places the head)."""
     h, w = shape[:2]
-    slm = np.asarray(look.landmarks, np.float64)
-    s, R, t = similarity_align(slm[_STABLE, :2], lmo[_STABLE, :2])
-    M = np.hstack([s * R, t[:, None]])
+    M = _stable_similarity(look, lmo)
     both = cv2.warpAffine(np.dstack([look.alpha, look.hair.astype(np.float32), np.zeros_like(look.alpha)]), M, (w, h),
                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     return both[..., 0], both[..., 1]
@@ -586,14 +589,6 @@ def _leftover(c: _Ctx) -> tuple[float, np.ndarray]:
     found = _open(found, 0.01 * H)
     found = _big_components(found, 0.002 * H * H)
     return 100.0 * found.sum() / max(c.head.sum(), 1), found
-
-
-def _local_stats(lab: np.ndarray, w: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted local mean and spread of CIELAB (L spread, ab spread) and where they are known."""
-    mu, wsum = _masked_blur(lab, w, sigma)
-    var, _ = _masked_blur((lab - mu) ** 2, w, sigma)
-    sd = np.sqrt(np.maximum(var, 0.0))
-    return mu, np.dstack([sd[..., 0], np.linalg.norm(sd[..., 1:], axis=2)]), wsum > 0.05
 
 
 def _palette(px: np.ndarray, k: int = 10) -> tuple[np.ndarray, np.ndarray] | None:

@@ -19,15 +19,15 @@ recorded apart (``qc_observe_ms`` of the swap stage) and counted as QC's cost by
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 from typing import ClassVar, Iterable
 
 import cv2
 import numpy as np
 from mediapipe.python.solutions import face_mesh as _mp_face_mesh
 
-from recast.errors import InputError
+from recast.artifact_format import Artifact
+from recast.models.face import MediaPipeGraphs
 from recast.models.metrics import TemporalNoiseMeter, psnr, seam_score
 
 #: bump when what :func:`observe_chunk` measures changes: part of the swap stage's work key
@@ -42,14 +42,15 @@ CROP_SCALE = 2.2
 QC_POINTS = 468
 
 
-@dataclass(frozen=True)
-class ChunkObservations:
+@dataclass(frozen=True, eq=False)
+class ChunkObservations(Artifact):
     """Per-frame QC measurements of one chunk (``n`` frames from ``start``).
 
-    Stored by the swap stage and read by the qc stage: :meth:`load` refuses a file written with
-    another :attr:`FORMAT_VERSION` (bump it when the fields change)."""
+    Stored by the swap stage and read by the qc stage, as every typed stage artefact is
+    (:class:`recast.artifact_format.Artifact`): :meth:`load` refuses a file written with another
+    :attr:`FORMAT_VERSION` (bump it when the fields change)."""
 
-    FORMAT_VERSION: ClassVar[int] = 1
+    FORMAT_VERSION: ClassVar[int] = 2  # 2: the artefact format (kind recorded, ``swapped`` packed)
 
     start: int
     swapped: np.ndarray  # (n,) bool: the swap changed a pixel of this frame
@@ -60,29 +61,14 @@ class ChunkObservations:
     flicker_plate: np.ndarray  # (n,) the same in the plate
     flicker_sums: np.ndarray  # (4,) output noise sum, its pixel count, plate noise sum, its count
 
-    def save(self, path: Path) -> Path:
-        """Write as an npz archive (compressed)."""
-        np.savez_compressed(path, __format__=np.asarray(self.FORMAT_VERSION),
-                            **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
-        return Path(path)
-
-    @classmethod
-    def load(cls, path: Path) -> "ChunkObservations":
-        """Read what :meth:`save` wrote; a file of another format version is refused."""
-        with np.load(path, allow_pickle=False) as z:
-            version = int(z["__format__"]) if "__format__" in z.files else None
-            if version != cls.FORMAT_VERSION:
-                raise InputError(f"ChunkObservations '{path}' has format version {version}, this recast reads version "
-                                 f"{cls.FORMAT_VERSION}: run the swap stage again")
-            values = {f.name: z[f.name] for f in fields(cls)}
-        values["start"] = int(values["start"])
-        return cls(**values)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", int(self.start))  # a 0-d array when loaded
 
     def __len__(self) -> int:
         return int(len(self.swapped))
 
 
-class OutputFaceTracker:
+class OutputFaceTracker(MediaPipeGraphs):
     """The swapped face's 468 mesh landmarks in output frames, found in the output pixels.
 
     MediaPipe's face mesh in video mode with one face and without the iris refinement, run on a
@@ -93,20 +79,11 @@ class OutputFaceTracker:
     the iris model adds a fifth; no QC metric uses the iris points (468-477).
     """
 
+    GRAPHS = ("_mesh",)
+
     def __init__(self, min_confidence: float = 0.5) -> None:
         self._mesh = _mp_face_mesh.FaceMesh(static_image_mode=False, max_num_faces=1, refine_landmarks=False,
                                             min_detection_confidence=min_confidence, min_tracking_confidence=min_confidence)
-
-    def close(self) -> None:
-        if self._mesh is not None:
-            self._mesh.close()
-            self._mesh = None
-
-    def __enter__(self) -> "OutputFaceTracker":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def landmarks(self, frame: np.ndarray, box: np.ndarray, side: int) -> np.ndarray | None:
         """(468, 3) landmarks in frame pixels of the face in the ``side`` crop around ``box``."""

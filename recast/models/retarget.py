@@ -572,17 +572,6 @@ def _apply_edit(a: np.ndarray, name: str, amount: float) -> np.ndarray:
     raise UsageError(f"unknown expression edit {name!r}: allowed are {', '.join(EDIT_NAMES)}")
 
 
-def apply_edits(landmarks: np.ndarray, edits: Sequence[ExpressionEdit], frame: int = 0) -> np.ndarray:
-    """Apply the edits active at ``frame`` to one face; returns (478, 3) in its image frame."""
-    lm = _check_face(landmarks, "landmarks")
-    fr = _eye_frame(lm)
-    a = fr.to_aligned(lm)
-    for e in edits:
-        if e.active(frame):
-            a = _apply_edit(a, e.name, e.amount)
-    return fr.to_image(a)
-
-
 # ================================================================================================
 # retargeting
 # ================================================================================================

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
-from recast.contracts import ShotParams
+from recast.contracts import FALLBACK_FPS, ShotParams
 from recast.db import repository as repo
 from recast.db.migrate import ensure_schema
 from recast.db.orm import utcnow
@@ -179,7 +179,7 @@ def plate_face_width(plate_path: Path, info: MediaInfo | None, face: str) -> flo
     from recast.media import read_frames
     from recast.models.source_vetting import plate_face_px
 
-    step = max(1, round((info.fps if info is not None and info.fps else 25) / 5))
+    step = max(1, round((info.fps if info is not None and info.fps else FALLBACK_FPS) / 5))
     frames = read_frames(plate_path, role="plate")
     try:
         return plate_face_px(frames, face=face, step=step)

@@ -88,7 +88,7 @@ def _params(settings: Any, thresholds: QCThresholds, mode: str) -> dict[str, Any
 
 def _source_inputs(source: SourceFaceResult, mode: str, identity: IdentityModel) -> dict[str, Any]:
     src = load_artifact(source.analysis, SourceAnalysis)
-    return {"source_rgb": read_image(fetch(source.source), role="source"), "source_landmarks": src.landmarks, "source_box": src.box,
+    return {"source_rgb": src.photo(read_image(fetch(source.source), role="source")), "source_landmarks": src.landmarks, "source_box": src.box,
             "source_head": src.head if mode == Mode.head.value else None, "vetting": tuple(source.vetting),
             # the source analysis' embedding is dlib's, of the same box: used when QC's model is dlib
             "source_embedding": src.embedding if isinstance(identity, DlibIdentity) else None}

@@ -15,7 +15,7 @@ from recast.models.identity import DlibFaceEmbedder
 from recast.models.masks import PersonSegmenter
 from recast.models.metrics import head_pose
 from recast.models.occlusion import OcclusionDetector
-from recast.models.source_vetting import VETTING_VERSION, detect_hands, plate_face_px, raise_if_refused, vet_source
+from recast.models.source_vetting import VETTING_VERSION, detect_hands, plate_face_px, raise_if_refused, remove_occluders, vet_source
 from recast.models.temporal import CUT_THRESHOLD, could_start_shot, frame_signature
 from recast.models.tracking import parse_face_selector, require_single_source_face
 from recast.tasks.common import fetch, progress_for, run_stage, scratch_dir, store_asset
@@ -147,12 +147,16 @@ def analyze_source(*, run_id: str | None, shot_id: str | None, source: AssetRef,
                 close = getattr(frames, "close", None)
                 if close is not None:
                     close()
-        findings = vet_source(rgb, faces, name=name, source_face=source_face, mode=mode, plate_face_px=plate_px,
-                              hands=detect_hands(rgb) if faces else [])
+        hands = detect_hands(rgb) if faces else []
+        findings = vet_source(rgb, faces, name=name, source_face=source_face, mode=mode, plate_face_px=plate_px, hands=hands)
         if refuse:
             raise_if_refused(findings)
         face = require_single_source_face(faces, source_face if refuse or source_face else "largest", name)
         pose = head_pose(face.landmarks, rgb.shape[:2])
+        # a hand or an object in front of the face is taken out before anything reads the face
+        repair = remove_occluders(rgb, face.landmarks, hands=hands)
+        if repair is not None:
+            rgb = repair.rgb
         head = None
         if mode == Mode.head.value:
             others = [f for f in faces if f is not face]
@@ -160,7 +164,11 @@ def analyze_source(*, run_id: str | None, shot_id: str | None, source: AssetRef,
             person = chosen_person_mask(rgb, face, others) if others else None
             head = extract_source_head(rgb, face.landmarks, person_mask=person, role_name=name)
         # the identity QC compares every output with: computed once here, not per QC run
-        analysis = SourceAnalysis(landmarks=face.landmarks, box=face.box, head=head, embedding=embedder.embed(rgb, face.box))
+        patch = {}
+        if repair is not None:
+            x0, y0, x1, y1 = repair.box
+            patch = {"patch": rgb[y0:y1, x0:x1], "patch_box": repair.box}
+        analysis = SourceAnalysis(landmarks=face.landmarks, box=face.box, head=head, embedding=embedder.embed(rgb, face.box), **patch)
         with scratch_dir("source-") as tmp:
             path = analysis.save(tmp / "source.npz")
             ref = store_asset(path, media_type=ANALYSIS_MEDIA_TYPE, role="source_analysis", suffix=".npz", parents=[source])

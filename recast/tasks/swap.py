@@ -147,7 +147,8 @@ def _swap_source(engine: SwapEngine, source: SourceFaceResult) -> SwapSource:
     analysis = load_artifact(source.analysis, SourceAnalysis)
     if NEEDS_SOURCE_HEAD in engine.needs and analysis.head is None:
         raise UsageError("head mode needs the source's head matte: analyse the source in head mode")
-    return SwapSource(rgb=read_image(fetch(source.source), role="source"), landmarks=analysis.landmarks, head=analysis.head)
+    return SwapSource(rgb=analysis.photo(read_image(fetch(source.source), role="source")), landmarks=analysis.landmarks,
+                      head=analysis.head)
 
 
 def _store(chunk: PlateChunk, plate: PlateFrames, result: SwapResult, tracks: ShotTracks, inputs, models,

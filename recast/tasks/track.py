@@ -29,20 +29,6 @@ from recast.tasks.common import load_artifact, run_stage, scratch_dir, store_ass
 METHOD = "iou-tracks+embedding-reid-margin+one-euro-forward-backward"
 
 
-def _concat(segments: list[SegmentResult]) -> dict[str, np.ndarray]:
-    """The chunks' analyses as one shot (embedding frames counted from the shot's start); the
-    person masks are left out: tracking does not need them."""
-    parts = [load_artifact(s.analysis, PlateAnalysis) for s in segments]
-    out = {k: np.concatenate([getattr(p, k) for p in parts]) for k in ("faces_landmarks", "faces_boxes", "face_count", "signatures")}
-    offsets = np.cumsum([0] + [s.chunk.count for s in segments[:-1]])
-    out["embedding_index"] = np.concatenate([p.embedding_index + np.array([off, 0]) for p, off in zip(parts, offsets)]).astype(int)
-    out["embeddings"] = np.concatenate([p.embeddings for p in parts])
-    stats = [p.skin_stats for p in parts]
-    width = max(s.shape[2] for s in stats)
-    out["skin_stats"] = np.concatenate([s if s.shape[2] == width else np.full(s.shape[:2] + (width, 6), np.nan, np.float32) for s in stats])
-    return out
-
-
 def _reference_embedding(reference: str, embedder: DlibFaceEmbedder) -> np.ndarray:
     rgb = read_image(local_input(reference, "face reference"), role="face reference")
     with FaceAnalyzer(static_images=True, max_faces=1) as analyzer:
@@ -65,18 +51,19 @@ def track_person(*, run_id: str | None, shot_id: str | None, ingest: IngestResul
     fps = ingest.plate_info.fps
 
     def compute() -> TrackResult:
-        a = _concat(segments)
-        total = a["face_count"].shape[0]
-        cuts = [int(c) for c in scene_cuts(a["signatures"])]
-        boxes_per_frame = [a["faces_boxes"][f, : a["face_count"][f]] for f in range(total)]
+        # the person masks are left out: tracking does not need them
+        a = PlateAnalysis.concat([load_artifact(s.analysis, PlateAnalysis) for s in segments], with_person_mask=False)
+        total = len(a)
+        cuts = [int(c) for c in scene_cuts(a.signatures)]
+        boxes_per_frame = [a.faces_boxes[f, : a.face_count[f]] for f in range(total)]
         track_ids = link_tracks(boxes_per_frame, cuts=cuts)
-        samples = [(int(f), int(k)) for f, k in a["embedding_index"]]
-        embeddings = mean_track_embeddings([(f, k) for f, k in samples], {(f, k): a["embeddings"][i] for i, (f, k) in enumerate(samples)}, track_ids) \
+        samples = [(int(f), int(k)) for f, k in a.embedding_index]
+        embeddings = mean_track_embeddings([(f, k) for f, k in samples], {(f, k): a.embeddings[i] for i, (f, k) in enumerate(samples)}, track_ids) \
             if samples else {}
         ref = _reference_embedding(selector.reference_path, embedder) if selector.kind == "reference" else None
         chosen = choose_track(track_ids, boxes_per_frame, selector, embeddings=embeddings, reference_embedding=ref, cuts=cuts)
         present = chosen >= 0
-        raw, boxes, stats = (pick_chosen(a[k], chosen) for k in ("faces_landmarks", "faces_boxes", "skin_stats"))
+        raw, boxes, stats = (pick_chosen(v, chosen) for v in (a.faces_landmarks, a.faces_boxes, a.skin_stats))
         smoothed = smooth_landmarks(raw, fps, cuts).astype(np.float32)
         flat = stats.reshape(total, -1)
         smooth_stats = smooth_series(fill_gaps(flat), fps, cuts).reshape(stats.shape).astype(np.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -68,8 +69,13 @@ def test_qc_of_files_never_refuses_a_source_photo(recast_env, short_plate, tmp_p
     output = tmp_path / "vendor.mp4"
     shutil.copy(short_plate, output)
     r = invoke("qc", "--plate", short_plate, "--output", output, "--source", IMAGES / "insightface_t1.jpg", "--json", "--mode", "face")
-    assert r.exit_code != 3 and not [x for x in r.stderr.splitlines() if x.startswith("recast: error")], (r.exit_code, r.stderr[-2000:])
-    assert json.loads(r.stdout)["verdict"] in ("pass", "review", "fail")
+    assert not [x for x in r.stderr.splitlines() if x.startswith("recast: error")], (r.exit_code, r.stderr[-2000:])
+    result = json.loads(r.stdout)
+    # scored, not refused: the "output" is the plate itself, so QC fails it (exit 5, not 3)
+    assert r.exit_code == 5 and result["verdict"] == "fail", (r.exit_code, r.stderr[-2000:])
+    (report,) = result["source_vetting"]
+    by = {f["check"]: f for f in report["findings"]}
+    assert report["photo"] == str(IMAGES / "insightface_t1.jpg") and by["faces"]["outcome"] == "refuse", report  # only recorded
 
 
 @pytest.mark.slow
@@ -92,3 +98,63 @@ def test_qc_of_files_reads_the_source_face_the_user_names(recast_env, short_plat
     assert "using index:1" in vetting and "refuse" not in vetting, vetting  # the face was named: nothing ambiguous recorded
     r = invoke("qc", "--plate", short_plate, "--output", output, "--source", group, "--mode", "face")
     assert "source:     refuse faces:" in r.stdout and "--source-face index:N" in r.stdout, r.stdout  # recorded, not refused
+
+
+def _occluded_source(tmp_path, occluder):
+    from recast.media import read_image, write_png
+    from recast.models.face import FaceAnalyzer
+
+    rgb = read_image(IMAGES / "face_recognition_obama.jpg", role="source")
+    with FaceAnalyzer(static_images=True) as fa:
+        (face,) = fa.detect(rgb)
+    path = tmp_path / f"obama_{occluder.__name__}.png"
+    write_png(path, occluder(rgb, face.landmarks))
+    return path
+
+
+def _patch_coloured_pixels(video) -> int:
+    """Pixels of the patch's violet (the swap's colour matching lightens it: its hue is tested)."""
+    from recast.media import read_frames
+
+    def violet(f):
+        r, g, b = (f[..., i].astype(np.int16) for i in range(3))
+        return int(((b - g > 60) & (r - g > 30)).sum())
+
+    return sum(violet(f) for f in read_frames(video, role="video"))
+
+
+@pytest.mark.slow
+def test_an_object_over_the_source_cheek_is_not_carried_into_the_output(recast_env, short_plate, tmp_path):
+    """Source repair: the coloured object over the photo's cheek is taken out before the swap,
+    so the swapped face has none of its colour (without the repair the face swap pastes it in)."""
+    from tests.unit.test_source_vetting import cheek_patch
+
+    out = tmp_path / "out.mp4"
+    source = _occluded_source(tmp_path, cheek_patch)
+    # --deliver-on-fail: this pair's identity transfer fails QC with or without an object (0.17)
+    r = invoke("swap", "--plate", short_plate, "--source", source, "--out", out, "--mode", "face", "--json", "--chunk-size", "20",
+               "--deliver-on-fail")
+    assert r.exit_code == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout)
+    (report,) = summary["source_vetting"]
+    (occluder,) = [f for f in report["findings"] if f["check"] == "occluder"]
+    assert occluder["outcome"] == "warn" and "taken out" in occluder["text"], occluder
+    assert _patch_coloured_pixels(short_plate) == 0
+    assert _patch_coloured_pixels(out) < 40 * 5, _patch_coloured_pixels(out)  # under 5 px a frame
+
+
+@pytest.mark.slow
+def test_a_microphone_over_the_source_mouth_is_refused_before_any_run(recast_env, short_plate, tmp_path):
+    from tests.unit.test_source_vetting import microphone
+
+    out = tmp_path / "out.mp4"
+    source = _occluded_source(tmp_path, microphone)
+    r = invoke("swap", "--plate", short_plate, "--source", source, "--out", out, "--mode", "face", "--json")
+    errors = [line for line in r.stderr.splitlines() if line.startswith("recast: error")]
+    assert r.exit_code == 3 and len(errors) == 1 and str(source) in errors[0] and "across its middle" in errors[0], r.stderr[-2000:]
+    assert r.stdout == "" and not out.exists()
+    from recast.db.migrate import ensure_schema
+    from recast.services.runs import recent_runs
+
+    ensure_schema()
+    assert recent_runs(1) == []

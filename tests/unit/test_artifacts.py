@@ -162,3 +162,18 @@ def test_inconsistent_arrays_are_refused_when_built():
 def test_tracks_present_follows_the_chosen_slot():
     t = _tracks()
     assert t.present.tolist() == [i != 7 for i in range(N)]
+
+
+def test_chunk_analyses_concatenate_into_the_shot():
+    a = _plate_analysis()
+    no_faces = dataclasses.replace(a, skin_stats=np.zeros((N, M, 0, 6), np.float32))  # a chunk without faces: no regions
+    shot = A.PlateAnalysis.concat([a, no_faces])
+    assert len(shot) == 2 * N and np.array_equal(shot.person_mask, np.concatenate([a.person_mask, a.person_mask]))
+    # the second chunk's embedding frames are counted from the shot's start
+    assert shot.embedding_index.tolist() == [[0, 0], [3, 0], [3, 1], [N, 0], [N + 3, 0], [N + 3, 1]]
+    assert np.array_equal(shot.embeddings[3:], a.embeddings)
+    # the chunk measured in no region gets NaN statistics of the others' width
+    assert shot.skin_stats.shape == (2 * N, M, 5, 6) and np.isnan(shot.skin_stats[N:]).all()
+    assert np.array_equal(shot.skin_stats[:N], a.skin_stats, equal_nan=True)
+    without = A.PlateAnalysis.concat([a, a], with_person_mask=False)
+    assert without.person_mask.shape == (2 * N, 0, 0) and np.array_equal(without.faces_landmarks, shot.faces_landmarks, equal_nan=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from mediapipe.python.solutions import face_mesh_connections as fmc
 
@@ -63,3 +64,18 @@ def test_index_sets_load_without_importing_mediapipe():
     code = "import sys, recast.models.retarget; print(sorted(m for m in sys.modules if m.split('.')[0] == 'mediapipe'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_the_mirror_table_pairs_each_landmark_with_its_other_side():
+    from recast.models.mesh_topology import FACE_OVAL, MIRROR, NUM_LANDMARKS
+
+    mirror = np.asarray(MIRROR)
+    assert len(mirror) == NUM_LANDMARKS and np.array_equal(mirror[mirror], np.arange(NUM_LANDMARKS))  # an involution
+    # the eyes' and mouth's corners swap sides, the nose tip, chin and forehead stay
+    assert (mirror[33], mirror[133], mirror[61], mirror[468]) == (263, 362, 291, 473)
+    assert (mirror[1], mirror[152], mirror[10]) == (1, 152, 10)
+    assert set(mirror[list(FACE_OVAL)]) == set(FACE_OVAL)
+    # the mesh is symmetric: edges map onto edges (all but a few of the 1322)
+    edges = {tuple(sorted(e)) for e in fmc.FACEMESH_TESSELATION}
+    kept = sum(tuple(sorted((int(mirror[a]), int(mirror[b])))) in edges for a, b in edges)
+    assert kept / len(edges) > 0.99

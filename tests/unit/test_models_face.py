@@ -178,10 +178,6 @@ def test_face_masks(astronaut, astronaut_face):
     edge = (oval > 0) & (cv2.erode(oval, np.ones((3, 3), np.uint8)) == 0)
     assert alpha[edge].max() < 0.1
 
-    packed, shape = masks.pack_mask(oval)
-    assert packed.nbytes * 8 >= oval.size and packed.nbytes < oval.nbytes / 7
-    assert np.array_equal(masks.unpack_mask(packed, shape), oval)
-
 
 def test_person_segmenter():
     (frame,) = _frames("liveportrait_d0.mp4", [0])
