@@ -74,10 +74,11 @@ def run_swap(*, plate: str, sources: list[str], out: Optional[Path], params: Any
         resolve_container(None, deliver)
     # bad input is refused before a Prefect server is started or the database touched: in a second, no run left behind
     shots.validate_submission(plate=plate, sources=sources, params=params)
-    prepare(local_flows=True)
     from recast.services.space import check_swap_space
 
-    check_swap_space(plate, out, mode=params.mode.value)  # before the run exists: a full disk leaves no failed run behind
+    # needs only the settings: a full disk is refused before a Prefect server starts or a run exists
+    check_swap_space(plate, out, mode=params.mode.value)
+    prepare(local_flows=True)
     shot_id, run_id = shots.submit_local_shot(plate=plate, sources=sources, params=params, project=project, identity=identity, validated=True,
                                               run_here=True)
     typer.echo(f"[recast] run {run_id} (shot {shot_id})", err=True)

@@ -380,15 +380,21 @@ def _supersede(s: Any, done: Any) -> None:
 def fail_run(run_id: str, exc: BaseException) -> None:
     """Record why a run failed; the message is the one-line error a user sees.
 
-    Ctrl-C and SIGTERM (``KeyboardInterrupt``) end it ``interrupted``; a cancellation asked for
+    Ctrl-C and SIGTERM (``KeyboardInterrupt``, or Prefect's ``TerminationSignal`` while a flow
+    runs) end it ``interrupted``; a cancellation asked for
     through the API stays ``cancelled``; anything else is ``failed``. A full disk or a read-only
     directory is recorded as the one-line error the command line shows.
     """
     from recast.services import processes
 
+    from prefect.exceptions import TerminationSignal
+
     processes.run_ended(run_id)
     if isinstance(exc, KeyboardInterrupt):
         status, text = "interrupted", (processes.aborting() or (0, "", "interrupted (SIGINT)"))[2]
+    elif isinstance(exc, TerminationSignal):
+        # while a flow runs Prefect's own SIGTERM handler raises this before recast's handler sees the signal
+        status, text = "interrupted", (processes.aborting() or (0, "", "interrupted (SIGTERM)"))[2]
     else:
         exc = processes.environment_error(exc) or exc
         status = "failed"

@@ -84,7 +84,10 @@ def _existing(path: Path) -> Path:
 
 
 def _gb(n: float) -> str:
-    return f"{n / GB:.1f} GB" if n >= 0.1 * GB else f"{n / 1024**2:.0f} MB"
+    if n >= 0.1 * GB:
+        return f"{n / GB:.1f} GB"
+    # a tiny plate's estimate is well under a megabyte: "~0 MB needed, 0 MB free" would say nothing
+    return f"{n / 1024**2:.0f} MB" if n >= 1024**2 else f"{n / 1024:.0f} KB"
 
 
 def check_free_space(data_dir: Path, out_path: Path | None, needed: RunEstimate, *,
@@ -113,6 +116,13 @@ def check_free_space(data_dir: Path, out_path: Path | None, needed: RunEstimate,
                                       f"in {out_dir}, {_gb(out_free)} free")
 
 
+def _writable(folder: Path) -> bool:
+    try:
+        return not os.statvfs(folder).f_flag & os.ST_RDONLY and os.access(folder, os.W_OK)
+    except OSError:
+        return True  # cannot tell: the space check goes ahead
+
+
 def _same_device(a: Path, b: Path) -> bool:
     try:
         return os.stat(a).st_dev == os.stat(b).st_dev
@@ -139,6 +149,10 @@ def check_swap_space(plate: str, out: Path | None, *, mode: str, estimate: Calla
     if info.kind != "video":
         return
     settings = get_settings()
+    if not _writable(_existing(settings.resolved_data_dir)):
+        # a read-only or unwritable data directory is its own problem, told by the database's
+        # opening next (prepare); "not enough space" would send the user the wrong way
+        return
     local_store = settings.resolved_storage_url.startswith("file://")
     needed = (estimate or estimate_run_bytes)(info, plate_bytes=size, mode=mode, local_store=local_store)
     check_free_space(settings.resolved_data_dir, out, needed)

@@ -11,16 +11,21 @@ Every case runs the real command line and checks the rules of the issue that ask
   A few refusals that take seconds each (an S3 round trip, face detection on a source) are
   marked ``slow`` too, to keep ``-m "not slow"`` quick; CI runs them all.
 
-Media is tiny (256x256, a dozen frames) so that generating all of it takes a few seconds. Cases
-this machine cannot make (no HEIC encoder, running as root so permissions do not bite) are
-skipped with the reason.
+Media is tiny (256x256, a dozen frames) so that generating all of it takes a few seconds. As
+root, file modes do not stop reads or writes: the unreadable plate runs ``recast`` without the
+capabilities that bypass them (``setpriv``), and the read-only and full ``--out`` directories are
+small tmpfs mounts. Cases this machine cannot make (no mount privilege, no ``setpriv``, no HEIC
+encoder) are skipped with the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -228,6 +233,10 @@ class Media:
         sideways = np.stack([np.ascontiguousarray(np.rot90(f, 1)) for f in self.frames(8)])
         return encode(d / "phone_rot90.mp4", sideways, rotation=-90)
 
+    def make_plate_tag_on_upright(self, d: Path) -> Path:
+        """Upright pixels under a quarter-turn display matrix: players show them turned, and must go on doing so."""
+        return encode(d / "tagged_upright_rot90.mp4", self.frames(8), rotation=90)
+
     def make_plate_person_last(self, d: Path) -> Path:
         return encode(d / "person_last.mp4", np.concatenate([_noface_frames(10), self.frames(6)]))
 
@@ -351,12 +360,13 @@ class Media:
 
     def make_source_heic(self, d: Path) -> Path:
         try:
-            import pillow_heif  # noqa: F401
+            import pillow_heif
         except ImportError:
-            pytest.skip("no HEIC encoder on this machine (pillow_heif is not installed)")
-        pillow_heif.register_heif_opener()
+            pytest.skip("no HEIC encoder on this machine (pillow-heif, of the test extra, is not installed)")
         d.mkdir(parents=True)
-        Image.open(PHOTO).convert("RGB").save(d / "photo.heic")
+        # encoded without register_heif_opener(): recast runs in this process and must not gain a
+        # HEIC reader from the test (recast itself reads no HEIC)
+        pillow_heif.from_pillow(Image.open(PHOTO).convert("RGB")).save(d / "photo.heic", quality=90)
         return d / "photo.heic"
 
     def make_source_unicode(self, d: Path) -> Path:
@@ -404,20 +414,35 @@ def _write(path: Path, data: bytes) -> Path:
     return path
 
 
+def _same_orientation_as_the_plate(plate: Path, out: Path) -> None:
+    """The deliverable stores its pixels as the plate does, under the plate's display matrix."""
+    from recast.media import probe_media
+    from recast.media.probe import read_orientation
+
+    assert read_orientation(out) == read_orientation(plate)
+    p, o = probe_media(plate), probe_media(out)
+    assert (o.width, o.height) == (p.width, p.height)
+
+
+def _quicktime(plate: Path, out: Path) -> None:
+    assert out.read_bytes()[8:12] == b"qt  ", "a .mov deliverable must be a QuickTime file, not MP4 bytes"
+
+
 @dataclass(frozen=True)
 class Case:
     """One corpus case: which plate and source (keys of :class:`Media`, or special values), extra
-    options, what ``--out`` is, the exit codes allowed and which input the message must name."""
+    options, what ``--out`` is, the one exit code this machine gives, which input the message must
+    name and, for a deliverable, what else must hold (``check(plate, out)``)."""
 
     id: str
     plate: str = "plate"
     source: str = "photo"
     args: tuple[str, ...] = ()
     out: str = "out.mp4"
-    codes: tuple[int, ...] = (3,)
+    code: int = 3
     names: str = "plate"  # 'plate' | 'source' | 'out' | an option's text that must appear
     slow: bool = False
-    setup: Callable[..., None] | None = field(default=None, compare=False)
+    check: Callable[[Path, Path], None] | None = field(default=None, compare=False)
 
 
 CASES = [
@@ -432,27 +457,32 @@ CASES = [
     Case("plate-is-directory", plate="plate_dir"),
     Case("plate-unreadable", plate="<unreadable>"),
     Case("plate-no-face", plate="plate_noface", slow=True),
-    Case("plate-corrupt-frames-mid-stream", plate="plate_corrupt_mid", codes=(0, 3), slow=True),
-    # plates that need another helper's fix
-    Case("plate-odd-dimensions-641x361", plate="plate_odd_dims", codes=(0, 3), slow=True),
-    Case("plate-two-video-streams", plate="plate_two_streams", codes=(0, 3), slow=True),
-    Case("plate-rotation-tag", plate="plate_rotated", codes=(0,), slow=True),
-    Case("plate-cutaway-longer-than-a-chunk", plate="plate_cutaway", args=("--chunk-size", "4"), codes=(0,), slow=True),
-    Case("plate-8k", plate="plate_8k", codes=(0, 3), slow=True),
+    # the scrambled bytes break frame 3's slice: decoding stops there, refused before any run
+    Case("plate-corrupt-frames-mid-stream", plate="plate_corrupt_mid", slow=True),
+    # plates that are processed as they are
+    Case("plate-odd-dimensions-641x361", plate="plate_odd_dims", code=0, slow=True),
+    Case("plate-two-video-streams", plate="plate_two_streams", code=0, slow=True),  # the larger stream, said on stderr
+    Case("plate-rotation-tag", plate="plate_rotated", code=0, slow=True, check=_same_orientation_as_the_plate),
+    # shown turned, the face lies on its side: QC fails it (exit 5 otherwise); published anyway to check
+    # that the deliverable keeps the plate's matrix and so plays in the plate's orientation
+    Case("plate-rotation-tag-on-upright-pixels", plate="plate_tag_on_upright", args=("--deliver-on-fail",), code=0, slow=True,
+         check=_same_orientation_as_the_plate),
+    Case("plate-cutaway-longer-than-a-chunk", plate="plate_cutaway", args=("--chunk-size", "4"), code=0, slow=True),
+    Case("plate-8k", plate="plate_8k", code=0, slow=True),  # 2 frames: processed within memory
     # plates that must be processed (slow: whole swaps)
-    Case("plate-person-only-in-last-frames", plate="plate_person_last", args=("--chunk-size", "4"), codes=(0,), slow=True),
-    Case("plate-b-frames", plate="plate_bframes", codes=(0,), slow=True),
-    Case("plate-edit-list", plate="plate_editlist", codes=(0,), slow=True),
-    Case("plate-h264-10bit", plate="plate_h264_10bit", codes=(0,), slow=True),
-    Case("plate-h264-422", plate="plate_h264_422", codes=(0,), slow=True),
-    Case("plate-hevc-10bit", plate="plate_hevc_10bit", codes=(0,), slow=True),
-    Case("plate-hevc-422-10bit", plate="plate_hevc_422_10bit", codes=(0,), slow=True),
-    Case("plate-full-range-yuvj", plate="plate_full_range", codes=(0,), slow=True),
-    Case("plate-anamorphic-sar", plate="plate_anamorphic", codes=(0,), slow=True),
-    Case("plate-one-frame", plate="plate_one_frame", codes=(0,), slow=True),
-    Case("plate-long-gop", plate="plate_long_gop", args=("--chunk-size", "4"), codes=(0,), slow=True),
-    Case("plate-vfr", plate="plate_vfr", codes=(0,), slow=True),
-    Case("plate-audio-without-decoder", plate="plate_no_audio_decoder", codes=(0,), slow=True),
+    Case("plate-person-only-in-last-frames", plate="plate_person_last", args=("--chunk-size", "4"), code=0, slow=True),
+    Case("plate-b-frames", plate="plate_bframes", code=0, slow=True),
+    Case("plate-edit-list", plate="plate_editlist", code=0, slow=True),
+    Case("plate-h264-10bit", plate="plate_h264_10bit", code=0, slow=True),
+    Case("plate-h264-422", plate="plate_h264_422", code=0, slow=True),
+    Case("plate-hevc-10bit", plate="plate_hevc_10bit", code=0, slow=True),
+    Case("plate-hevc-422-10bit", plate="plate_hevc_422_10bit", code=0, slow=True),
+    Case("plate-full-range-yuvj", plate="plate_full_range", code=0, slow=True),
+    Case("plate-anamorphic-sar", plate="plate_anamorphic", code=0, slow=True),
+    Case("plate-one-frame", plate="plate_one_frame", code=0, slow=True),
+    Case("plate-long-gop", plate="plate_long_gop", args=("--chunk-size", "4"), code=0, slow=True),
+    Case("plate-vfr", plate="plate_vfr", code=0, slow=True),
+    Case("plate-audio-without-decoder", plate="plate_no_audio_decoder", code=0, slow=True),
     # sources
     Case("source-missing", source="<missing>", names="source"),
     Case("source-zero-bytes", source="source_empty", names="source"),
@@ -460,27 +490,35 @@ CASES = [
     Case("source-truncated-jpeg", source="source_truncated", names="source"),
     Case("source-no-face", source="source_noface", names="source", slow=True),
     Case("source-is-a-video", source="source_video", names="source"),
-    Case("source-heic", source="source_heic", codes=(0, 3), names="source", slow=True),
-    Case("source-animated-gif", source="source_gif", codes=(0, 3), names="source", slow=True),
-    Case("source-cmyk-jpeg", source="source_cmyk", codes=(0,), slow=True),
-    Case("source-16bit-png", source="source_16bit", codes=(0,), slow=True),
-    Case("source-exif-orientation", source="source_exif_rotated", codes=(0,), slow=True),
-    # a ~40 px face: QC may pass it on a small plate; when it fails it, nothing may be published
-    Case("source-tiny-face", source="source_tiny_face", codes=(0, 5), names="out", slow=True),
+    # recast reads no HEIC (pillow-heif is only in the test extra, to make the file): refused, naming it
+    Case("source-heic", source="source_heic", code=3, names="source", slow=True),
+    Case("source-animated-gif", source="source_gif", code=0, names="source", slow=True),  # read as its first frame
+    Case("source-cmyk-jpeg", source="source_cmyk", code=0, slow=True),
+    Case("source-16bit-png", source="source_16bit", code=0, slow=True),
+    Case("source-exif-orientation", source="source_exif_rotated", code=0, slow=True),
+    # a ~40 px face: QC passes it on this small plate (a fail verdict, exit 5 with nothing published, is
+    # test_deliverables' QC-fail test); pinned so that a change of verdict is seen
+    Case("source-tiny-face", source="source_tiny_face", code=0, slow=True),
     # paths
     Case("paths-unicode-and-spaces", plate="plate_unicode", source="source_unicode", out="Ausgabe finale ü/Résultat 010.mp4",
-         codes=(0,), slow=True),
-    Case("paths-symlinks", plate="<symlink>", source="<symlink>", codes=(0,), slow=True),
-    Case("out-is-the-plate", out="<plate>", codes=(2,), names="out"),
-    Case("out-is-the-source", out="<source>", codes=(2,), names="out"),
-    Case("out-avi", out="out.avi", codes=(0, 2), names="out", slow=True),
-    Case("out-is-a-directory", out="<dir>", codes=(2, 3), names="out"),
+         code=0, slow=True),
+    Case("paths-symlinks", plate="<symlink>", source="<symlink>", code=0, slow=True),
+    Case("out-is-the-plate", out="<plate>", code=2, names="out"),
+    Case("out-is-the-source", out="<source>", code=2, names="out"),
+    Case("out-inside-the-object-store", out="<store>", code=2, names="out"),
+    Case("out-mov", out="out.mov", code=0, slow=True, check=_quicktime),
+    Case("out-avi", out="out.avi", code=2, names="out"),
+    Case("out-mkv", out="out.mkv", code=2, names="out"),
+    Case("out-exr", out="out.exr", code=2, names="out"),
+    Case("out-is-a-directory", out="<dir>", code=3, names="out"),
+    Case("out-in-a-read-only-directory", out="<read-only-dir>", code=3, names="out"),
+    Case("out-on-a-full-disk", out="<full-dir>", code=3, names="out"),
     Case("plate-on-s3-missing", plate="<s3-missing>", slow=True),
-    Case("plate-on-s3-wrong-credentials", plate="<s3-denied>", codes=(6,), slow=True),
+    Case("plate-on-s3-wrong-credentials", plate="<s3-denied>", code=6, slow=True),
     # options that cannot apply to this plate
-    Case("face-index-out-of-range", args=("--face", "index:99"), codes=(2, 3), names="index:99"),
-    Case("edit-range-past-the-plate", args=("--edit", "smile=0.3@100-200"), codes=(2, 3), names="100-200"),
-    Case("source-face-index-out-of-range", source="group", args=("--source-face", "index:9"), codes=(2, 3), names="index:9", slow=True),
+    Case("face-index-out-of-range", args=("--face", "index:99"), code=2, names="index:99"),
+    Case("edit-range-past-the-plate", args=("--edit", "smile=0.3@100-200"), code=2, names="100-200"),
+    Case("source-face-index-out-of-range", source="group", args=("--source-face", "index:9"), code=2, names="index:9", slow=True),
 ]
 
 
@@ -507,8 +545,8 @@ def _materialise(case: Case, media: Media, tmp: Path, request) -> tuple[str, str
         if key == "<missing>":
             return str(tmp / f"no_such_{label}.mp4")
         if key == "<unreadable>":
-            if os.geteuid() == 0:
-                pytest.skip("running as root: file permissions do not stop reads")
+            if os.geteuid() == 0 and shutil.which("setpriv") is None:
+                pytest.skip("running as root without setpriv: no way to run recast without CAP_DAC_OVERRIDE here")
             p = tmp / "locked.mp4"
             shutil.copy(media["plate"], p)
             p.chmod(0)
@@ -559,11 +597,60 @@ def _materialise(case: Case, media: Media, tmp: Path, request) -> tuple[str, str
     elif case.out == "<dir>":
         out = out_dir / "a_folder.mp4"
         out.mkdir()
+    elif case.out == "<store>":
+        store = request.getfixturevalue("recast_env") / "store" / "objects"
+        store.mkdir(parents=True)
+        out = store / "x.mp4"
+    elif case.out == "<read-only-dir>":
+        out = _tmpfs(tmp / "read_only_deliveries", request, read_only=True) / "out.mp4"
+    elif case.out == "<full-dir>":
+        full = _tmpfs(tmp / "full_deliveries", request)
+        with open(full / "filler", "wb") as fh:  # every block taken: not even the deliverable's first one fits
+            with contextlib.suppress(OSError):
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+        out = full / "out.mp4"
     else:
         out = out_dir / case.out
         out.parent.mkdir(parents=True, exist_ok=True)
     name = {"plate": plate, "source": source, "out": str(out)}.get(case.names, case.names)
     return plate, source, out, inputs, name
+
+
+def _tmpfs(where: Path, request, *, read_only: bool = False) -> Path:
+    """A 1 MB tmpfs at ``where`` (read-only when asked), unmounted after the test: as root,
+    file modes do not make a directory unwritable, a read-only file system does."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    where.mkdir(parents=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}): no read-only or full --out directory to test with")
+    request.addfinalizer(lambda: subprocess.run(["umount", "-l", str(where)], check=False))
+    if read_only:
+        subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
+    return where
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a command line run gave: the fields of Click's Result the corpus reads."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+
+
+def _invoke(args: list[str], *, without_dac_override: bool) -> Outcome:
+    """Run ``recast`` in this process; ``without_dac_override``: in a child process without the
+    capabilities that let root read any file, so a mode-000 file is unreadable as for a user."""
+    if not without_dac_override:
+        r = CliRunner().invoke(app, args, catch_exceptions=False)
+        return Outcome(r.exit_code, r.stdout, r.stderr)
+    cmd = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", sys.executable, "-m", "recast.cli", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ), timeout=120)
+    return Outcome(done.returncode, done.stdout, done.stderr)
 
 
 def _params():
@@ -580,9 +667,9 @@ def test_corpus(case: Case, media, recast_env, tmp_path, request):
     before = {p: sha(p) for p in inputs}
     out_dir_before = sorted(x.name for x in out.parent.iterdir()) if out.parent.is_dir() else []
     args = ["swap", "--plate", plate, "--source", source, "--out", str(out), "--mode", "face", *case.args]
-    r = CliRunner().invoke(app, args, catch_exceptions=False)
+    r = _invoke(args, without_dac_override=case.plate == "<unreadable>" and os.geteuid() == 0)
 
-    assert r.exit_code in case.codes, f"exit {r.exit_code}, expected {case.codes}\nstderr: {r.stderr[-3000:]}"
+    assert r.exit_code == case.code, f"exit {r.exit_code}, expected {case.code}\nstderr: {r.stderr[-3000:]}"
     for p, digest in before.items():
         assert p.is_file() and sha(p) == digest, f"input {p} was changed"
     runs = _runs()
@@ -590,6 +677,8 @@ def test_corpus(case: Case, media, recast_env, tmp_path, request):
         assert out.is_file() and [x["status"] for x in runs] == ["done"], runs
         with av.open(str(out)) as c:
             assert c.streams.video[0].frames > 0 or next(c.decode(video=0), None) is not None
+        if case.check is not None:
+            case.check(Path(plate), out)
         return
     if r.exit_code == 5:  # QC verdict fail: the render stays in the store, nothing at --out
         assert "fail" in (r.stdout + r.stderr).lower() and not out.exists()

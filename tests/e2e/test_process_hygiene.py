@@ -47,6 +47,7 @@ def _runs(env: dict[str, str]) -> list[dict]:
 
 
 def _start_swap(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     err = tmp_path / "stderr.txt"
     with open(err, "wb") as fh:
         proc = subprocess.Popen([str(EXE), "swap", "--mode", "face", "--plate", str(PLATE), "--source", str(SOURCE), "--out", str(tmp_path / "out.mp4")],
@@ -76,7 +77,10 @@ def _gone_within(procs: list[psutil.Process], seconds: float) -> list[psutil.Pro
 
 
 @pytest.mark.slow
-def test_ctrl_c_interrupts_within_seconds_and_stops_the_server(tmp_path):
+@pytest.mark.parametrize("how", ["ctrl_c", "sigterm"])
+def test_an_interrupt_ends_within_seconds_marks_the_run_and_stops_the_server(tmp_path, how):
+    """A terminal's Ctrl-C (SIGINT to the whole foreground process group) and a process
+    manager's SIGTERM (to recast alone): exit 130, the run ``interrupted``, the server gone."""
     data = tmp_path / "data"
     env = _env(data)
     proc, err = _start_swap(tmp_path, env)
@@ -87,7 +91,10 @@ def test_ctrl_c_interrupts_within_seconds_and_stops_the_server(tmp_path):
     assert os.getpgid(server.pid) != os.getpgid(proc.pid), "the Prefect server must not be in the terminal's process group"
 
     t0 = time.monotonic()
-    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole foreground process group
+    if how == "ctrl_c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:
+        proc.send_signal(signal.SIGTERM)
     rc = proc.wait(timeout=30)
     took = time.monotonic() - t0
     stderr = err.read_text()
@@ -95,8 +102,54 @@ def test_ctrl_c_interrupts_within_seconds_and_stops_the_server(tmp_path):
     assert took < 12, f"exit took {took:.1f} s"
     assert "recast: interrupted" in stderr and "Traceback" not in stderr, stderr[-2000:]
     assert _gone_within(children, 10) == [], "a child of recast (the Prefect server) is still running"
+    assert not (data / "prefect" / "server.json").exists()
+    assert not (tmp_path / "out.mp4").exists()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [], "a partial file was left beside --out"
     runs = _runs(env)
     assert [r["status"] for r in runs] == ["interrupted"], runs
+
+
+def _embedded_servers(state_dir: Path) -> list[psutil.Process]:
+    """The embedded Prefect server processes started for ``state_dir``."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "prefect-server" in cmd and str(state_dir) in cmd:
+            found.append(p)
+    return found
+
+
+@pytest.mark.slow
+def test_two_swaps_on_one_data_directory_share_one_prefect_server(tmp_path):
+    """The second recast joins the first one's server (one lease each); the server outlives the
+    first to leave and stops when the last one does."""
+    data = tmp_path / "data"
+    env = _env(data)
+    first, first_err = _start_swap(tmp_path / "first", env)
+    _wait_for(first_err, first, "segment:")
+    state = json.loads((data / "prefect" / "server.json").read_text())
+    server = _server(data)
+    second, second_err = _start_swap(tmp_path / "second", env)
+    try:
+        _wait_for(second_err, second, "segment:")  # its flow runs against a Prefect API by now
+        assert json.loads((data / "prefect" / "server.json").read_text()) == state, "a second server replaced the first"
+        servers = _embedded_servers(data / "prefect")
+        assert [p.pid for p in servers] == [state["pid"]], servers
+        assert psutil.Process(state["pid"]) not in psutil.Process(second.pid).children(recursive=True)
+        leases = sorted(int(p.name.partition("-")[0]) for p in (data / "prefect" / "server-users").iterdir())
+        assert leases == sorted([first.pid, second.pid]), leases
+
+        os.killpg(first.pid, signal.SIGINT)
+        assert first.wait(timeout=30) == 130, first_err.read_text()[-2000:]
+        time.sleep(2)  # the server's watchdog polls twice a second: it must see the second lease
+        assert server.is_running() and second.poll() is None, second_err.read_text()[-2000:]
+    finally:
+        for proc in (first, second):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGINT)
+    assert second.wait(timeout=30) == 130, second_err.read_text()[-2000:]
+    assert _gone_within([server], 10) == [], "the last user left and the Prefect server still runs"
+    assert sorted(r["status"] for r in _runs(env)) == ["interrupted", "interrupted"]
 
 
 @pytest.mark.slow

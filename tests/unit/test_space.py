@@ -82,6 +82,10 @@ def test_swap_refused_before_any_run_when_the_estimate_does_not_fit(recast_env, 
     from recast.cli import app
     from tests.conftest import IMAGES
 
+    import recast.cli.swap as swap_cli
+
+    prepared: list[bool] = []
+    monkeypatch.setattr(swap_cli, "prepare", lambda **kw: prepared.append(True))
     monkeypatch.setattr(space, "estimate_run_bytes", lambda *a, **k: RunEstimate(data_bytes=10**15, out_bytes=10**9))
     out = tmp_path / "o.mp4"
     r = CliRunner().invoke(app, ["swap", "--plate", str(short_plate), "--source", str(IMAGES / "deepface_img17.jpg"), "--out", str(out)])
@@ -89,6 +93,11 @@ def test_swap_refused_before_any_run_when_the_estimate_does_not_fit(recast_env, 
     lines = [x for x in r.stderr.splitlines() if x.startswith("recast: error")]
     assert len(lines) == 1 and "not enough disk space" in lines[0] and "GB free" in lines[0]
     assert not out.exists()
+    # refused before prepare(): no Prefect server was started (or joined), the database not even created
+    assert prepared == []
+    assert not (recast_env / "prefect" / "server.json").exists() and not (recast_env / "recast.db").exists()
+    from recast.db.migrate import ensure_schema
     from recast.services.runs import recent_runs
 
+    ensure_schema()
     assert recent_runs(5) == []
