@@ -63,7 +63,7 @@ from recast.models.mesh_warp import (
 )
 from recast.models.retarget import STABLE_POINTS
 from recast.models.similarity import similarity_align
-from recast.models.swap_classic import usable_face_mask
+from recast.models.swap_classic import magnifying_interpolation, usable_face_mask
 
 __all__ = [
     "ClassicHeadEngine",
@@ -869,13 +869,14 @@ class HeadSwapper:
             level += 1
         k = 2.0 ** level
         rgba_l, hair_l = self._pyramid[level]
+        interp = magnifying_interpolation(s if level == 0 else 1.0)
         # similarity, as the inverse affine from ROI pixels to source-level pixels:
         # source0 = R^T (p + roi origin - t) / s, level = (source0 + 0.5) / k - 0.5
         ri = R.T / s
         ti = ri @ (np.array([x0, y0], np.float64) - t)
         A = np.hstack([ri / k, ((ti + 0.5) / k - 0.5)[:, None]])
         size = (x1 - x0, y1 - y0)
-        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        flags = interp | cv2.WARP_INVERSE_MAP
         rgba = cv2.warpAffine(rgba_l, A, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         hair = cv2.warpAffine(hair_l, A, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
@@ -899,8 +900,8 @@ class HeadSwapper:
             mx = (mx + 0.5) / k - 0.5
             my = (my + 0.5) / k - 0.5
         m1, m2 = cv2.convertMaps(mx, my, cv2.CV_16SC2)  # fixed point: twice as fast for two remaps
-        face_rgba = cv2.remap(rgba_l, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-        face_hair = cv2.remap(hair_l, m1, m2, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        face_rgba = cv2.remap(rgba_l, m1, m2, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        face_hair = cv2.remap(hair_l, m1, m2, interp, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
         on = labels >= 0
         fs = (slice(fbox[1] - y0, fbox[3] - y0), slice(fbox[0] - x0, fbox[2] - x0))
         np.copyto(rgba[fs], face_rgba, where=on[..., None])
