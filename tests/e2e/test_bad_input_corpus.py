@@ -728,6 +728,7 @@ def _signed_marked(tmp: Path, render_id: str) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_verify_reads_the_mark_on_what_is_left_of_a_cut_deliverable(recast_env, tmp_path):
     import json
 

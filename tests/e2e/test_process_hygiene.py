@@ -210,6 +210,7 @@ def _read_only(where: Path) -> None:
     subprocess.run(["mount", "-o", "remount,ro", str(where)], check=True)
 
 
+@pytest.mark.slow
 def test_read_only_data_directory_is_exit_6_saying_read_only(tmp_path, short_plate):
     with _tmpfs(tmp_path / "ro") as mnt:
         # an empty data directory on a read-only file system

@@ -54,6 +54,7 @@ def most_at_once(backend: str, chunks: int) -> int:
     return max(sum(1 for s, e in spans if s <= t < e) for t, _ in spans)
 
 
+@pytest.mark.slow
 def test_one_gpu_runs_learned_swap_chunks_one_at_a_time(gpus):
     assert gpus(1) == 1
     assert most_at_once("inswapper", 3) == 1

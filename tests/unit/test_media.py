@@ -296,6 +296,7 @@ def _audio_packets(path: Path) -> list[tuple[Fraction, int]]:
         return [(p.pts * p.time_base, p.size) for p in c.demux(a) if p.size]
 
 
+@pytest.mark.slow
 def test_render_keeps_vfr_timing_and_copies_audio(tmp_path):
     frames = read_all_frames(VFR, role="plate")
     chunk_a, chunk_b = tmp_path / "a.mkv", tmp_path / "b.mkv"

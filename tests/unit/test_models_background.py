@@ -195,6 +195,7 @@ def _person_masks(frames: np.ndarray) -> np.ndarray:
         return np.stack([seg.process(np.ascontiguousarray(f)).segmentation_mask > 0.5 for f in frames])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["liveportrait_d12.mp4", "videoretalking_5.mp4"])
 def test_real_footage(name, record_property):
     frames = _decode(name, 60, step=2)  # 4.8 s of the clip: the head moves

@@ -170,6 +170,7 @@ def test_an_object_over_one_cheek_is_taken_out_from_the_other_side(analyzer, nam
     assert np.array_equal(repair.rgb[outside], covered[outside]) and not patch[outside].any()
 
 
+@pytest.mark.slow
 def test_no_photo_of_the_shared_set_is_repaired(analyzer):
     """Source repair changes the person's own pixels: it must not fire on a clean photo (the one
     false alarm of the occluder check, a hand-tinted photo's grey jaw, is warned and kept)."""
@@ -241,6 +242,7 @@ def test_a_wide_open_mouth_warns_expression(analyzer):
     assert vet(analyzer, photo("deepface_img25.jpg"), hands=False)["expression"].outcome == "ok"
 
 
+@pytest.mark.slow
 def test_the_print_heuristic_flags_a_photographed_print_and_none_of_the_shared_photos(analyzer):
     for name in ("face_recognition_obama.jpg", "deepface_img45.jpg", "facexlib_test2.jpg"):
         printed = photographed_print(photo(name))

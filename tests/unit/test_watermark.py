@@ -94,6 +94,7 @@ def hd_clip(media_dir):
     return frames, masks, marked
 
 
+@pytest.mark.slow
 def test_only_the_region_changes_and_psnr_inside_is_high(square_clip, hd_clip):
     for frames, masks, marked in (square_clip, hd_clip):
         for f, m, g in zip(frames, masks, marked):
@@ -114,6 +115,7 @@ def test_decodes_from_few_frames(square_clip):
     assert r.found and r.payload == PAYLOAD
 
 
+@pytest.mark.slow
 def test_decodes_after_720p_crf23_reencode(square_clip, hd_clip):
     # delivery: the crf 18 deliverable re-encoded to 720p at crf 23 (1080p -> 1280x720;
     # the square 512 clip -> 720x720); the decoder is not told the original size
