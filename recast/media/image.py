@@ -12,6 +12,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from recast.errors import InputNotFoundError, MediaDecodeError, UnsupportedMediaError
 
 
+#: the PIL formats recast reads (what Pillow itself decodes; not formats a plugin may add)
+READ_FORMATS = frozenset({"JPEG", "MPO", "PNG", "TIFF", "BMP", "WEBP", "GIF", "PPM", "TGA", "JPEG2000"})
+
+
 def _label(role: str, path: Path) -> str:
     return f"{role} '{path}'"
 
@@ -30,6 +34,12 @@ def open_pil(path: Path, role: str = "source") -> Iterator[Image.Image]:
         raise MediaDecodeError(f"{_label(role, path)}: not a readable image file (unknown format)") from exc
     except (OSError, ValueError) as exc:
         raise MediaDecodeError(f"{_label(role, path)}: not a readable image file ({exc})") from exc
+    if img.format not in READ_FORMATS:
+        # a plugin another library registered (imageio registers pillow-heif's HEIF and AVIF
+        # openers when it is installed) must not change what recast reads from one run to the next
+        fmt = img.format
+        img.close()
+        raise UnsupportedMediaError(f"{_label(role, path)}: {fmt} images are not read; convert it to PNG, JPEG or TIFF")
     try:
         yield img
     finally:

@@ -160,7 +160,7 @@ def truncated_mp4(tmp_path) -> Path:
         ("not_media", "not a readable media file"),
         ("truncated", "plate"),
         ("source_without_face", "no face"),
-        ("plate_without_face", "no face found in any"),
+        pytest.param("plate_without_face", "no face found in any", marks=pytest.mark.slow),  # runs ingest and segment
         ("unwritable_output", "output"),
     ],
 )

@@ -477,3 +477,19 @@ def test_lossless_intermediates_are_byte_identical_for_identical_frames(tmp_path
         write_lossless(path, frames, 25)
         digests.append(hashlib.sha256(path.read_bytes()).hexdigest())
     assert digests[0] == digests[1]
+
+
+def test_an_image_format_a_plugin_adds_is_refused_whatever_was_registered(tmp_path):
+    """imageio registers pillow-heif's HEIF opener in any process that uses its Pillow plugin
+    (scikit-image's sample data does): recast must read the same files either way."""
+    pillow_heif = pytest.importorskip("pillow_heif", reason="pillow-heif (test extra) makes the HEIC file")
+    from PIL import Image
+
+    from recast.errors import UnsupportedMediaError
+    from recast.media import read_image
+
+    path = tmp_path / "photo.heic"
+    pillow_heif.from_pillow(Image.new("RGB", (64, 48), (200, 120, 80))).save(path, quality=90)
+    pillow_heif.register_heif_opener()  # as imageio does
+    with pytest.raises(UnsupportedMediaError, match=r"photo\.heic'.*HEIF images are not read"):
+        read_image(path)
