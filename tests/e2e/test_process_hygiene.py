@@ -46,12 +46,12 @@ def _runs(env: dict[str, str]) -> list[dict]:
     return json.loads(proc.stdout)
 
 
-def _start_swap(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen, Path]:
+def _start_swap(tmp_path: Path, env: dict[str, str], *args: str) -> tuple[subprocess.Popen, Path]:
     tmp_path.mkdir(parents=True, exist_ok=True)
     err = tmp_path / "stderr.txt"
     with open(err, "wb") as fh:
-        proc = subprocess.Popen([str(EXE), "swap", "--mode", "face", "--plate", str(PLATE), "--source", str(SOURCE), "--out", str(tmp_path / "out.mp4")],
-                                stdout=subprocess.DEVNULL, stderr=fh, env=env, start_new_session=True)
+        proc = subprocess.Popen([str(EXE), "swap", "--mode", "face", "--plate", str(PLATE), "--source", str(SOURCE), "--out", str(tmp_path / "out.mp4"),
+                                 *args], stdout=subprocess.DEVNULL, stderr=fh, env=env, start_new_session=True)
     return proc, err
 
 
@@ -129,7 +129,9 @@ def test_two_swaps_on_one_data_directory_share_one_prefect_server(tmp_path):
     _wait_for(first_err, first, "segment:")
     state = json.loads((data / "prefect" / "server.json").read_text())
     server = _server(data)
-    second, second_err = _start_swap(tmp_path / "second", env)
+    # other chunks than the first's: nothing of its work to reuse, so it is still running when
+    # the first leaves (the same command would take the first's stages from the cache and finish)
+    second, second_err = _start_swap(tmp_path / "second", env, "--chunk-size", "20")
     try:
         _wait_for(second_err, second, "segment:")  # its flow runs against a Prefect API by now
         assert json.loads((data / "prefect" / "server.json").read_text()) == state, "a second server replaced the first"
