@@ -143,8 +143,14 @@ def test_two_swaps_on_one_data_directory_share_one_prefect_server(tmp_path):
 
         os.killpg(first.pid, signal.SIGINT)
         assert first.wait(timeout=30) == 130, first_err.read_text()[-2000:]
-        time.sleep(2)  # the server's watchdog polls twice a second: it must see the second lease
-        assert server.is_running() and second.poll() is None, second_err.read_text()[-2000:]
+        users = data / "prefect" / "server-users"
+        deadline = time.monotonic() + 10
+        while any(p.name.startswith(f"{first.pid}-") for p in users.iterdir()):  # the first's lease is released
+            assert time.monotonic() < deadline, "the first recast left its lease behind"
+            time.sleep(0.1)
+        # a server that missed the second lease would stop at its watchdog's next polls (twice a second)
+        assert _gone_within([server], 1.5) == [server], "the server stopped while the second recast still used it"
+        assert second.poll() is None, second_err.read_text()[-2000:]
     finally:
         for proc in (first, second):
             if proc.poll() is None:
