@@ -261,10 +261,16 @@ def _skin_distance(rgb: np.ndarray, lm: np.ndarray, oval: np.ndarray) -> tuple[n
     if ref.sum() < 50:
         return None
     lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
-    x = lab[ref]
+    return _robust_distance(lab, ref, (6.0, 3.0, 3.0)), feats, lips
+
+
+def _robust_distance(lab: np.ndarray, sample: np.ndarray, floor: tuple[float, float, float]) -> np.ndarray:
+    """Every pixel's CIELAB distance from the ``sample`` pixels' median, in robust standard
+    deviations (1.48 MAD per channel, at least ``floor``)."""
+    x = lab[sample]
     med = np.median(x, 0)
-    sd = np.maximum(1.4826 * np.median(np.abs(x - med), 0), np.array([6.0, 3.0, 3.0]))
-    return np.sqrt((((lab - med) / sd) ** 2).sum(-1)), feats, lips
+    sd = np.maximum(1.4826 * np.median(np.abs(x - med), 0), np.asarray(floor))
+    return np.sqrt((((lab - med) / sd) ** 2).sum(-1))
 
 
 def _lower_face_foreign(rgb: np.ndarray, lm: np.ndarray, oval: np.ndarray) -> np.ndarray:
@@ -283,19 +289,17 @@ def _lower_face_foreign(rgb: np.ndarray, lm: np.ndarray, oval: np.ndarray) -> np
 
 def _grow_foreign(rgb: np.ndarray, lm: np.ndarray, oval: np.ndarray, seeds: np.ndarray) -> np.ndarray:
     """The whole of the objects whose lower part :func:`_lower_face_foreign` found: connected
-    foreign pixels anywhere in the oval (eyes left out) that touch a seed and are of the seeds' colour. A hand over a cheek reaches above the
-    nose tip, where the search does not look; without this its upper half would stay in the photo."""
+    foreign pixels anywhere in the oval (eyes left out) that touch a seed and are of the seeds'
+    colour. A hand over a cheek reaches above the nose tip, where the search does not look;
+    without this its upper half would stay in the photo. (It runs only when something was found:
+    recomputing the skin distance there keeps the common clean photo at one computation.)"""
     dist = _skin_distance(rgb, lm, oval)
     if dist is None:
         return seeds
     d, feats, _ = dist
     # foreign to the skin and of the object's own colour (robust statistics of the seeds, floored
     # at 8/6/6 CIELAB units): a beard, a moustache or the lips next to a hand are not the hand
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
-    x = lab[seeds]
-    med = np.median(x, 0)
-    sd = np.maximum(1.4826 * np.median(np.abs(x - med), 0), np.array([8.0, 6.0, 6.0]))
-    like = np.sqrt((((lab - med) / sd) ** 2).sum(-1)) < 3.0
+    like = _robust_distance(cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32), seeds, (8.0, 6.0, 6.0)) < 3.0
     # the lips are left out of the search (their colour is not the skin's) but not out of the
     # object: where it covers them they have its colour, which ``like`` tests
     cand = ((d > GROW_SIGMA) & like & oval & ~feats) | seeds
