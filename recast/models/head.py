@@ -109,6 +109,10 @@ _HAIR_LIMIT_NO_POSE = 0.45
 #: the head region's half-width and its reach above the forehead top
 _HEAD_HALF_WIDTH = 1.6
 _HEAD_ABOVE = 1.1
+#: hair beside the neck and under the jaw corners (below this far above the chin, within this
+#: many face widths of the centre line) must hang from the hair above it
+_JAW_CORNER = 0.25
+_JAW_ZONE_HALF = 0.6
 
 
 # --- face frame ---------------------------------------------------------------------------------
@@ -617,9 +621,30 @@ class _HeadCut:
             hair &= not_skin
         # nothing in the neck column under the chin is hair (long hair hangs at the sides)
         hair &= ~((np.abs(self.lat) < 0.3 * W) & (self.below > 0.0))
+        hair &= ~self._detached_below_jaw(hair)
         hair |= (alpha > 0.5) & (oval_m > 0) & (usable_face_mask(self.rgb, self.lm) == 0)
         hair &= self.below < limit
         return hair
+
+    def _detached_below_jaw(self, hair: np.ndarray) -> np.ndarray:
+        """bool: the part of ``hair`` under the jaw corners, beside the neck, that does not hang
+        from the hair above the mouth line. The shadow under a jaw is as dark as light-brown hair
+        and nearer the hair sample than the lit cheeks; called hair, it kept the source's colour
+        while the skin around it was matched to the plate and showed as grey-green patches under
+        the new chin. Hair that is really there (long hair, sideburns) comes down from above."""
+        H, W = self.ff.height, self.ff.width
+        zone = (self.below > -_JAW_CORNER * H) & (np.abs(self.lat) < _JAW_ZONE_HALF * W)
+        if not (hair & zone).any():
+            return np.zeros(hair.shape, bool)
+        # a thread of a pixel or two along the face's outline is not a connection
+        k = max(1, round(0.015 * H))
+        body = cv2.morphologyEx(hair.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2))
+        _, cc = cv2.connectedComponents(body, connectivity=8)
+        above = np.unique(cc[(body > 0) & (self.below <= -_JAW_CORNER * H)])
+        attached = np.isin(cc, above[above > 0])
+        # the opening's own losses at the edge of an attached piece stay hair
+        attached = cv2.dilate(attached.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2)) > 0
+        return hair & zone & ~attached
 
 
 # --- skin colour per semantic region ------------------------------------------------------------
