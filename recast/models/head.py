@@ -113,6 +113,10 @@ _HEAD_ABOVE = 1.1
 #: many face widths of the centre line) must hang from the hair above it
 _JAW_CORNER = 0.25
 _JAW_ZONE_HALF = 0.6
+#: the plate's clothing in front of the new neck: chroma (a, b) this many spreads from the
+#: plate's skin, the spread at least this (CIELAB units; a face's own spread can be tiny)
+_CLOTHING_CHROMA_Z = 3.5
+_CLOTHING_CHROMA_MIN_SPREAD = 3.0
 
 
 # --- face frame ---------------------------------------------------------------------------------
@@ -1040,6 +1044,9 @@ class HeadSwapper:
         # 1. placement: the new head, warped
         new_rgb, alpha, hair, fbox = self._new_head(tlm, sim, roi)
         skin_box = self._skin_box(tf, fbox, roi)
+        # the plate's collar and clothing are in front of the new neck
+        plate_stats = colour.plate_stats if colour is not None else skin_colour_stats(img, plm)
+        self._behind_clothing(img, plm, person, roi, plate_stats, alpha, hair)
         # 6. mouth interior from the plate when the source's mouth is closed
         if not self._mouth_open:
             self._plate_mouth(img, tlm, plm, roi, new_rgb, alpha, hair)
@@ -1114,6 +1121,43 @@ class HeadSwapper:
         new_rgb[ms][inside] = mouth_rgb[inside]
         alpha[ms][inside] = 1.0
         hair[ms][inside] = 1.0  # exempt from the skin correction: already the plate's colour
+
+    @staticmethod
+    def _behind_clothing(img: np.ndarray, plm: np.ndarray, person: np.ndarray, roi: tuple[int, int, int, int],
+                         plate_stats: np.ndarray, alpha: np.ndarray, hair: np.ndarray) -> None:
+        """Take the new neck out of the matte, in place, where the plate's clothing covers it.
+
+        The new head brings a piece of neck that fades out over :data:`_NECK_LINE`; a longer neck
+        than the plate's, or one placed lower, was drawn over the plate's collar and jacket as a
+        blurred band of skin. Clothing here is the plate person's pixels under the plate's chin
+        whose chroma is far from the plate's skin (chroma, not lightness: the shadow under a jaw is
+        darker skin, a collar is white or dark cloth), reaching down past where the new neck is
+        opaque. Hair keeps its matte: long hair falls in front of a collar."""
+        stats = np.asarray(plate_stats, np.float64)
+        ok = np.isfinite(stats).all(1)
+        if not ok.any():
+            return
+        x0, y0, x1, y1 = roi
+        pf = face_frame(plm)
+        H = pf.height
+        xs, ys = pixel_grid(roi)
+        _, below = pf.coords(xs, ys)
+        cand = (below > 0.0) & (person[y0:y1, x0:x1] >= 128)
+        if not (cand & (alpha > 0.0)).any():
+            return
+        ref = np.median(stats[ok, 1:3], axis=0)
+        spread = np.maximum(np.median(stats[ok, 4:6], axis=0), _CLOTHING_CHROMA_MIN_SPREAD)
+        ab = cielab(img[y0:y1, x0:x1])[..., 1:]
+        cloth = cand & ((np.abs(ab - ref) / spread).max(axis=2) > _CLOTHING_CHROMA_Z)
+        # what reaches the chest is clothing; a stray off-colour spot on the neck is not
+        _, cc = cv2.connectedComponents(cloth.astype(np.uint8), connectivity=8)
+        chest = np.unique(cc[cloth & (below > _NECK_OPAQUE * H)])
+        cloth &= np.isin(cc, chest[chest > 0])
+        if not cloth.any():
+            return
+        soft = cv2.GaussianBlur(cloth.astype(np.float32), (0, 0), max(0.5, 0.01 * H))
+        keep = np.maximum(1.0 - soft, np.clip(hair * 2.0 - 1.0, 0.0, 1.0))
+        alpha *= keep
 
     def _match_skin(self, new_rgb: np.ndarray, hair: np.ndarray, img: np.ndarray, tlm: np.ndarray, plm: np.ndarray,
                     roi: tuple[int, int, int, int], skin_box: tuple[int, int, int, int], colour: ColourMatch | None,
