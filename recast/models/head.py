@@ -112,7 +112,7 @@ _HEAD_ABOVE = 1.1
 #: hair beside the neck and under the jaw corners (below this far above the chin, within this
 #: many face widths of the centre line) must hang from the hair above it
 _JAW_CORNER = 0.25
-_JAW_ZONE_HALF = 0.6
+_JAW_ZONE_HALF = _HEAD_HALF_WIDTH
 #: the plate's clothing in front of the new neck: chroma (a, b) this many spreads from the
 #: plate's skin, the spread at least this (CIELAB units; a face's own spread can be tiny)
 _CLOTHING_CHROMA_Z = 3.5
@@ -545,9 +545,13 @@ class _HeadCut:
                 # beside the face, anything hair-coloured is taken for hair (the shadowed inner layer
                 # of long hair is as dark as a jacket): only a collar of other colours rises there.
                 # Not under the chin in front of the neck: a shirt collar sits there, and a grey or
-                # dark hair model is wide enough to take it for hair
+                # dark hair model is wide enough to take it for hair. Beside the neck and under the
+                # jaw corners only what hangs from the hair above counts: a white collar there is as
+                # near a grey hair model as the hair
                 beside = (below < 0.0) | (np.abs(lat) > _NECK_HALF * W)
-                where &= ~((below < _NECK_OPAQUE * H) & beside & (z_h < 3.0))
+                hairlike = (z_h < 3.0) & (self.person > 0.5)
+                hairlike &= ~self._detached_below_jaw(hairlike)
+                where &= ~((below < _NECK_OPAQUE * H) & beside & hairlike)
             if strands is not None:
                 where &= ~strands
             cloth = np.zeros(below.shape, np.float32)
