@@ -31,7 +31,12 @@ Two paths, chosen per shot:
   before and after it (nearest first) are mapped into it by ``H_t^-1 @ H_s``. Which source fills
   which pixels is planned on coarse block masks, then each missing pixel is sampled (bilinear,
   all four taps visible in the source) from its planned source; a source whose relative motion is
-  under :data:`IDENTITY_PX` is copied, not resampled. The rest is inpainted per frame (at reduced
+  under :data:`IDENTITY_PX` is copied, not resampled. A source is planned only where it agrees
+  with the target on the ring of pixels the target shows around its hole (block resolution,
+  after a per-channel exposure gain that is then applied to what it fills): a frame the
+  homography misregisters (parallax, a zoom, lighting that moved) or whose person mask missed
+  part of the person would paste a shifted or foreign piece; the hole is left to later frames
+  or to the inpainting instead. The rest is inpainted per frame (at reduced
   resolution when the hole is large: TELEA output is smooth anyway, and its cost grows with the
   hole's area), so a never-seen region may shimmer slightly from frame to frame on this path.
 
@@ -378,6 +383,32 @@ def _sample(img: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     return out.reshape(-1, 3)[:n]
 
 
+#: the ring around a hole on which a source frame must agree with the target (blocks of the plan)
+_RING_KERNEL = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
+#: a source frame whose exposure-matched blocks differ from the target's on that ring by more than
+#: this (mean absolute difference, 8-bit levels, 75th percentile) is misregistered there (parallax,
+#: a zoom the homography missed, the person's own unsegmented parts): it fills nothing
+_RING_MAX_DIFF = 10.0
+#: fewer ring blocks than this in common and the agreement cannot be judged: the source is used
+_RING_MIN_BLOCKS = 12
+#: per-channel exposure gain bounds between a source frame and the target
+_GAIN_RANGE = (0.8, 1.25)
+_UNIT_GAIN = np.ones(3, np.float32)
+
+
+def _agreement(target: np.ndarray, source: np.ndarray, ring: np.ndarray) -> np.ndarray | None:
+    """The per-channel gain that matches ``source`` (a frame warped into the target, at block
+    resolution, float32) to ``target`` on ``ring`` (bool blocks both show), or None when they
+    disagree there beyond :data:`_RING_MAX_DIFF` after that gain. Too small a ring to judge:
+    :data:`_UNIT_GAIN`."""
+    if int(ring.sum()) < _RING_MIN_BLOCKS:
+        return _UNIT_GAIN
+    a, b = target[ring], source[ring]
+    gain = np.clip((a.mean(0) + 1.0) / (b.mean(0) + 1.0), *_GAIN_RANGE).astype(np.float32)
+    diff = np.abs(a - b * gain).mean(1)
+    return gain if float(np.percentile(diff, 75)) <= _RING_MAX_DIFF else None
+
+
 def _moving_shot(frames, masks, Hs, start: int, end: int, kernel, window: int, stride: int,
                  out: np.ndarray, known: np.ndarray, inpaint: bool) -> None:
     """Per target frame: warp the nearest source frames of a bounded window into it, then inpaint.
@@ -399,14 +430,16 @@ def _moving_shot(frames, masks, Hs, start: int, end: int, kernel, window: int, s
     # the block of each full-resolution row and column (as INTER_NEAREST resizing maps them)
     row_block = np.minimum((np.arange(h) * sy).astype(np.int64), ps[1] - 1)
     col_block = np.minimum((np.arange(w) * sx).astype(np.int64), ps[0] - 1)
-    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # frame -> (dilated person, fully visible blocks)
+    # frame -> (dilated person, fully visible blocks, the frame at block resolution)
+    cache: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def occ(i: int) -> tuple[np.ndarray, np.ndarray]:
+    def occ(i: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         c = cache.get(i)
         if c is None:
             m = _dilate(masks[i], kernel)
             vis_blocks = cv2.resize((~m).astype(np.uint8) * 255, ps, interpolation=cv2.INTER_AREA) == 255
-            c = cache[i] = (m, vis_blocks.astype(np.uint8) * 255)
+            small = cv2.resize(np.asarray(frames[i]), ps, interpolation=cv2.INTER_AREA).astype(np.float32)
+            c = cache[i] = (m, vis_blocks.astype(np.uint8) * 255, small)
         return c
 
     for t in range(start, end):
@@ -422,7 +455,11 @@ def _moving_shot(frames, masks, Hs, start: int, end: int, kernel, window: int, s
         Ht_inv = np.linalg.inv(Hs[t])
         # --- plan on blocks: nearest source first, each claims the blocks still missing that it shows
         rem = cv2.resize(hidden.astype(np.uint8) * 255, ps, interpolation=cv2.INTER_AREA) > 0
-        plan: list[tuple[int, np.ndarray, np.ndarray]] = []
+        # the ring of blocks around the hole that this frame itself shows: a source must agree with
+        # the frame there (after an exposure gain) before it may fill the hole
+        ring = (cv2.dilate(rem.astype(np.uint8), _RING_KERNEL) > 0) & ~rem & (occ(t)[1] > 0)
+        small_t = occ(t)[2]
+        plan: list[tuple[int, np.ndarray, np.ndarray, np.ndarray]] = []
         for d in offsets:
             for s in (t - d, t + d):
                 if not (start <= s < end) or not rem.any():
@@ -431,9 +468,13 @@ def _moving_shot(frames, masks, Hs, start: int, end: int, kernel, window: int, s
                 Ms = S @ M @ S_inv
                 vb = cv2.warpPerspective(occ(s)[1], Ms, ps, flags=cv2.INTER_NEAREST, borderValue=0) > 0
                 claim = rem & vb
-                if claim.any():
-                    rem &= ~claim
-                    plan.append((s, M, claim))
+                if not claim.any():
+                    continue
+                gain = _agreement(small_t, cv2.warpPerspective(occ(s)[2], Ms, ps, flags=cv2.INTER_LINEAR), ring & vb)
+                if gain is None:
+                    continue
+                rem &= ~claim
+                plan.append((s, M, claim, gain))
             if not rem.any():
                 break
         if not plan:
@@ -444,14 +485,14 @@ def _moving_shot(frames, masks, Hs, start: int, end: int, kernel, window: int, s
         # source its block was planned for, and, if that fails at full resolution (a block edge),
         # the later (farther) planned sources; the cost is O(missing pixels), not O(sources * box)
         labels = np.full(rem.shape, len(plan), np.int32)
-        for k, (_, _, claim) in enumerate(plan):
+        for k, (_, _, claim, _) in enumerate(plan):
             labels[claim] = k
         ys, xs = np.nonzero(missing)
         lab = labels[row_block[ys], col_block[xs]]
         order = np.argsort(lab, kind="stable")
         bounds = np.searchsorted(lab[order], np.arange(len(plan) + 1))
         pending = np.zeros(0, np.int64)  # indices into ys/xs that failed their planned source
-        for k, (s, M, _) in enumerate(plan):
+        for k, (s, M, _, gain) in enumerate(plan):
             cand = np.concatenate([pending, order[bounds[k]:bounds[k + 1]]])
             if len(cand) == 0:
                 continue
@@ -471,7 +512,7 @@ def _moving_shot(frames, masks, Hs, start: int, end: int, kernel, window: int, s
                 u0c, v0c = np.clip(u0, 0, w - 2), np.clip(v0, 0, h - 2)
                 ok &= vis_s[v0c, u0c] & vis_s[v0c, u0c + 1] & vis_s[v0c + 1, u0c] & vis_s[v0c + 1, u0c + 1]
                 vals = _sample(fs, u[ok], v[ok])
-            out[t, py[ok], px[ok]] = vals
+            out[t, py[ok], px[ok]] = np.clip(vals * gain + 0.5, 0, 255) if gain is not _UNIT_GAIN else vals
             known[t, py[ok], px[ok]] = True
             missing[py[ok], px[ok]] = False
             pending = cand[~ok]

@@ -109,10 +109,13 @@ _HAIR_LIMIT_NO_POSE = 0.45
 #: the head region's half-width and its reach above the forehead top
 _HEAD_HALF_WIDTH = 1.6
 _HEAD_ABOVE = 1.1
-#: hair beside the neck and under the jaw corners (below this far above the chin, within this
-#: many face widths of the centre line) must hang from the hair above it
+#: hair beside the neck and under the jaw corners (below this far above the chin) must hang from
+#: the hair above it
 _JAW_CORNER = 0.25
-_JAW_ZONE_HALF = _HEAD_HALF_WIDTH
+#: ... across gaps of up to twice this (face heights), from pixels where more than this share
+#: of the pixels around (within the bridge) is hair
+_HAIR_BRIDGE = 0.02
+_HAIR_DENSE = 0.25
 #: the plate's clothing in front of the new neck: chroma (a, b) this many spreads from the
 #: plate's skin, the spread at least this (CIELAB units; a face's own spread can be tiny)
 _CLOTHING_CHROMA_Z = 3.5
@@ -545,13 +548,9 @@ class _HeadCut:
                 # beside the face, anything hair-coloured is taken for hair (the shadowed inner layer
                 # of long hair is as dark as a jacket): only a collar of other colours rises there.
                 # Not under the chin in front of the neck: a shirt collar sits there, and a grey or
-                # dark hair model is wide enough to take it for hair. Beside the neck and under the
-                # jaw corners only what hangs from the hair above counts: a white collar there is as
-                # near a grey hair model as the hair
+                # dark hair model is wide enough to take it for hair
                 beside = (below < 0.0) | (np.abs(lat) > _NECK_HALF * W)
-                hairlike = (z_h < 3.0) & (self.person > 0.5)
-                hairlike &= ~self._detached_below_jaw(hairlike)
-                where &= ~((below < _NECK_OPAQUE * H) & beside & hairlike)
+                where &= ~((below < _NECK_OPAQUE * H) & beside & (z_h < 3.0))
             if strands is not None:
                 where &= ~strands
             cloth = np.zeros(below.shape, np.float32)
@@ -635,23 +634,26 @@ class _HeadCut:
         return hair
 
     def _detached_below_jaw(self, hair: np.ndarray) -> np.ndarray:
-        """bool: the part of ``hair`` under the jaw corners, beside the neck, that does not hang
-        from the hair above the mouth line. The shadow under a jaw is as dark as light-brown hair
+        """bool: the part of ``hair`` under the jaw corners, beside the neck (within the neck
+        column's half-width of the centre line), that does not hang from the hair above the mouth
+        line. The shadow under a jaw is as dark as light-brown hair
         and nearer the hair sample than the lit cheeks; called hair, it kept the source's colour
         while the skin around it was matched to the plate and showed as grey-green patches under
         the new chin. Hair that is really there (long hair, sideburns) comes down from above."""
         H, W = self.ff.height, self.ff.width
-        zone = (self.below > -_JAW_CORNER * H) & (np.abs(self.lat) < _JAW_ZONE_HALF * W)
+        zone = (self.below > -_JAW_CORNER * H) & (np.abs(self.lat) < _NECK_HALF * W)
         if not (hair & zone).any():
             return np.zeros(hair.shape, bool)
-        # a thread of a pixel or two along the face's outline is not a connection
-        k = max(1, round(0.015 * H))
-        body = cv2.morphologyEx(hair.astype(np.uint8), cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2))
-        _, cc = cv2.connectedComponents(body, connectivity=8)
-        above = np.unique(cc[(body > 0) & (self.below <= -_JAW_CORNER * H)])
+        # strands of long hair break up in the colour test: gaps of a few hundredths of a face
+        # are bridged, between pixels where hair is dense (a dotted line of dark pixels along the
+        # face's outline is not a connection: it tied the astronaut's jaw shadow to her hair)
+        g = max(1, round(_HAIR_BRIDGE * H))
+        hair_u8 = hair.astype(np.uint8)
+        dense = cv2.blur(hair_u8.astype(np.float32), (2 * g + 1, 2 * g + 1)) > _HAIR_DENSE
+        bridged = cv2.dilate(hair_u8 * dense, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1,) * 2))
+        _, cc = cv2.connectedComponents(bridged, connectivity=8)
+        above = np.unique(cc[hair & (self.below <= -_JAW_CORNER * H)])
         attached = np.isin(cc, above[above > 0])
-        # the opening's own losses at the edge of an attached piece stay hair
-        attached = cv2.dilate(attached.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2)) > 0
         return hair & zone & ~attached
 
 
@@ -842,7 +844,9 @@ class HeadSwapper:
     :meth:`swap` per frame. Holds no MediaPipe state; keep one per thread all the same.
     """
 
-    MODEL = ModelRef(name="classic-head", version="1.0")
+    #: 1.1: shadows under the jaw are skin, collars beside it are clothing, the plate's clothing
+    #: stays in front of the new neck
+    MODEL = ModelRef(name="classic-head", version="1.1")
 
     #: ring of triangles joining the mesh-warped face to the similarity-warped head, as a scale
     #: of the face oval about its centre: wider = gentler transition
@@ -1145,8 +1149,10 @@ class HeadSwapper:
         pf = face_frame(plm)
         H = pf.height
         xs, ys = pixel_grid(roi)
-        _, below = pf.coords(xs, ys)
-        cand = (below > 0.0) & (person[y0:y1, x0:x1] >= 128)
+        lat, below = pf.coords(xs, ys)
+        # the new head's neck is its neck column (beside it, below the opaque line, the source
+        # matte holds hair only)
+        cand = (below > 0.0) & (np.abs(lat) < _NECK_HALF * pf.width) & (person[y0:y1, x0:x1] >= 128)
         if not (cand & (alpha > 0.0)).any():
             return
         ref = np.median(stats[ok, 1:3], axis=0)

@@ -15,7 +15,8 @@ from recast.media.artifacts import ANALYSIS_MEDIA_TYPE, CHUNK_MEDIA_TYPE, Backgr
 from recast.models.background import reconstruct_background
 from recast.tasks.common import fetch, load_artifact, progress_for, run_stage, scratch_dir, store_asset
 
-MODEL = ModelRef(name="background-reuse+telea-inpaint", version="1.0")
+#: 1.1: a frame borrows only where it agrees with the target around the hole, at its exposure
+MODEL = ModelRef(name="background-reuse+telea-inpaint", version="1.1")
 
 
 def reconstruct(*, run_id: str | None, shot_id: str | None, ingest: IngestResult, segments: list[SegmentResult], track: TrackResult) -> BackgroundResult:

@@ -10,7 +10,7 @@ from recast.contracts import AssetRef, Mode, ModelRef, PlateChunk, SegmentResult
 from recast.media import read_frames, read_image
 from recast.media.artifacts import ANALYSIS_MEDIA_TYPE, PlateAnalysis, SourceAnalysis
 from recast.models.face import FaceAnalyzer
-from recast.models.head import chosen_person_mask, extract_source_head, skin_colour_stats
+from recast.models.head import HeadSwapper, chosen_person_mask, extract_source_head, skin_colour_stats
 from recast.models.identity import DlibFaceEmbedder
 from recast.models.masks import PersonSegmenter
 from recast.models.metrics import head_pose
@@ -132,7 +132,7 @@ def analyze_source(*, run_id: str | None, shot_id: str | None, source: AssetRef,
     photo of several people is read by its largest face (no face at all still raises)."""
     embedder = DlibFaceEmbedder.shared()
     models = (tuple(FaceAnalyzer.MODELS) + tuple(OcclusionDetector.MODELS) + (embedder.model,)
-              + (tuple(PersonSegmenter.MODELS) if mode == Mode.head.value else ()))
+              + ((*PersonSegmenter.MODELS, HeadSwapper.MODEL) if mode == Mode.head.value else ()))
 
     def compute() -> SourceFaceResult:
         rgb = read_image(fetch(source), role="source")
