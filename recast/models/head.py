@@ -11,8 +11,9 @@ Pipeline (one :class:`SourceHead` per source photo, one :class:`HeadSwapper` per
    (source → target landmarks), and the inner face is mesh-warped onto the target landmarks. The
    two warps are joined *as coordinate maps* (a ring of triangles around the face oval whose
    outer vertices follow the similarity), so there is one continuous warp and no double edge.
-3. The plate's old head (person mask ∩ head region above the plate's chin) is replaced by the
-   clean plate where it is known and inpainted (TELEA, at low resolution) where it is not.
+3. The plate's old head (person mask ∩ head region above the plate's chin, plus what beside it
+   differs from the known clean plate: earrings, strands, the halo the mask leaves) is replaced by
+   the clean plate where it is known and inpainted (TELEA, at low resolution) where it is not.
 4. The new head's skin is matched to the plate's per semantic region (LAB mean/std, a smooth
    field interpolated between region centres, HeSer's colour reference idea); hair is exempt.
 5. Multi-band blend (fine bands follow the soft matte, coarse bands smooth the neck seam),
@@ -116,6 +117,12 @@ _JAW_CORNER = 0.25
 #: of the pixels around (within the bridge) is hair
 _HAIR_BRIDGE = 0.02
 _HAIR_DENSE = 0.25
+#: what the person mask left of the old head (see ``_stray_old_head``) is looked for this far
+#: (face heights) around it, among pixels whose person probability is at least this (of 255) and
+#: that differ from the known clean plate by more than this (8-bit levels, largest channel)
+_STRAY_REACH = 0.08
+_STRAY_PERSON = 13
+_STRAY_DIFF = 24
 #: the plate's clothing in front of the new neck: chroma (a, b) this many spreads from the
 #: plate's skin, the spread at least this (CIELAB units; a face's own spread can be tiny)
 _CLOTHING_CHROMA_Z = 3.5
@@ -844,8 +851,8 @@ class HeadSwapper:
     :meth:`swap` per frame. Holds no MediaPipe state; keep one per thread all the same.
     """
 
-    #: 1.1: shadows under the jaw are skin, collars beside it are clothing, the plate's clothing
-    #: stays in front of the new neck
+    #: 1.1: a shadow under the jaw is skin, the plate's clothing stays in front of the new neck,
+    #: what segmentation left of the old head goes with it where the clean plate is known
     MODEL = ModelRef(name="classic-head", version="1.1")
 
     #: ring of triangles joining the mesh-warped face to the similarity-warped head, as a scale
@@ -1206,21 +1213,24 @@ class HeadSwapper:
         # never cut lower than where the new neck is still opaque (no gap between new chin and old neck)
         t_chin_below = float((tlm[CHIN_BOTTOM, :2] - pf.chin) @ pf.down) / pf.height
         cut = min(_PLATE_CUT, t_chin_below + _NECK_OPAQUE - 0.02)
-        old = head_region(plm, (h, w), cut_below_chin=cut, roi=roi)
-        old &= np.where(person[sl] >= 128, 255, 0).astype(np.uint8)
+        region = head_region(plm, (h, w), cut_below_chin=cut, roi=roi)
+        old = region & np.where(person[sl] >= 128, 255, 0).astype(np.uint8)
         gk = max(1, round(self.GROW * pf.height))
         old = cv2.dilate(old, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gk + 1,) * 2))
-        if occ is not None:
-            old[occ] = 0
         base = img[sl].copy()
         oldb = old > 0
         if background is not None:
             bg = np.asarray(background)[sl]
             known = np.ones(oldb.shape, bool) if background_known is None else np.asarray(background_known)[sl] > 0
+            oldb |= _stray_old_head(base, bg, known, oldb, region > 0, person[sl], pf.height)
+            if occ is not None:
+                oldb &= ~occ
             take = oldb & known
             base[take] = bg[take]
             todo = oldb & ~known
         else:
+            if occ is not None:
+                oldb &= ~occ
             todo = oldb
         # inpaint only what no new head pixel will fully hide
         if (todo & (alpha < 0.999)).any():
@@ -1321,6 +1331,26 @@ class ClassicHeadEngine:
 
         with OcclusionDetector(static_images=False) as occluder:
             return swap_frames(plate, targets, one, progress)
+
+
+def _stray_old_head(plate: np.ndarray, bg: np.ndarray, known: np.ndarray, old: np.ndarray, region: np.ndarray,
+                    person: np.ndarray, face_height: float) -> np.ndarray:
+    """bool: what segmentation left of the old head beside it (an earring, strands and the soft
+    halo of hair, a lock the person mask cut off): pixels within :data:`_STRAY_REACH` face heights
+    of the ``old`` head's mask, inside its head ``region``, that the person mask gives at least a
+    faint chance (``person`` uint8 0..255) and where the plate differs from the clean plate ``bg``
+    where that is ``known`` (seen in other frames). That difference is the old head itself, so it
+    goes with it; where the clean plate is not known nothing is added (a guessed background
+    cannot tell a strand from the wall)."""
+    k = max(1, round(_STRAY_REACH * face_height))
+    near = cv2.dilate(old.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1,) * 2)) > 0
+    cand = near & ~old & region & known & (person >= _STRAY_PERSON)
+    if not cand.any():
+        return cand
+    diff = cv2.absdiff(plate, bg).max(axis=2)
+    stray = cand & (diff > _STRAY_DIFF)
+    # the strand's own soft edge (below the difference threshold) goes with it
+    return stray | ((cv2.dilate(stray.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0) & cand)
 
 
 def _inpaint(img: np.ndarray, mask: np.ndarray, face_height: float) -> np.ndarray:
