@@ -368,6 +368,15 @@ def _clothing_z(lab: np.ndarray, model: tuple[np.ndarray, np.ndarray]) -> np.nda
     return z
 
 
+def _bridged_reach(mask: np.ndarray, seeds: np.ndarray, gap: int) -> np.ndarray:
+    """bool: the pixels connected to any of ``seeds`` through ``mask`` (bool), across gaps of up
+    to ``2 * gap`` pixels (the mask dilated by ``gap`` before its components are taken)."""
+    bridged = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gap + 1,) * 2))
+    _, cc = cv2.connectedComponents(bridged, connectivity=8)
+    ids = np.unique(cc[seeds])
+    return np.isin(cc, ids[ids > 0])
+
+
 def _crop_box(alpha: np.ndarray, margin: int) -> tuple[int, int, int, int]:
     ys, xs = np.nonzero(alpha > 0.02)
     h, w = alpha.shape
@@ -603,10 +612,7 @@ class _HeadCut:
         # keep only strands connected to the hair beside the face, above the neck (across gaps
         # of a twentieth of a face: darker strands and shadows break the colour test)
         g = max(1, round(0.05 * H))
-        bridged = cv2.dilate(hl, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1,) * 2))
-        _, lab_cc = cv2.connectedComponents((bridged > 0).astype(np.uint8), connectivity=8)
-        seeds = np.unique(lab_cc[(hl > 0) & beside_face & (below < 0.0)])
-        strands = np.isin(lab_cc, seeds[seeds > 0]) & (hl > 0)
+        strands = _bridged_reach(hl > 0, (hl > 0) & beside_face & (below < 0.0), g) & (hl > 0)
         # what hangs: hair-coloured blobs beside the neck that touch the head region above
         attached = ((region > 0.5) | (hl > 0)).astype(np.uint8)
         _, att_cc = cv2.connectedComponents(attached, connectivity=8)
@@ -655,12 +661,8 @@ class _HeadCut:
         # are bridged, between pixels where hair is dense (a dotted line of dark pixels along the
         # face's outline is not a connection: it tied the astronaut's jaw shadow to her hair)
         g = max(1, round(_HAIR_BRIDGE * H))
-        hair_u8 = hair.astype(np.uint8)
-        dense = cv2.blur(hair_u8.astype(np.float32), (2 * g + 1, 2 * g + 1)) > _HAIR_DENSE
-        bridged = cv2.dilate(hair_u8 * dense, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1,) * 2))
-        _, cc = cv2.connectedComponents(bridged, connectivity=8)
-        above = np.unique(cc[hair & (self.below <= -_JAW_CORNER * H)])
-        attached = np.isin(cc, above[above > 0])
+        dense = cv2.blur(hair.astype(np.float32), (2 * g + 1, 2 * g + 1)) > _HAIR_DENSE
+        attached = _bridged_reach(hair & dense, hair & (self.below <= -_JAW_CORNER * H), g)
         return hair & zone & ~attached
 
 
@@ -1059,14 +1061,15 @@ class HeadSwapper:
         # 1. placement: the new head, warped
         new_rgb, alpha, hair, fbox = self._new_head(tlm, sim, roi)
         skin_box = self._skin_box(tf, fbox, roi)
+        if colour is None:  # computed once here for the clothing test and the skin match
+            colour = ColourMatch(source_stats=self._src_stats, plate_stats=skin_colour_stats(img, plm))
         # the plate's collar and clothing are in front of the new neck
-        plate_stats = colour.plate_stats if colour is not None else skin_colour_stats(img, plm)
-        self._behind_clothing(img, plm, person, roi, plate_stats, alpha, hair)
+        self._behind_clothing(img, plm, person, roi, colour.plate_stats, alpha, hair)
         # 6. mouth interior from the plate when the source's mouth is closed
         if not self._mouth_open:
             self._plate_mouth(img, tlm, plm, roi, new_rgb, alpha, hair)
         # 3. + 4. skin tone per region (the neck band too), hair exempt
-        self._match_skin(new_rgb, hair, img, tlm, plm, roi, skin_box, colour, tf.height)
+        self._match_skin(new_rgb, hair, tlm, roi, skin_box, colour, tf.height)
         # 2. the old head, replaced by the clean plate or inpainted
         base, old = self._remove_old_head(img, tlm, plm, person, background, background_known, roi, occ, alpha)
         # 5. blend, 7. occluders stay exactly the plate's
@@ -1185,8 +1188,8 @@ class HeadSwapper:
         keep = np.maximum(1.0 - soft, np.clip(hair[bs] * 2.0 - 1.0, 0.0, 1.0))
         a_box *= keep
 
-    def _match_skin(self, new_rgb: np.ndarray, hair: np.ndarray, img: np.ndarray, tlm: np.ndarray, plm: np.ndarray,
-                    roi: tuple[int, int, int, int], skin_box: tuple[int, int, int, int], colour: ColourMatch | None,
+    def _match_skin(self, new_rgb: np.ndarray, hair: np.ndarray, tlm: np.ndarray,
+                    roi: tuple[int, int, int, int], skin_box: tuple[int, int, int, int], colour: ColourMatch,
                     height: float) -> None:
         """Match the new head's skin to the plate's per region, in place, on the skin box only;
         hair keeps the source's colour."""
@@ -1194,10 +1197,7 @@ class HeadSwapper:
         sx0, sy0, sx1, sy1 = skin_box
         if sx1 <= sx0 or sy1 <= sy0:
             return
-        if colour is not None:
-            src_stats, dst_stats = np.asarray(colour.source_stats), np.asarray(colour.plate_stats)
-        else:
-            src_stats, dst_stats = self._src_stats, skin_colour_stats(img, plm)
+        src_stats, dst_stats = np.asarray(colour.source_stats), np.asarray(colour.plate_stats)
         fieldv = self._colour_field(tlm, skin_box, src_stats, dst_stats, height)
         if fieldv is None:
             return
