@@ -69,8 +69,35 @@ def _translated(exc: BaseException) -> BaseException:
                                               "check that it runs, or unset PREFECT_API_URL to use recast's own")
     lost = _database_connection_error(exc)
     if lost is not None:
-        return errors.DatabaseUnavailableError(f"database {_database_shown()}: {(str(lost).splitlines() or [type(lost).__name__])[0][:300]}")
+        return errors.DatabaseUnavailableError(f"database {_database_shown()}: {_first_line(lost)}")
+    failing = _prefect_server_error(exc)
+    if failing is not None:
+        url = processes.local_prefect_url() or "the Prefect API (PREFECT_API_URL)"
+        return errors.ServiceUnavailableError(f"Prefect server {url}: {_first_line(exc)} (it still failed after the client's retries); "
+                                              "run the command again (finished stages are reused)")
     return exc
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _prefect_server_error(exc: BaseException) -> BaseException | None:
+    """The Prefect API's own failure behind ``exc``, if any: an HTTP 5xx answer (e.g. 503 while
+    its database is locked or its connections were dropped) that outlived the Prefect client's
+    retries, possibly wrapped (a tag concurrency slot that could not be acquired)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        response = getattr(current, "response", None)
+        # httpx's HTTPStatusError is what Prefect's client raises (PrefectHTTPStatusError is one);
+        # recast's own HTTP calls all go to the Prefect API, the object store's go through boto3
+        if (type(current).__module__.startswith(("prefect", "httpx")) and type(current).__name__.endswith("HTTPStatusError")
+                and getattr(response, "status_code", 0) >= 500):
+            return current
+        current = current.__cause__ or current.__context__
+    return None
 
 
 def _database_shown() -> str:

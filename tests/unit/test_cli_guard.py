@@ -29,6 +29,32 @@ def test_an_unusable_connection_is_exit_6(exc):
     assert exit_code_for(exc) == EXIT_SERVICE
 
 
+def test_a_prefect_server_that_keeps_answering_503_is_exit_6_and_says_to_run_again():
+    """Seen in CI: while PostgreSQL's connections were being terminated the embedded Prefect
+    server answered 503 to the task's tag concurrency request past its client's retries; that is
+    the environment (exit 6, rerun), not a bug (exit 1)."""
+    import httpx
+    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
+    from prefect.exceptions import PrefectHTTPStatusError
+
+    from recast.cli.guard import _translated
+
+    request = httpx.Request("POST", "http://127.0.0.1:4200/api/v2/concurrency_limits/increment-with-lease")
+    answer = PrefectHTTPStatusError("Server error '503 Service Unavailable'", request=request,
+                                    response=httpx.Response(503, request=request))
+    try:
+        try:
+            raise answer
+        except PrefectHTTPStatusError as inner:
+            raise ConcurrencySlotAcquisitionError("Unable to acquire concurrency slots on ['tag:recast']: 503 Service Unavailable") from inner
+    except ConcurrencySlotAcquisitionError as outer:
+        assert exit_code_for(outer) == EXIT_SERVICE
+        shown = str(_translated(outer))
+        assert shown.startswith("Prefect server ") and "503" in shown and "run the command again" in shown, shown
+    not_found = PrefectHTTPStatusError("Client error '404 Not Found'", request=request, response=httpx.Response(404, request=request))
+    assert exit_code_for(not_found) == EXIT_INTERNAL  # a 4xx is recast asking wrongly: a bug
+
+
 def test_other_errors_stay_internal():
     assert exit_code_for(ValueError("a bug")) == EXIT_INTERNAL
 
