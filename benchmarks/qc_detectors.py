@@ -80,6 +80,8 @@ PAIRS: tuple[tuple[str, str], ...] = (
 #: the clean set's outputs labelled by eye (contact sheets of all frames, per pair and mode): the
 #: defect classes the classic engines really leave there, () for clean, None where unsure. False
 #: alarms are counted on the frames labelled clean; the others are "labelled real defects".
+#: Relabelled when the head swap stopped removing the shoulders beside the jaw (s12, biden, d9:
+#: their streaky or cut shoulders and the sweater read as leftover head are gone).
 EYE_LABELS: dict[tuple[str, str], tuple[str, ...] | None] = {
     ("deepface_img3__liveportrait_d0", "head"): (),
     ("deepface_img3__liveportrait_d0", "face"): None,  # the source's fringe strands over the forehead
@@ -89,15 +91,15 @@ EYE_LABELS: dict[tuple[str, str], tuple[str, ...] | None] = {
     ("deepface_img45__liveportrait_d19", "face"): None,  # the plate's glasses arms cut off
     ("face_recognition_obama__sadtalker_WDA_AlexandriaOcasioCortez_000", "head"): ("foreign_pieces", "fill_artefacts"),
     ("face_recognition_obama__sadtalker_WDA_AlexandriaOcasioCortez_000", "face"): (),
-    ("liveportrait_s12__videoretalking_1", "head"): ("foreign_pieces", "fill_artefacts"),  # collar, streaky shoulders
+    ("liveportrait_s12__videoretalking_1", "head"): ("foreign_pieces",),  # collar pieces beside the neck
     ("liveportrait_s12__videoretalking_1", "face"): (),
-    ("face_recognition_biden__liveportrait_d12", "head"): ("foreign_pieces", "leftover_plate_head"),
+    ("face_recognition_biden__liveportrait_d12", "head"): ("foreign_pieces",),  # white stubs of his collar
     ("face_recognition_biden__liveportrait_d12", "face"): (),
     ("deepface_img17__liveportrait_d20", "head"): (),
     ("deepface_img17__liveportrait_d20", "face"): (),
     ("insightface_t1__dreamtalk_W009_front_happy_level3_001", "head"): ("sharpness",),  # a small face from a group photo
     ("insightface_t1__dreamtalk_W009_front_happy_level3_001", "face"): ("sharpness", "colour_blotches"),
-    ("liveportrait_d9__liveportrait_s18", "head"): ("foreign_pieces", "fill_artefacts"),  # a yellow piece, a cut at the shoulders
+    ("liveportrait_d9__liveportrait_s18", "head"): ("foreign_pieces",),  # a yellow piece beside the head
     ("liveportrait_d9__liveportrait_s18", "face"): (),
     ("face_recognition_kit_harington_john2__liveportrait_d13", "head"): ("inner_edges", "foreign_pieces"),  # double jaw line, cloak
     ("face_recognition_kit_harington_john2__liveportrait_d13", "face"): ("inner_edges",),  # cut at the cheek
@@ -311,9 +313,10 @@ def _blend(out: np.ndarray, other: np.ndarray, a: np.ndarray) -> np.ndarray:
 
 
 def _old_head(case: Case) -> np.ndarray:
-    from recast.models.head import head_region
+    """Where the head swap removed the old head (not the shoulders beside the jaw: they stay)."""
+    from recast.models.head import old_head_mask
 
-    return (head_region(case.plm, case.plate.shape, cut_below_chin=0.05) > 0) & (case.person >= 128)
+    return old_head_mask(case.plate, case.person, case.plm, cut_below_chin=0.05)
 
 
 def _grow(m, r):

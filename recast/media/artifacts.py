@@ -261,14 +261,15 @@ class QCPerFrame(Artifact):
     known only on the ``sampled`` frames (NaN elsewhere); ``identity_match_distance`` is the
     identity model's same-person bound the distances are read against. ``motion_ratio``: the
     output's landmark motion over the plate's in a one-second window; ``wrong_person``: 1 on
-    frames of a segment whose person is not the chosen one, 0 on the other judged frames.
+    frames of a segment whose person is not the chosen one, 0 on the other judged frames;
+    ``guessed_fill``: what the swap invented of the old head's place, % of the face box.
 
     ``region_frames`` / ``region_measure`` / ``region_masks``: for each flagged defect measure,
     its worst frames and where on them the detector found the defect (the report outlines them).
     :meth:`series` reads any per-frame series by name (a field or a defect column).
     """
 
-    FORMAT_VERSION: ClassVar[int] = 2
+    FORMAT_VERSION: ClassVar[int] = 3  # 3: guessed_fill
 
     swapped: np.ndarray  # (F,) bool
     face_found: np.ndarray  # (F,) bool
@@ -293,6 +294,7 @@ class QCPerFrame(Artifact):
     identity_match_distance: float
     motion_ratio: np.ndarray | None = None  # (F,) NaN where unknown
     wrong_person: np.ndarray | None = None  # (F,) 1.0 / 0.0 / NaN
+    guessed_fill: np.ndarray | None = None  # (F,) % of the face box, NaN where unknown
     defects: np.ndarray | None = None  # (F, D) float, NaN where not measured
     defect_names: np.ndarray | None = None  # (D,) str
     region_frames: np.ndarray | None = None  # (k,) int
@@ -304,7 +306,7 @@ class QCPerFrame(Artifact):
     def __post_init__(self) -> None:
         n = len(self.swapped)
         nan = np.full(n, np.nan)
-        for name in ("motion_ratio", "wrong_person"):
+        for name in ("motion_ratio", "wrong_person", "guessed_fill"):
             object.__setattr__(self, name, nan.copy() if getattr(self, name) is None else np.asarray(getattr(self, name), np.float64))
         names = np.asarray(() if self.defect_names is None else self.defect_names, dtype=str).reshape(-1)
         object.__setattr__(self, "defect_names", names)

@@ -95,12 +95,16 @@ class PlateFrames:
 class SwapResult:
     """A swapped chunk: the N output frames and the matte (N, H, W) bool of every pixel the swap
     may have changed; outside it every output pixel is the plate's, exactly. ``swapped`` frames
-    were swapped, ``passthrough`` frames (no face, or no target) are the plate's."""
+    were swapped, ``passthrough`` frames (no face, or no target) are the plate's. ``guessed``
+    (N, H, W) bool, from engines that remove the old head: what the old head hid beside and under
+    the jaw (the body: shoulders, clothing) that the output shows and no frame of the shot showed
+    (invented by inpainting); None when the engine says nothing of it."""
 
     frames: list[np.ndarray]
     matte: np.ndarray
     swapped: int
     passthrough: int
+    guessed: np.ndarray | None = None
 
 
 def swappable(targets: np.ndarray, plate_landmarks: np.ndarray) -> np.ndarray:
@@ -299,25 +303,29 @@ def reset_loaded_engines() -> None:
 
 
 # --- shared by per-frame engines ------------------------------------------------------------------
-def swap_frames(plate: PlateFrames, targets: np.ndarray, swap_one: Callable[[int, np.ndarray], tuple[np.ndarray, np.ndarray]],
+def swap_frames(plate: PlateFrames, targets: np.ndarray, swap_one: Callable[[int, np.ndarray], tuple[np.ndarray, ...]],
                 progress: Callable[[int], None] | None = None) -> SwapResult:
-    """Run ``swap_one(i, frame) -> (frame, mask)`` on each swappable frame of ``plate``; the other
-    frames pass through with an empty matte. For engines that swap one frame at a time."""
+    """Run ``swap_one(i, frame) -> (frame, mask)`` or ``(frame, mask, guessed)`` on each swappable
+    frame of ``plate``; the other frames pass through with empty mattes. For engines that swap one
+    frame at a time."""
     if len(targets) != len(plate.frames):
         raise UsageError(f"plate chunk: {len(targets)} targets for {len(plate.frames)} frames")
     ok = swappable(targets, plate.landmarks)
+    h, w = (plate.frames[0].shape[:2] if len(plate.frames) else (0, 0))
     frames: list[np.ndarray] = []
-    mattes: list[np.ndarray] = []
+    matte = np.zeros((len(plate.frames), h, w), bool)
+    guessed: np.ndarray | None = None
     for i, frame in enumerate(plate.frames):
         if ok[i]:
-            out, mask = swap_one(i, frame)
+            out, mask, *invented = swap_one(i, frame)
             frames.append(out)
-            mattes.append(np.asarray(mask) > 0)
+            matte[i] = np.asarray(mask) > 0
+            if invented:
+                if guessed is None:
+                    guessed = np.zeros_like(matte)
+                guessed[i] = np.asarray(invented[0]) > 0
         else:
             frames.append(frame)
-            mattes.append(np.zeros(frame.shape[:2], bool))
         if progress is not None:
             progress(1)
-    h, w = (plate.frames[0].shape[:2] if len(plate.frames) else (0, 0))
-    matte = np.stack(mattes) if mattes else np.zeros((0, h, w), bool)
-    return SwapResult(frames=frames, matte=matte, swapped=int(ok.sum()), passthrough=int((~ok).sum()))
+    return SwapResult(frames=frames, matte=matte, swapped=int(ok.sum()), passthrough=int((~ok).sum()), guessed=guessed)

@@ -11,9 +11,11 @@ Pipeline (one :class:`SourceHead` per source photo, one :class:`HeadSwapper` per
    (source → target landmarks), and the inner face is mesh-warped onto the target landmarks. The
    two warps are joined *as coordinate maps* (a ring of triangles around the face oval whose
    outer vertices follow the similarity), so there is one continuous warp and no double edge.
-3. The plate's old head (person mask ∩ head region above the plate's chin, plus what beside it
-   differs from the known clean plate: earrings, strands, the halo the mask leaves) is replaced by
-   the clean plate where it is known and inpainted (TELEA, at low resolution) where it is not.
+3. The plate's old head (:func:`old_head_mask`: person mask ∩ head region above the plate's
+   chin, without the shoulders and clothing beside the jaw, with the hair hanging there; plus
+   what beside it differs from the known clean plate: earrings, strands, the halo the mask
+   leaves) is replaced by the clean plate where it is known and inpainted (TELEA, at low
+   resolution) where it is not. What is inpainted under the jaw is reported (``guessed``).
 4. The new head's skin is matched to the plate's per semantic region (LAB mean/std, a smooth
    field interpolated between region centres, HeSer's colour reference idea); hair is exempt.
 5. Multi-band blend (fine bands follow the soft matte, coarse bands smooth the neck seam),
@@ -199,6 +201,108 @@ def head_region(landmarks: np.ndarray, shape: tuple[int, int], *, cut_below_chin
     return inside.astype(np.uint8) * 255
 
 
+#: beside and under the jaw, the old head's region holds only what is hair: outside the face oval
+#: grown by this (face heights), below the jaw corners and beyond the neck column
+_BODY_OVAL_MARGIN = 0.04
+
+
+def _chest_clothing(rgb: np.ndarray, person: np.ndarray, ff: FaceFrame, skin: tuple[np.ndarray, np.ndarray] | None
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+    """LAB clusters (centres, spreads) of the clothing on the chest of a frame: the person's
+    non-skin pixels in the neck column (long hair falls at the sides) from where the neck is
+    opaque in a new head (a collar rises there) down to 0.6 face heights under the chin; None
+    when the frame shows too little of it (a close-up cut at the chin)."""
+    H, W = ff.height, ff.width
+    h, w = rgb.shape[:2]
+    corners = np.array([ff.point(sg * _NECK_HALF * W, b * H) for sg in (-1, 1) for b in (_NECK_OPAQUE, 0.6)])
+    x0, y0 = np.clip(np.floor(corners.min(0)).astype(int), 0, (w, h))
+    x1, y1 = np.clip(np.ceil(corners.max(0)).astype(int) + 1, 0, (w, h))
+    if x1 - x0 < 2 or y1 - y0 < 2:
+        return None
+    lat, below = ff.coords(*pixel_grid((x0, y0, x1, y1)))
+    lab = cielab(rgb[y0:y1, x0:x1])
+    chest = (person[y0:y1, x0:x1] >= 128) & (below > _NECK_OPAQUE * H) & (below < 0.6 * H) & (np.abs(lat) < _NECK_HALF * W)
+    if skin is not None:
+        chest &= (np.abs(lab - skin[0]) / skin[1]).max(axis=2) > 3.0
+    k = _CLOTHING_CLUSTERS
+    if chest.sum() < max(10 * k, 0.01 * H * H):
+        return None
+    return _clothing_clusters(lab[chest], max_samples=2000)
+
+
+def old_head_mask(rgb: np.ndarray, person: np.ndarray, landmarks: np.ndarray, *, cut_below_chin: float = _PLATE_CUT,
+                  roi: tuple[int, int, int, int] | None = None) -> np.ndarray:
+    """bool mask of a plate person's own head on ``roi`` (x0, y0, x1, y1) of the frame ``rgb``
+    (the whole frame when None): the person (``person``, the frame's person probability, uint8
+    0..255, >= 128) in the :func:`head_region` of ``landmarks`` (frame pixels), except the body.
+
+    Beside and under the jaw (below the jaw corners, beyond the neck column, outside the face
+    oval grown by :data:`_BODY_OVAL_MARGIN`) the head region also holds the shoulders and the
+    clothing wherever the framing is close or the shoulders are raised: a close-up's shoulders
+    reach above the chin, and removing them left a smeared torso. There only hair is head: the
+    plate's hair colours (:func:`_hair_model`, nearer the hair than the skin) that hang from the
+    hair beside the face, down to :data:`_HAIR_LIMIT_NO_POSE` face heights under the chin (long
+    hair over the shoulders goes with the head), and that are unlike the clothing the chest
+    shows under the neck. Where hair and clothing have the same colours (dark hair, a dark
+    jacket) the body keeps what lies there: a strand left beside the neck is less wrong than a
+    shoulder taken away."""
+    h, w = rgb.shape[:2]
+    roi = roi or (0, 0, w, h)
+    x0, y0, x1, y1 = roi
+    img = rgb[y0:y1, x0:x1]
+    lm = np.asarray(landmarks, np.float64) - (x0, y0, 0)
+    ff = face_frame(lm)
+    H, W = ff.height, ff.width
+    xs, ys = pixel_grid((0, 0, x1 - x0, y1 - y0))
+    lat, below = ff.coords(xs, ys)
+    person = np.asarray(person)
+    p = person[y0:y1, x0:x1] >= 128
+    region = head_region(lm, img.shape[:2], cut_below_chin=cut_below_chin) > 0
+    oval = np.zeros(img.shape[:2], np.uint8)
+    cv2.fillPoly(oval, [np.round(lm[_OVAL, :2] * 16).astype(np.int32)], 255, shift=4)
+    m = max(1, round(_BODY_OVAL_MARGIN * H))
+    oval = cv2.dilate(oval, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * m + 1,) * 2)) > 0
+    body = (below > -_JAW_CORNER * H) & (np.abs(lat) > _NECK_HALF * W) & ~oval
+    everything = p & region
+    lower = body | ((below > cut_below_chin * H) & (np.abs(lat) > 0.3 * W))
+    if not (p & lower).any():
+        return everything
+    lab = cielab(img)
+    skin = skin_model(lab, lm)
+    clothing = _chest_clothing(rgb, person, face_frame(np.asarray(landmarks, np.float64)), skin)
+    if clothing is None:
+        # a close-up cut at the chin shows no clothing to tell the body from hair, and rarely a
+        # shoulder beside the jaw: the whole region goes, as the hair beside the neck must
+        return everything
+    old = everything & ~body
+    hair_model = _hair_model(lab, p.astype(np.float32), ff, skin, lat, below)
+    if hair_model is None:  # bald, or nothing above the forehead to learn hair from: the body stays
+        return old
+    # the colour tests run only where hanging hair and what it hangs from can be (a fifth of the
+    # ROI): over the whole ROI they cost ~60 ms a frame
+    where = (p & (np.abs(lat) > 0.3 * W) & (np.abs(lat) <= _HEAD_HALF_WIDTH * W) & (below > -0.8 * H)
+             & (below <= _HAIR_LIMIT_NO_POSE * H) & ~oval)
+    px = lab[where]
+    z_hair = (np.abs(px - hair_model[0]) / hair_model[1]).max(axis=1)
+    like = z_hair < 3.0
+    if skin is not None:
+        like &= z_hair < (np.abs(px - skin[0]) / skin[1]).max(axis=1)
+    hairlike = np.zeros(p.shape, bool)
+    hairlike[where] = like
+    g = max(1, round(_HAIR_BRIDGE * H))
+    dense = (cv2.blur(hairlike.astype(np.float32), (2 * g + 1, 2 * g + 1)) > _HAIR_DENSE) & hairlike
+    unlike_clothing = np.zeros(p.shape, bool)
+    unlike_clothing[where] = _clothing_z(px, clothing) > _CLOTHING_Z + 1.0
+    # hair beside the face above the jaw corners, where no body is: what hangs from it is hair,
+    # unless it has the clothing's colours too
+    seeds = dense & (below <= -_JAW_CORNER * H) & (np.abs(lat) > 0.45 * W)
+    hanging = _bridged_reach(dense & unlike_clothing, seeds, g) & hairlike
+    # what lies between strands (shadows, highlights the colour test missed) is hair too
+    hanging = cv2.morphologyEx(hanging.astype(np.uint8), cv2.MORPH_CLOSE,
+                               cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * g + 1,) * 2)) > 0
+    return old | (hanging & p & lower)
+
+
 # --- pose / yaw ---------------------------------------------------------------------------------
 def estimate_yaw(landmarks: np.ndarray, image_size: tuple[int, int] | None = None) -> float:
     """Head yaw in degrees (0 = frontal, sign: nose towards the image's right is positive).
@@ -353,7 +457,14 @@ def _clothing_model(lab: np.ndarray, person: np.ndarray, ff: FaceFrame, skin: tu
     k = _CLOTHING_CLUSTERS
     if len(px) < max(10 * k, 0.01 * H * H):  # a few percent of a face's area at least
         return None
-    sample, labels, centres = lab_clusters(px, k, max_samples=4000)
+    return _clothing_clusters(px, max_samples=4000)
+
+
+def _clothing_clusters(px: np.ndarray, *, max_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """The clothing model of (n, 3) LAB colours: :data:`_CLOTHING_CLUSTERS` k-means centres and
+    each one's robust per-channel spread (floored; infinite for a cluster of under 10 samples)."""
+    k = _CLOTHING_CLUSTERS
+    sample, labels, centres = lab_clusters(px, k, max_samples=max_samples)
     spreads = np.stack([np.median(np.abs(sample[labels == i] - centres[i]), axis=0) * 1.4826 if (labels == i).sum() >= 10
                         else np.full(3, np.inf, np.float32) for i in range(k)])
     return centres.astype(np.float64), np.maximum(spreads, np.array([4.0, 3.0, 3.0]))
@@ -802,11 +913,15 @@ class HeadFrame:
     """One head-swapped frame: the output RGB, a uint8 {0, 255} mask holding every pixel that
     changed (it may be a little larger than the set whose value differs), and a uint8 {0, 255}
     mask of where the new head is, soft edge and fading hair ends included (for QC and the
-    watermark)."""
+    watermark); ``guessed``: a uint8 {0, 255} mask of the old head's place beside and under the
+    jaw (below the jaw corners: the body, long hair over the shoulders) that the output shows (the
+    new head at most half opaque there) and that no frame of the shot showed: invented by
+    inpainting, not seen (QC asks for review when it is large)."""
 
     frame: np.ndarray
     mask: np.ndarray
     head_mask: np.ndarray
+    guessed: np.ndarray
 
 
 def _check_lm(name: str, a: np.ndarray) -> np.ndarray:
@@ -855,7 +970,7 @@ class HeadSwapper:
 
     #: 1.1: a shadow under the jaw is skin, the plate's clothing stays in front of the new neck,
     #: what segmentation left of the old head goes with it where the clean plate is known
-    MODEL = ModelRef(name="classic-head", version="1.1")
+    MODEL = ModelRef(name="classic-head", version="1.2")  # 1.2: the plate's shoulders beside the jaw stay
 
     #: ring of triangles joining the mesh-warped face to the similarity-warped head, as a scale
     #: of the face oval about its centre: wider = gentler transition
@@ -1053,7 +1168,7 @@ class HeadSwapper:
         x0, y0, x1, y1 = roi
         empty = np.zeros((h, w), np.uint8)
         if x1 - x0 < 8 or y1 - y0 < 8:
-            return HeadFrame(frame=img.copy(), mask=empty, head_mask=empty.copy())
+            return HeadFrame(frame=img.copy(), mask=empty, head_mask=empty.copy(), guessed=empty.copy())
         sl = (slice(y0, y1), slice(x0, x1))
         occ = None if occ_full is None else occ_full[sl] > 0
         tf = face_frame(tlm)
@@ -1071,7 +1186,7 @@ class HeadSwapper:
         # 3. + 4. skin tone per region (the neck band too), hair exempt
         self._match_skin(new_rgb, hair, tlm, roi, skin_box, colour, tf.height)
         # 2. the old head, replaced by the clean plate or inpainted
-        base, old = self._remove_old_head(img, tlm, plm, person, background, background_known, roi, occ, alpha)
+        base, old, invented = self._remove_old_head(img, tlm, plm, person, background, background_known, roi, occ, alpha)
         # 5. blend, 7. occluders stay exactly the plate's
         out_roi, changed = self._blend(new_rgb, base, alpha, hair, img[sl], roi, skin_box, occ, tf.height)
         changed |= old
@@ -1087,7 +1202,12 @@ class HeadSwapper:
         if occ is not None:
             hm &= ~occ
         head_mask[sl][hm] = 255
-        return HeadFrame(frame=out, mask=mask, head_mask=head_mask)
+        # what the old head hid beside and under the jaw is the body (shoulders, clothing, the neck),
+        # which inpainting cannot make up; a guessed wall beside the head is QC's fill test's matter
+        _, below = face_frame(plm).coords(*pixel_grid(roi))
+        guessed = np.zeros((h, w), np.uint8)
+        guessed[sl][invented & (alpha <= 0.5) & (below > -_JAW_CORNER * face_frame(plm).height)] = 255
+        return HeadFrame(frame=out, mask=mask, head_mask=head_mask, guessed=guessed)
 
     def _new_head(self, tlm: np.ndarray, sim, roi: tuple[int, int, int, int]
                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int, int, int]]:
@@ -1211,10 +1331,10 @@ class HeadSwapper:
 
     def _remove_old_head(self, img: np.ndarray, tlm: np.ndarray, plm: np.ndarray, person: np.ndarray, background: np.ndarray | None,
                          background_known: np.ndarray | None, roi: tuple[int, int, int, int], occ: np.ndarray | None,
-                         alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                         alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The plate on the ROI with its old head (person ∩ head region above the plate's chin,
         grown over the segmentation halo) replaced by the clean plate where it is known and
-        inpainted where not; and the old head's mask (bool, ROI)."""
+        inpainted where not; the old head's mask and the inpainted part of it (bool, ROI)."""
         x0, y0, x1, y1 = roi
         h, w = img.shape[:2]
         sl = (slice(y0, y1), slice(x0, x1))
@@ -1223,7 +1343,10 @@ class HeadSwapper:
         t_chin_below = float((tlm[CHIN_BOTTOM, :2] - pf.chin) @ pf.down) / pf.height
         cut = min(_PLATE_CUT, t_chin_below + _NECK_OPAQUE - 0.02)
         region = head_region(plm, (h, w), cut_below_chin=cut, roi=roi)
-        old = region & np.where(person[sl] >= 128, 255, 0).astype(np.uint8)
+        head = old_head_mask(img, person, plm, cut_below_chin=cut, roi=roi)
+        # strays are looked for beside the head, never on the body the mask left out
+        region[~head & (person[sl] >= 128)] = 0
+        old = head.astype(np.uint8) * 255
         gk = max(1, round(self.GROW * pf.height))
         old = cv2.dilate(old, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * gk + 1,) * 2))
         base = img[sl].copy()
@@ -1244,7 +1367,7 @@ class HeadSwapper:
         # inpaint only what no new head pixel will fully hide
         if (todo & (alpha < 0.999)).any():
             base = _inpaint(base, todo, pf.height)
-        return base, oldb
+        return base, oldb, todo
 
     def _blend(self, new_rgb: np.ndarray, base: np.ndarray, alpha: np.ndarray, hair: np.ndarray, plate: np.ndarray,
                roi: tuple[int, int, int, int], skin_box: tuple[int, int, int, int], occ: np.ndarray | None,
@@ -1328,7 +1451,7 @@ class ClassicHeadEngine:
         source_stats = skin_colour_stats(source.head.rgb, source.head.landmarks)
         known = plate.background_known
 
-        def one(i: int, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        def one(i: int, frame: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             p = plate.landmarks[i]
             stats = plate.skin_stats[i]
             colour = None if np.isnan(stats).all() else ColourMatch(source_stats=source_stats, plate_stats=stats)
@@ -1336,7 +1459,7 @@ class ClassicHeadEngine:
             res = swapper.swap(frame, target_landmarks=targets[i], plate_landmarks=p, plate_person_mask=plate.person[i],
                                background=plate.background[i], background_known=None if known is None else known[i],
                                occlusion_mask=occluder.hand_mask(frame, p), colour=colour)
-            return res.frame, res.mask
+            return res.frame, res.mask, res.guessed
 
         with OcclusionDetector(static_images=False) as occluder:
             return swap_frames(plate, targets, one, progress)

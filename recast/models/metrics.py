@@ -769,6 +769,7 @@ class QCThresholds:
     foreign_pieces_fail: float = 10.0
     leftover_plate_head_review: float = 0.6
     fill_artefacts_review: float = 0.3
+    guessed_fill_review: float = 15.0
     inner_edges_review: float = 0.03
     colour_blotches_review: float = 1.0
     hair_colour_de_review: float = 16.0

@@ -233,6 +233,7 @@ class _Observed:
     seam: np.ndarray
     flick_out: np.ndarray
     flick_plate: np.ndarray
+    guessed: np.ndarray  # (F,) guessed fill, % of the plate face box (NaN unknown)
     flicker_sums: tuple[float, float, float, float]  # output sum, its count, plate sum, its count
 
 
@@ -242,7 +243,8 @@ def _gather(obs: list[ChunkObservations], total: int, plate_lms: np.ndarray) -> 
         raise ValueError(f"QC observations cover {covered} frames, the shot has {total}")
     if not obs:
         nan = np.full(total, np.nan)
-        return _Observed(np.full_like(plate_lms, np.nan), np.zeros(total, bool), nan, nan.copy(), nan.copy(), nan.copy(), (0.0, 0.0, 0.0, 0.0))
+        return _Observed(np.full_like(plate_lms, np.nan), np.zeros(total, bool), nan, nan.copy(), nan.copy(), nan.copy(), nan.copy(),
+                         (0.0, 0.0, 0.0, 0.0))
     sums = np.sum([o.flicker_sums for o in obs], axis=0).tolist()
     return _Observed(
         out_lms=np.concatenate([o.out_landmarks for o in obs]).astype(np.float64),
@@ -251,6 +253,7 @@ def _gather(obs: list[ChunkObservations], total: int, plate_lms: np.ndarray) -> 
         seam=np.concatenate([o.seam for o in obs]),
         flick_out=np.concatenate([o.flicker_output for o in obs]),
         flick_plate=np.concatenate([o.flicker_plate for o in obs]),
+        guessed=np.concatenate([o.guessed_fill for o in obs]),
         flicker_sums=tuple(float(v) for v in sums),  # type: ignore[arg-type]
     )
 
@@ -520,6 +523,7 @@ def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds,
         "jitter_ratio": rule_frames(rule("jitter_ratio"), jitter_excess, thresholds),
         "motion_ratio": rule_frames(rule("motion_ratio"), motion_pf, thresholds),
         "flicker_ratio": rule_frames(rule("flicker_ratio"), flicker_pf, thresholds),
+        "guessed_fill": rule_frames(rule("guessed_fill"), o.guessed, thresholds),
         "seam_score": rule_frames(rule("seam_score"), o.seam, thresholds),
         "face_found_ratio": [int(f) for f in np.flatnonzero(~inputs.face_found & _expected_person(inputs))],
         "wrong_person": _wrong_person_frames(ident, judged),
@@ -537,7 +541,7 @@ def measure(inputs: QCInputs, identity: IdentityModel, thresholds: QCThresholds,
         "similarity_source": ident.cos_src, "similarity_plate": ident.cos_plate, "transferred": ident.transferred,
         "pose_plate": pose_plate, "pose_output": pose_out, "pose_error": pose_err, "expression_error": expr_err,
         "jitter_excess": jitter_excess, "flicker_output": o.flick_out, "flicker_plate": o.flick_plate, "flicker_ratio": flicker_pf,
-        "seam": o.seam, "background_psnr": o.bg_psnr, "hair": ident.hair, "badness": bad,
+        "seam": o.seam, "background_psnr": o.bg_psnr, "hair": ident.hair, "badness": bad, "guessed_fill": o.guessed,
         "identity_match_distance": float(identity.match_distance),
         "motion_ratio": motion_pf, "wrong_person": ident.wrong_person, "defects": ident.defects,
         "defect_names": np.asarray(ident.defect_names, dtype=str), "region_frames": region_frames, "region_measure": region_measure,
@@ -617,6 +621,7 @@ def _shot_metrics(inputs: QCInputs, o: _Observed, judged: np.ndarray, ident: _Id
         "seam_score": _nanmean(o.seam),
         "background_psnr_db": _nanmean(o.bg_psnr),
         "background_psnr_min_db": float(np.nanmin(o.bg_psnr)) if np.isfinite(o.bg_psnr).any() else None,
+        "guessed_fill": _sustained(o.guessed[judged]),
         "scene_cuts": len(inputs.cuts),
         "motion_ratio": _motion_ratio(mot_out, mot_plate, judged) if mot_out is not None and mot_plate is not None else None,
         "wrong_person": len(ident.wrong_segments) if ident.segments_checked else None,
@@ -625,6 +630,14 @@ def _shot_metrics(inputs: QCInputs, o: _Observed, judged: np.ndarray, ident: _Id
         **_defect_metrics(ident),
         "source_warnings": sum(1 for f in inputs.vetting if (f.get("outcome") if isinstance(f, dict) else getattr(f, "outcome", None)) == "warn"),
     }
+
+
+def _sustained(values: np.ndarray) -> float | None:
+    """A value a quarter of the frames reach (their 75th percentile): a moment's value, e.g. a
+    head turn that uncovers unseen background for a few frames, does not count; None when no
+    frame was measured."""
+    v = values[np.isfinite(values)]
+    return float(np.percentile(v, 75)) if v.size else None
 
 
 def _defect_metrics(ident: _Identity) -> dict[str, float | None]:

@@ -31,7 +31,7 @@ from recast.models.face import MediaPipeGraphs
 from recast.models.metrics import TemporalNoiseMeter, psnr, seam_score
 
 #: bump when what :func:`observe_chunk` measures changes: part of the swap stage's work key
-OBSERVE_VERSION = "4"
+OBSERVE_VERSION = "5"
 #: background preservation leaves out the person and the swapped pixels grown by this margin
 BACKGROUND_DILATE_PX = 15
 #: seam every Nth swapped frame: it is the costliest cheap metric and a seam does not come and go
@@ -50,7 +50,7 @@ class ChunkObservations(Artifact):
     (:class:`recast.artifact_format.Artifact`): :meth:`load` refuses a file written with another
     :attr:`FORMAT_VERSION` (bump it when the fields change)."""
 
-    FORMAT_VERSION: ClassVar[int] = 2  # 2: the artefact format (kind recorded, ``swapped`` packed)
+    FORMAT_VERSION: ClassVar[int] = 3  # 2: the artefact format (kind recorded, ``swapped`` packed); 3: ``guessed_fill``
 
     start: int
     swapped: np.ndarray  # (n,) bool: the swap changed a pixel of this frame
@@ -60,6 +60,11 @@ class ChunkObservations(Artifact):
     flicker_output: np.ndarray  # (n,) temporal noise of the output in the swapped region (grey levels)
     flicker_plate: np.ndarray  # (n,) the same in the plate
     flicker_sums: np.ndarray  # (4,) output noise sum, its pixel count, plate noise sum, its count
+    #: (n,) what the engine invented of the body the old head hid beside and under the jaw
+    #: (:attr:`recast.models.engines.SwapResult.guessed`), in % of the plate face box's area;
+    #: NaN where unknown (an engine that says nothing of it, a pair of files measured by
+    #: ``recast qc``, a frame without a face box)
+    guessed_fill: np.ndarray
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "start", int(self.start))  # a 0-d array when loaded
@@ -122,6 +127,7 @@ def observe_chunk(
     face_found: np.ndarray,
     plate_landmarks: np.ndarray,
     out_landmarks: np.ndarray | None = None,
+    guessed: np.ndarray | None = None,
 ) -> ChunkObservations:
     """Measure one chunk, frame by frame (frames may be streamed from a decoder).
 
@@ -129,7 +135,8 @@ def observe_chunk(
     pixels the swap changed; ``plate_boxes`` (n, 4) and ``face_found`` (n,): where the chosen
     person's face is in the plate; ``plate_landmarks`` (n, 478, 3): used for the flicker region
     when nothing was changed. ``out_landmarks`` (n, 478, 3), when already known, skips the
-    output face tracker (only the first 468 points are kept).
+    output face tracker (only the first 468 points are kept). ``guessed`` (n, H, W): what the
+    engine invented (:attr:`recast.models.engines.SwapResult.guessed`), when it says.
     """
     change = np.asarray(change, bool)
     n = len(change)
@@ -181,7 +188,23 @@ def observe_chunk(
     if count != n:
         raise ValueError(f"observe_chunk: {count} frame pairs for {n} masks (chunk at frame {start})")
     return ChunkObservations(start=int(start), swapped=swapped, out_landmarks=lms, background_psnr=bg, seam=seam,
-                             flicker_output=fl_out, flicker_plate=fl_plate, flicker_sums=sums)
+                             flicker_output=fl_out, flicker_plate=fl_plate, flicker_sums=sums,
+                             guessed_fill=guessed_fill(guessed, plate_boxes, swapped))
+
+
+def guessed_fill(guessed: np.ndarray | None, boxes: np.ndarray, swapped: np.ndarray) -> np.ndarray:
+    """(n,) the invented pixels of each swapped frame in % of its plate face box's area (NaN where
+    nothing is known: no ``guessed`` masks, a frame not swapped or without a box)."""
+    n = len(swapped)
+    out = np.full(n, np.nan)
+    if guessed is None:
+        return out
+    b = np.asarray(boxes, float).reshape(n, 4)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    ok = np.asarray(swapped, bool) & np.isfinite(area) & (area > 0)
+    counts = np.asarray(guessed, bool).reshape(n, -1).sum(axis=1)
+    out[ok] = 100.0 * counts[ok] / area[ok]
+    return out
 
 
 def _track_output_faces(out_frames, plate_boxes: np.ndarray, wanted: np.ndarray, side: int, into: np.ndarray) -> None:

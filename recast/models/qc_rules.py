@@ -172,6 +172,10 @@ RULES: tuple[Rule, ...] = (
          series_labels=("output / plate motion (1 s window)",), plot_title="motion ratio (1 s window)", group="motion"),
     Rule("flicker_ratio", "flicker ratio", review="flicker_ratio_review", series=("flicker_ratio",), group="blend"),
     Rule("seam_score", "seam score", review="seam_review", series=("seam",), sampled=True, group="blend"),
+    # head mode: what the old head hid beside and under the jaw (long hair over the shoulders of
+    # a plate that never moves), shown and never seen: the engine invented it, a person must look
+    Rule("guessed_fill", "body beside the old jaw that no frame shows (filled by guesswork)", review="guessed_fill_review",
+         fmt="{:.0f}% of the face box", series=("guessed_fill",), group="blend"),
     Rule("face_found_ratio", "face found ratio", worse="lower", review="face_found_review", group="other"),
     Rule("hair_transfer_rate", "hair transfer rate", group="identity"),
     # the defect measures (recast.models.qc_defects), worst sampled frame of the shot

@@ -160,7 +160,7 @@ def _store(chunk: PlateChunk, plate: PlateFrames, result: SwapResult, tracks: Sh
     t0 = time.perf_counter()
     observations = observe_chunk(start=start, plate_frames=list(plate.frames), out_frames=result.frames, exclude=plate.person,
                                  change=result.matte, plate_boxes=tracks.boxes[start:end], face_found=tracks.chosen[start:end] >= 0,
-                                 plate_landmarks=tracks.raw_landmarks[start:end])
+                                 plate_landmarks=tracks.raw_landmarks[start:end], guessed=result.guessed)
     observe_ms = (time.perf_counter() - t0) * 1000.0
     with scratch_dir("swap-") as tmp:
         write_lossless(tmp / "swapped.mkv", result.frames, chunk.frames.rate)

@@ -84,3 +84,24 @@ def test_a_chunk_with_missing_frames_is_refused(plate):
     with pytest.raises(ValueError, match="11 frame pairs for 12 masks"):
         observe_chunk(start=0, plate_frames=frames[:11], out_frames=out[:11], exclude=np.zeros_like(change), change=change,
                       plate_boxes=boxes, face_found=np.ones(N, bool), plate_landmarks=lms, out_landmarks=lms)
+
+
+def test_what_the_swap_invented_is_measured_in_percent_of_the_face_box_on_swapped_frames_only(plate, tmp_path):
+    frames, lms, boxes = plate
+    out, change = _output(frames, boxes)
+    change[5] = False  # frame 5 passed through: nothing is judged there
+    out[5] = frames[5]
+    guessed = np.zeros_like(change)
+    x0, y0, x1, y1 = boxes[2].astype(int)
+    guessed[2, y0:y0 + (y1 - y0) // 2, x0:x1] = True  # half the face box's height invented on frame 2
+    obs = observe_chunk(start=0, plate_frames=frames, out_frames=out, exclude=np.zeros_like(change), change=change,
+                        plate_boxes=boxes, face_found=np.ones(N, bool), plate_landmarks=lms, out_landmarks=lms, guessed=guessed)
+    area = (boxes[2, 2] - boxes[2, 0]) * (boxes[2, 3] - boxes[2, 1])
+    assert obs.guessed_fill[2] == pytest.approx(100.0 * guessed[2].sum() / area) and 40 < obs.guessed_fill[2] < 60
+    assert np.isnan(obs.guessed_fill[5]) and (np.delete(obs.guessed_fill, [2, 5]) == 0).all()
+    again = ChunkObservations.load(obs.save(tmp_path / "obs.npz"))
+    assert np.array_equal(again.guessed_fill, obs.guessed_fill, equal_nan=True)
+    # an engine that says nothing about it (or a pair of files measured by `recast qc`): unknown
+    unknown = observe_chunk(start=0, plate_frames=frames, out_frames=out, exclude=np.zeros_like(change), change=change,
+                            plate_boxes=boxes, face_found=np.ones(N, bool), plate_landmarks=lms, out_landmarks=lms)
+    assert np.isnan(unknown.guessed_fill).all()

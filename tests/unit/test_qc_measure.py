@@ -39,7 +39,8 @@ def shot(media_dir):
     return frames, out, lms, boxes, src, det
 
 
-def _measure(frames, out, lms, boxes, src, det, *, vetting=(), cuts=(N1,), identity=None, plate_embeddings=None, source_embedding=None):
+def _measure(frames, out, lms, boxes, src, det, *, vetting=(), cuts=(N1,), identity=None, plate_embeddings=None, source_embedding=None,
+             change=None, guessed=None):
     from recast.models.metrics import QCThresholds
     from recast.models.qc import DlibIdentity, QCInputs, measure
     from recast.models.qc_frames import observe_chunk
@@ -55,8 +56,9 @@ def _measure(frames, out, lms, boxes, src, det, *, vetting=(), cuts=(N1,), ident
         asked.extend(fs)
         return {f: person[f] for f in fs}
 
-    obs = observe_chunk(start=0, plate_frames=iter(frames), out_frames=iter(out), exclude=person, change=np.zeros_like(person),
-                        plate_boxes=boxes, face_found=np.ones(n, bool), plate_landmarks=lms, out_landmarks=lms)
+    obs = observe_chunk(start=0, plate_frames=iter(frames), out_frames=iter(out), exclude=person,
+                        change=np.zeros_like(person) if change is None else change, plate_boxes=boxes, face_found=np.ones(n, bool),
+                        plate_landmarks=lms, out_landmarks=lms, guessed=guessed)
     inputs = QCInputs(decode=lambda wanted: {f: (frames[f] if need else None, out[f]) for f, need in wanted.items()},
                       observations=[obs], total=n, rate=25.0, size=(h, w), plate_landmarks=lms, face_found=np.ones(n, bool),
                       source_rgb=src, source_landmarks=det.landmarks, source_box=tuple(int(v) for v in det.box), mode="face",
@@ -144,3 +146,30 @@ def test_the_plate_persons_embeddings_at_hand_are_used_instead_of_embedding_plat
     assert metrics_known["identity_distance_source"] == pytest.approx(metrics["identity_distance_source"], abs=1e-9)
     assert metrics_known["wrong_person"] == metrics["wrong_person"] == 1 and metrics_known["wrong_person_frames"] == N2
     assert metrics_known["identity_samples"] == metrics["identity_samples"]
+
+
+def test_an_old_head_place_no_frame_showed_asks_for_review_naming_its_frames(shot):
+    """Long hair over the shoulders of a plate that never moves: the head swap had to invent what
+    is under it. However plausible the fill looks, a person must judge it (review, with the reason
+    and the frames), and a thin invented rim around the new head does not ask."""
+    frames, out, lms, boxes, src, det = shot
+    n = N1
+    change = np.zeros(frames[:n].shape[:3], bool)
+    guessed = np.zeros_like(change)
+    for i, (x0, y0, x1, y1) in enumerate(boxes[:n].astype(int)):
+        change[i, y0:y1, x0:x1] = True
+        if i >= n // 4:  # from a quarter of the shot on: a band over the shoulder, 40% of the face box
+            guessed[i, y1 - (y1 - y0) * 2 // 5:y1, x0:x1] = True
+        else:
+            guessed[i, y0:y0 + 2, x0:x1] = True  # a rim
+    metrics, per_frame, reasons, verdict, _ = _measure(frames[:n], out[:n], lms[:n], boxes[:n], src, det, cuts=(),
+                                                       change=change, guessed=guessed)
+    assert 35 < metrics["guessed_fill"] < 45
+    rec = next(r for r in reasons if r["metric"] == "guessed_fill")
+    assert rec["outcome"] == "review" and "no frame shows" in rec["text"] and "% of the face box" in rec["text"], rec
+    assert rec["frames"] and min(rec["frames"]) >= n // 4
+    assert np.isfinite(per_frame["guessed_fill"]).all() and per_frame["guessed_fill"][0] < 5
+    rim = guessed.copy()
+    rim[n // 4:] = False
+    metrics, _, reasons, _, _ = _measure(frames[:n], out[:n], lms[:n], boxes[:n], src, det, cuts=(), change=change, guessed=rim)
+    assert metrics["guessed_fill"] < 1 and "guessed_fill" not in {r["metric"] for r in reasons}

@@ -19,7 +19,7 @@ GOOD = {
     "identity_transfer_rate": 0.97, "background_psnr_db": 48.0, "pose_error_deg": 1.2, "expression_error": 0.012, "jitter_ratio": 1.1,
     "motion_ratio": 1.0, "flicker_ratio": 1.2, "seam_score": 1.05, "face_found_ratio": 1.0, "wrong_person": 0,
     "foreign_pieces": 0.0, "leftover_plate_head": 0.0, "fill_artefacts": 0.0, "inner_edges": 0.0, "colour_blotches": 0.0,
-    "hair_colour_de": 3.0, "sharpness": 1.0,
+    "hair_colour_de": 3.0, "sharpness": 1.0, "guessed_fill": 2.0,
 }
 T = QCThresholds()
 # fixed bounds for the tests that quote texts and frames (the defaults are frozen elsewhere)
