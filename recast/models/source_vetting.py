@@ -3,7 +3,8 @@
 Every check gives ``ok``, ``warn`` or ``refuse``. Only what cannot work is refused — no usable
 face, several faces and no ``--source-face`` to choose one, a face in profile (|yaw| above
 :data:`recast.models.head.MAX_SOURCE_YAW_DEG`, the limit the head cut-out always had) and, in
-head mode, a head cut off by the photo's border. Everything else is a warning: recorded, shown
+head mode, a head cut off by the photo's border or a photo that shows the face but not the head.
+Everything else is a warning: recorded, shown
 in the submission's summary, and QC cannot pass the shot above ``review``.
 
 Checks (``check`` names, in report order; values in the units given):
@@ -46,7 +47,10 @@ Checks (``check`` names, in report order; values in the units given):
                  ``warn_pitch_deg`` from the frontal portraits' :data:`PITCH_FRONTAL_DEG`
 ``head_room``    head mode: share of the head's outline (:func:`head_outline`: hair and ears
                  around the face) inside the photo; warn below :data:`HEAD_ROOM_WARN` (a face
-                 cropped tight: the head matte ends where the photo does, in a straight edge)
+                 cropped tight: the head matte ends where the photo does, in a straight edge),
+                 refuse below :data:`HEAD_ROOM_REFUSE` (a face crop without the head: 4 of the
+                 29 shared photos, the 112 and 224 px aligned crops, read 0.00-0.34; the others
+                 0.50 and 1.00)
 ``expression``   mouth opening in inter-ocular units (inner lips); warn above
                  ``max_mouth_open``, or an eye opening below ``min_eye_open`` (eyes shut)
 ``colour``       colour spread of the photo: the standard deviation of CIELAB a*, b* (8-bit
@@ -439,6 +443,10 @@ def print_cues(rgb: np.ndarray, lm: np.ndarray) -> dict[str, float]:
 
 #: head mode warns when less of the head's outline (:func:`head_outline`) than this is in the photo
 HEAD_ROOM_WARN = 0.97
+#: ... and refuses when less than this is: the photo shows a face, not a head (an aligned face
+#: crop of a dataset: the forehead's top, the hair and the ears are outside it), and the head
+#: swap pasted a square of face with straight edges
+HEAD_ROOM_REFUSE = 0.5
 
 
 def head_outline(landmarks: np.ndarray, n: int = 64) -> np.ndarray:
@@ -545,7 +553,12 @@ def vet_source(rgb: np.ndarray, faces: Sequence[_Face], *, name: str, source_fac
         out.append(_f("pose", "refuse", 1.0 - m["inside"], 0.15,
                       f"{who}: the head is cut off by the image border ({100 * (1 - m['inside']):.0f}% of the face outline is outside "
                       "the photo), a photo showing the whole head is needed"))
-    if mode == "head" and m["inside"] >= 0.85:
+    if mode == "head" and m["inside"] >= 0.85 and m["head_inside"] < HEAD_ROOM_REFUSE:
+        hi = m["head_inside"]
+        out.append(_f("head_room", "refuse", hi, HEAD_ROOM_REFUSE,
+                      f"{who}: the photo shows the face but not the head ({100 * hi:.0f}% of the hair and ears' outline is inside "
+                      "it): a head swap needs a photo showing the whole head, or use --mode face"))
+    elif mode == "head" and m["inside"] >= 0.85:
         hi = m["head_inside"]
         out.append(_f("head_room", "warn" if hi < HEAD_ROOM_WARN else "ok", hi, HEAD_ROOM_WARN,
                       f"{who}: " + (f"the photo's border cuts the head ({100 * (1 - hi):.0f}% of the hair and ears' outline is "

@@ -288,15 +288,32 @@ def test_submission_refuses_a_group_photo_in_one_line_and_prints_each_warning(ca
 
 def test_a_photo_cropped_tight_around_the_face_warns_head_room_in_head_mode(analyzer):
     """The photo's border cuts the hair: the head would end in a straight edge. A warning in
-    head mode (the swap still runs), nothing in face mode; the whole photo is ok."""
+    head mode (the swap still runs), nothing in face mode; the whole photo is ok; cut at the
+    face itself, it is refused (the next test)."""
     rgb = photo("deepface_img17.jpg")
     lm = largest(analyzer, rgb).landmarks
     x0, y0 = lm[:, :2].min(0).astype(int)
     x1, y1 = lm[:, :2].max(0).astype(int)
     tight = np.ascontiguousarray(rgb[max(0, y0 - 10):y1 + 40, max(0, x0 - 10):x1 + 10])  # forehead top and temples cut
-    got = vet(analyzer, tight, "tight.jpg", mode="head", hands=False)
+    assert vet(analyzer, tight, "tight.jpg", mode="head", hands=False)["head_room"].outcome == "refuse"
+    top_cut = np.ascontiguousarray(rgb[max(0, y0 - 10):])  # the hair above the forehead cut, the sides whole
+    got = vet(analyzer, top_cut, "tight.jpg", mode="head", hands=False)
     room = got["head_room"]
-    assert room.outcome == "warn" and room.value < sv.HEAD_ROOM_WARN and "tight.jpg" in room.text and "straight edge" in room.text
+    assert room.outcome == "warn" and sv.HEAD_ROOM_REFUSE <= room.value < sv.HEAD_ROOM_WARN
+    assert "tight.jpg" in room.text and "straight edge" in room.text
     assert "head_room" not in vet(analyzer, tight, "tight.jpg", mode="face", hands=False)
     whole = vet(analyzer, rgb, "whole.jpg", mode="head", hands=False)["head_room"]
     assert whole.outcome == "ok" and whole.value == 1.0
+
+
+@pytest.mark.parametrize("name", ["deca_id08456-SEvpX9LhEP4-000957.jpg", "insightface_Tom_Hanks_54745.png"])
+def test_a_face_crop_without_the_head_is_refused_in_head_mode_and_fine_in_face_mode(analyzer, name):
+    """A dataset's aligned face crop (224 or 112 px, the hair and ears outside it): the head swap
+    pasted a square of face with straight edges on the plate. Refused in head mode, with the way
+    out named; the face swap needs only the face."""
+    rgb = photo(name)
+    got = vet(analyzer, rgb, name, mode="head", hands=False)
+    room = got["head_room"]
+    assert room.outcome == "refuse" and room.value < sv.HEAD_ROOM_REFUSE
+    assert name in room.text and "not the head" in room.text and "--mode face" in room.text
+    assert "head_room" not in vet(analyzer, rgb, name, mode="face", hands=False)
