@@ -204,6 +204,10 @@ def head_region(landmarks: np.ndarray, shape: tuple[int, int], *, cut_below_chin
 #: beside and under the jaw, the old head's region holds only what is hair: outside the face oval
 #: grown by this (face heights), below the jaw corners and beyond the neck column
 _BODY_OVAL_MARGIN = 0.04
+#: hair hanging there is followed only when every clothing colour is at least this many spreads
+#: (the larger of the two) from the hair's median in some channel: black hair on a dark jacket
+#: read 0.75, a dark-blonde strand on a grey jacket 2.45
+_HAIR_CLOTHING_APART = 2.0
 
 
 def _chest_clothing(rgb: np.ndarray, person: np.ndarray, ff: FaceFrame, skin: tuple[np.ndarray, np.ndarray] | None
@@ -277,6 +281,12 @@ def old_head_mask(rgb: np.ndarray, person: np.ndarray, landmarks: np.ndarray, *,
     old = everything & ~body
     hair_model = _hair_model(lab, p.astype(np.float32), ff, skin, lat, below)
     if hair_model is None:  # bald, or nothing above the forehead to learn hair from: the body stays
+        return old
+    centres, spreads = clothing
+    apart = (np.abs(centres - hair_model[0]) / np.maximum(spreads, hair_model[1])).max(axis=1)
+    if (apart < _HAIR_CLOTHING_APART).any():
+        # the hair has a colour of the clothing (dark hair, a dark jacket): pixel by pixel the
+        # jacket's shaded folds passed for strands hanging from the hair
         return old
     # the colour tests run only where hanging hair and what it hangs from can be (a fifth of the
     # ROI): over the whole ROI they cost ~60 ms a frame
