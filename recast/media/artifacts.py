@@ -262,7 +262,8 @@ class QCPerFrame(Artifact):
     identity model's same-person bound the distances are read against. ``motion_ratio``: the
     output's landmark motion over the plate's in a one-second window; ``wrong_person``: 1 on
     frames of a segment whose person is not the chosen one, 0 on the other judged frames;
-    ``guessed_fill``: what the swap invented of the old head's place, % of the face box.
+    ``guessed_fill``: what the swap invented of the body the old head hid beside the jaw, in %
+    of the face box (NaN where the engine does not say).
 
     ``region_frames`` / ``region_measure`` / ``region_masks``: for each flagged defect measure,
     its worst frames and where on them the detector found the defect (the report outlines them).
