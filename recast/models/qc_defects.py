@@ -102,10 +102,11 @@ drawn at random; false alarms on the frames labelled by eye without that class),
     sharpness            blur x2-x4   85% / 86%              0% / 2.5%
 
 DEFECTS_VERSION 3 took the shoulders a close-up shows beside the jaw out of the old head (the
-head swap no longer removes them): on seed 0, with the clean outputs of that swap relabelled and
-the corruptions placed where it fills, version 2 / 3 read ``leftover_plate_head`` 83% / 83%
-detected with 25% / 5.0% false alarms (an unchanged sweater beside the jaw was "leftover head"),
-``fill_artefacts`` 83% / 87% with 10% / 8.3%.
+head swap no longer removes them). With the clean outputs of that swap relabelled and the
+corruptions placed where it fills, version 2 → 3 on seed 0 / seed 1: ``leftover_plate_head``
+detected 83 → 83% / 91 → 91%, false alarms 25 → 5.0% on both (an unchanged sweater beside the
+jaw was "leftover head"); ``fill_artefacts`` detected 83 → 87% / 86 → 76% (n = 23 / 21), false
+alarms 10 → 8.3%; the other measures unchanged.
 
 Weak: ``sharpness`` is relative to the plate, so a blur of a source much sharper than a soft
 plate that leaves the face as sharp as the plate is not flagged (by design); ``inner_edges``
