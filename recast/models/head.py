@@ -1212,11 +1212,8 @@ class HeadSwapper:
         if occ is not None:
             hm &= ~occ
         head_mask[sl][hm] = 255
-        # what the old head hid beside and under the jaw is the body (shoulders, clothing, the neck),
-        # which inpainting cannot make up; a guessed wall beside the head is QC's fill test's matter
-        _, below = face_frame(plm).coords(*pixel_grid(roi))
         guessed = np.zeros((h, w), np.uint8)
-        guessed[sl][invented & (alpha <= 0.5) & (below > -_JAW_CORNER * face_frame(plm).height)] = 255
+        guessed[sl][invented] = 255
         return HeadFrame(frame=out, mask=mask, head_mask=head_mask, guessed=guessed)
 
     def _new_head(self, tlm: np.ndarray, sim, roi: tuple[int, int, int, int]
@@ -1344,7 +1341,8 @@ class HeadSwapper:
                          alpha: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The plate on the ROI with its old head (person ∩ head region above the plate's chin,
         grown over the segmentation halo) replaced by the clean plate where it is known and
-        inpainted where not; the old head's mask and the inpainted part of it (bool, ROI)."""
+        inpainted where not; the old head's mask and what of it below the jaw corners is inpainted
+        and shows (the new head at most half opaque there) (bool, ROI)."""
         x0, y0, x1, y1 = roi
         h, w = img.shape[:2]
         sl = (slice(y0, y1), slice(x0, x1))
@@ -1377,7 +1375,10 @@ class HeadSwapper:
         # inpaint only what no new head pixel will fully hide
         if (todo & (alpha < 0.999)).any():
             base = _inpaint(base, todo, pf.height)
-        return base, oldb, todo
+        # what the old head hid beside and under the jaw is the body (shoulders, clothing, the
+        # neck), which inpainting cannot make up; a guessed wall beside the head is QC's fill test's
+        _, below = pf.coords(*pixel_grid(roi))
+        return base, oldb, todo & (alpha <= 0.5) & (below > -_JAW_CORNER * pf.height)
 
     def _blend(self, new_rgb: np.ndarray, base: np.ndarray, alpha: np.ndarray, hair: np.ndarray, plate: np.ndarray,
                roi: tuple[int, int, int, int], skin_box: tuple[int, int, int, int], occ: np.ndarray | None,
