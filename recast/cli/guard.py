@@ -86,18 +86,10 @@ def _prefect_server_error(exc: BaseException) -> BaseException | None:
     """The Prefect API's own failure behind ``exc``, if any: an HTTP 5xx answer (e.g. 503 while
     its database is locked or its connections were dropped) that outlived the Prefect client's
     retries, possibly wrapped (a tag concurrency slot that could not be acquired)."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        response = getattr(current, "response", None)
-        # httpx's HTTPStatusError is what Prefect's client raises (PrefectHTTPStatusError is one);
-        # recast's own HTTP calls all go to the Prefect API, the object store's go through boto3
-        if (type(current).__module__.startswith(("prefect", "httpx")) and type(current).__name__.endswith("HTTPStatusError")
-                and getattr(response, "status_code", 0) >= 500):
-            return current
-        current = current.__cause__ or current.__context__
-    return None
+    # httpx's HTTPStatusError is what Prefect's client raises (PrefectHTTPStatusError is one);
+    # recast's own HTTP calls all go to the Prefect API, the object store's go through boto3
+    return _behind(exc, lambda e: type(e).__module__.startswith(("prefect", "httpx")) and type(e).__name__.endswith("HTTPStatusError")
+                   and getattr(getattr(e, "response", None), "status_code", 0) >= 500)
 
 
 def _database_shown() -> str:
@@ -119,12 +111,18 @@ _DATABASE_CONNECTION_ERRORS = ("OperationalError", "InterfaceError", "PendingRol
 
 def _database_connection_error(exc: BaseException) -> BaseException | None:
     """The database connection error behind ``exc`` (itself, or what it was raised from), if any."""
+    return _behind(exc, lambda e: type(e).__module__.startswith(("sqlite3", "sqlalchemy", "psycopg"))
+                   and type(e).__name__ in _DATABASE_CONNECTION_ERRORS)
+
+
+def _behind(exc: BaseException, matches) -> BaseException | None:
+    """The first exception in ``exc``'s chain (itself, then what it was raised from or during)
+    that ``matches``."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if (type(current).__module__.startswith(("sqlite3", "sqlalchemy", "psycopg"))
-                and type(current).__name__ in _DATABASE_CONNECTION_ERRORS):
+        if matches(current):
             return current
         current = current.__cause__ or current.__context__
     return None

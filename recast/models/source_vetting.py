@@ -553,17 +553,17 @@ def vet_source(rgb: np.ndarray, faces: Sequence[_Face], *, name: str, source_fac
         out.append(_f("pose", "refuse", 1.0 - m["inside"], 0.15,
                       f"{who}: the head is cut off by the image border ({100 * (1 - m['inside']):.0f}% of the face outline is outside "
                       "the photo), a photo showing the whole head is needed"))
-    if mode == "head" and m["inside"] >= 0.85 and m["head_inside"] < HEAD_ROOM_REFUSE:
+    if mode == "head" and m["inside"] >= 0.85:
         hi = m["head_inside"]
-        out.append(_f("head_room", "refuse", hi, HEAD_ROOM_REFUSE,
-                      f"{who}: the photo shows the face but not the head ({100 * hi:.0f}% of the hair and ears' outline is inside "
-                      "it): a head swap needs a photo showing the whole head, or use --mode face"))
-    elif mode == "head" and m["inside"] >= 0.85:
-        hi = m["head_inside"]
-        out.append(_f("head_room", "warn" if hi < HEAD_ROOM_WARN else "ok", hi, HEAD_ROOM_WARN,
-                      f"{who}: " + (f"the photo's border cuts the head ({100 * (1 - hi):.0f}% of the hair and ears' outline is "
-                                    "outside it): the new head ends in a straight edge there, the hair is incomplete"
-                                    if hi < HEAD_ROOM_WARN else "the whole head is in the photo")))
+        if hi < HEAD_ROOM_REFUSE:
+            out.append(_f("head_room", "refuse", hi, HEAD_ROOM_REFUSE,
+                          f"{who}: the photo shows the face but not the head ({100 * hi:.0f}% of the hair and ears' outline is "
+                          "inside it): a head swap needs a photo showing the whole head, or use --mode face"))
+        else:
+            out.append(_f("head_room", "warn" if hi < HEAD_ROOM_WARN else "ok", hi, HEAD_ROOM_WARN,
+                          f"{who}: " + (f"the photo's border cuts the head ({100 * (1 - hi):.0f}% of the hair and ears' outline is "
+                                        "outside it): the new head ends in a straight edge there, the hair is incomplete"
+                                        if hi < HEAD_ROOM_WARN else "the whole head is in the photo")))
     mo, eo = m["mouth_open"], m["eye_open"]
     if mo > t.max_mouth_open:
         out.append(_f("expression", "warn", mo, t.max_mouth_open, f"{who}: mouth wide open ({mo:.2f} of the eye distance): "
