@@ -210,12 +210,42 @@ _BODY_OVAL_MARGIN = 0.04
 _HAIR_CLOTHING_APART = 2.0
 
 
+#: a chest colour is the skin in shadow (the neck under the jaw) when its lightness is between
+#: these shares of the lit skin's ...
+_SHADE_L = (0.35, 1.0)
+#: ... its hue within this many degrees of the skin's ...
+_SHADE_HUE_DEG = 15.0
+#: ... and its chroma per lightness at least this share of the lit skin's (a shadow on skin is
+#: as saturated as the lit skin or more, light scattered under the skin reddens it; grey or
+#: blonde hair of the same hue is paler)
+_SHADE_CHROMA = 0.9
+
+
+def _shaded_skin(centres: np.ndarray, skin: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """bool per LAB colour (centres (k, 3)): the lit ``skin`` (median, spread) darkened by
+    shade, not a colour of its own. The skin test on the chest sample (within 3 spreads of the
+    cheeks) misses the neck in the jaw's shadow: on a grey-blonde bob the shaded neck (L 58 and
+    38 against the cheeks' 82) were the chest's "clothing" colours nearest the hair, and the hair
+    hanging beside the jaw was no longer followed. Below about a third of the skin's lightness
+    nothing is called shade, and a pale colour of the skin's hue is not either (hair)."""
+    if skin is None:
+        return np.zeros(len(centres), bool)
+    L, a, b = centres[:, 0], centres[:, 1], centres[:, 2]
+    sL, sa, sb = (float(v) for v in skin[0])
+    t = L / max(sL, 1e-3)
+    dhue = np.abs((np.degrees(np.arctan2(b, a) - np.arctan2(sb, sa)) + 180.0) % 360.0 - 180.0)
+    c_per_l = np.hypot(a, b) / np.maximum(L, 1e-3)
+    return ((t >= _SHADE_L[0]) & (t <= _SHADE_L[1]) & (dhue < _SHADE_HUE_DEG)
+            & (c_per_l >= _SHADE_CHROMA * np.hypot(sa, sb) / max(sL, 1e-3)))
+
+
 def _chest_clothing(rgb: np.ndarray, person: np.ndarray, ff: FaceFrame, skin: tuple[np.ndarray, np.ndarray] | None
                     ) -> tuple[np.ndarray, np.ndarray] | None:
     """LAB clusters (centres, spreads) of the clothing on the chest of a frame: the person's
     non-skin pixels in the neck column (long hair falls at the sides) from where the neck is
-    opaque in a new head (a collar rises there) down to 0.6 face heights under the chin; None
-    when the frame shows too little of it (a close-up cut at the chin)."""
+    opaque in a new head (a collar rises there) down to 0.6 face heights under the chin, less
+    the clusters that are the skin in shade (:func:`_shaded_skin`); None when the frame shows
+    too little of it (a close-up cut at the chin)."""
     H, W = ff.height, ff.width
     h, w = rgb.shape[:2]
     corners = np.array([ff.point(sg * _NECK_HALF * W, b * H) for sg in (-1, 1) for b in (_NECK_OPAQUE, 0.6)])
@@ -231,7 +261,11 @@ def _chest_clothing(rgb: np.ndarray, person: np.ndarray, ff: FaceFrame, skin: tu
     k = _CLOTHING_CLUSTERS
     if chest.sum() < max(10 * k, 0.01 * H * H):
         return None
-    return _clothing_clusters(lab[chest], max_samples=2000)
+    centres, spreads = _clothing_clusters(lab[chest], max_samples=2000)
+    cloth = ~_shaded_skin(centres, skin)
+    if not cloth.any():
+        return None
+    return centres[cloth], spreads[cloth]
 
 
 def old_head_mask(rgb: np.ndarray, person: np.ndarray, landmarks: np.ndarray, *, cut_below_chin: float = _PLATE_CUT,
@@ -980,7 +1014,7 @@ class HeadSwapper:
 
     #: 1.1: a shadow under the jaw is skin, the plate's clothing stays in front of the new neck,
     #: what segmentation left of the old head goes with it where the clean plate is known
-    MODEL = ModelRef(name="classic-head", version="1.2")  # 1.2: the plate's shoulders beside the jaw stay
+    MODEL = ModelRef(name="classic-head", version="1.3")  # 1.2: the plate's shoulders beside the jaw stay; 1.3: the shaded neck is not clothing
 
     #: ring of triangles joining the mesh-warped face to the similarity-warped head, as a scale
     #: of the face oval about its centre: wider = gentler transition

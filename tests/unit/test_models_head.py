@@ -375,6 +375,25 @@ def test_a_close_ups_shoulders_beside_the_jaw_stay_the_plates_while_long_hair_th
     assert not (old & (below > 0.1 * ff.height) & (np.abs(lat) > 1.3 * ff.width)).any()  # not the jacket's shoulder
 
 
+def test_a_grey_bobs_tips_beside_the_jaw_are_old_head_though_the_neck_is_in_shade():
+    """Theresa May's plate: the shaded neck under her jaw (L 38-60 against her cheeks' 82) fell
+    outside the skin test and was sampled as the chest's "clothing", the colour nearest her grey
+    hair, so the hair hanging beside the jaw was no longer followed and its tips stayed beside
+    the new head (0.006-0.007 H^2 of old head there; 0.023-0.037 with the shade told apart)."""
+    frames, lms, persons = _plate(VIDEOS / "aniportrait_pose_ref_video.mp4", [12, 33])
+    for frame, lm, person in zip(frames, lms, persons):
+        old = hd.old_head_mask(frame, person, lm)
+        ff = hd.face_frame(lm)
+        h, w = frame.shape[:2]
+        lat, below = ff.coords(*hd.pixel_grid((0, 0, w, h)))
+        beside_jaw = (below > -0.25 * ff.height) & (np.abs(lat) > 0.42 * ff.width) & (person >= 128)
+        share = (old & beside_jaw).sum() / ff.height ** 2
+        print(f"old head beside the jaw: {share:.4f} H^2")
+        assert share > 0.015, share
+        # the jacket under her shoulders is not taken with the hair
+        assert not (old & (below > 0.2 * ff.height) & (np.abs(lat) > 1.0 * ff.width)).any()
+
+
 def test_glasses_plate_aligns_and_colour_match_is_used():
     src_rgb = _image("deepface_img45.jpg")
     src = extract_source_head(src_rgb, _landmarks(src_rgb), role_name="dark-hair")
