@@ -394,6 +394,36 @@ def test_a_grey_bobs_tips_beside_the_jaw_are_old_head_though_the_neck_is_in_shad
         assert not (old & (below > 0.2 * ff.height) & (np.abs(lat) > 1.0 * ff.width)).any()
 
 
+def test_a_source_head_leaves_its_neighbours_out_and_keeps_its_long_hair():
+    """The source matte is refined with GrabCut under the jaw and beside the face, and kept in
+    one piece with the face. In a group photo the person mask holds the neighbours: the hair of
+    the woman beside Kit was in his head (1762 px of alpha beyond 1.1 face widths; 0 now), and
+    beside the old man of dlib_2007 a dark wall and his neighbour's shoulder (0.125 H^2 of alpha
+    beyond 1.0 face widths; 0.036 now). A long-haired photo keeps its hanging hair (rose_leslie:
+    0.227 H^2 beside the neck below the jaw corners before, 0.221 now; with GrabCut's head
+    colours learnt without her hanging strands, her hair was cut at the jaw)."""
+    def cut(name):
+        rgb = _image(name)
+        sh = extract_source_head(rgb, _landmarks(rgb), role_name=name)
+        ff = hd.face_frame(sh.landmarks.astype(np.float64))
+        lat, below = ff.coords(*hd.pixel_grid((0, 0, sh.alpha.shape[1], sh.alpha.shape[0])))
+        return sh.alpha, ff, lat, below
+
+    alpha, ff, lat, below = cut("face_recognition_kit_with_rose.jpg")
+    assert alpha[lat < -1.1 * ff.width].sum() < 50, alpha[lat < -1.1 * ff.width].sum()
+    assert alpha[(below < -0.5 * ff.height) & (below > -1.0 * ff.height) & (np.abs(lat) < 0.3 * ff.width)].mean() > 0.95
+
+    alpha, ff, lat, below = cut("dlib_2007_007763.jpg")
+    beside = alpha[np.abs(lat) > 1.0 * ff.width].sum() / ff.height ** 2
+    print(f"dlib_2007 beyond 1.0 W: {beside:.3f} H^2")
+    assert beside < 0.07, beside
+
+    alpha, ff, lat, below = cut("face_recognition_rose_leslie_img2.jpg")
+    hanging = alpha[(below > -0.25 * ff.height) & (np.abs(lat) > 0.5 * ff.width)].sum() / ff.height ** 2
+    print(f"rose_leslie hanging hair: {hanging:.3f} H^2")
+    assert hanging > 0.18, hanging
+
+
 def test_glasses_plate_aligns_and_colour_match_is_used():
     src_rgb = _image("deepface_img45.jpg")
     src = extract_source_head(src_rgb, _landmarks(src_rgb), role_name="dark-hair")

