@@ -268,6 +268,29 @@ def _chest_clothing(rgb: np.ndarray, person: np.ndarray, ff: FaceFrame, skin: tu
     return centres[cloth], spreads[cloth]
 
 
+def _plate_collar(lab: np.ndarray, person: np.ndarray, oval: np.ndarray, lat: np.ndarray, below: np.ndarray, ff: FaceFrame,
+                  clothing: tuple[np.ndarray, np.ndarray], skin: tuple[np.ndarray, np.ndarray] | None,
+                  hair: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """bool: the plate's collar in the neck column under the jaw corners, outside the face
+    (``oval``, grown): person pixels of the chest's ``clothing`` colours, nearer them than the
+    skin and the hair, that reach down to the chest. A hoodie's or a turtleneck's collar rises
+    there beside the jaw; taken for old head, it was filled from around into a blurred box with
+    the neck column's straight sides under the new chin."""
+    H, W = ff.height, ff.width
+    col = person & ~oval & (below > -_JAW_CORNER * H) & (below < 0.6 * H) & (np.abs(lat) <= _NECK_HALF * W)
+    px = lab[col]
+    z_c = _clothing_z(px, clothing)
+    nearest_other = np.full(z_c.shape, np.inf)
+    for model in (skin, hair):
+        if model is not None:
+            nearest_other = np.minimum(nearest_other, (np.abs(px - model[0]) / model[1]).max(axis=1))
+    like = np.zeros(col.shape, bool)
+    like[col] = (z_c < _CLOTHING_Z) & (z_c < nearest_other)
+    _, cc = cv2.connectedComponents(like.astype(np.uint8), connectivity=8)
+    chest = np.unique(cc[like & (below > _NECK_OPAQUE * H)])
+    return like & np.isin(cc, chest[chest > 0])
+
+
 def old_head_mask(rgb: np.ndarray, person: np.ndarray, landmarks: np.ndarray, *, cut_below_chin: float = _PLATE_CUT,
                   roi: tuple[int, int, int, int] | None = None) -> np.ndarray:
     """bool mask of a plate person's own head on ``roi`` (x0, y0, x1, y1) of the frame ``rgb``
@@ -312,8 +335,8 @@ def old_head_mask(rgb: np.ndarray, person: np.ndarray, landmarks: np.ndarray, *,
         # a close-up cut at the chin shows no clothing to tell the body from hair, and rarely a
         # shoulder beside the jaw: the whole region goes, as the hair beside the neck must
         return everything
-    old = everything & ~body
     hair_model = _hair_model(lab, p.astype(np.float32), ff, skin, lat, below)
+    old = everything & ~body & ~_plate_collar(lab, p, oval, lat, below, ff, clothing, skin, hair_model)
     if hair_model is None:  # bald, or nothing above the forehead to learn hair from: the body stays
         return old
     centres, spreads = clothing
@@ -581,7 +604,7 @@ def extract_source_head(rgb: np.ndarray, landmarks: np.ndarray, *, person_mask: 
     x0, y0, x1, y1 = _head_box(face_frame(lm), (h, w))
     cut = _HeadCut(img[y0:y1, x0:x1], person[y0:y1, x0:x1], lm - (x0, y0, 0))
     limit = cut.hair_limit(pose_landmarks, offset=(x0, y0))
-    alpha = cut.refine(cut.matte(limit), limit)
+    alpha = cut.refine(cut.matte(limit))
     if float((alpha[face_skin_mask(cut.lm, alpha.shape) > 0] > 0.5).mean()) < 0.5:
         raise InputError(f"source '{role_name}': segmentation finds no person over the face, cannot cut out the head")
     alpha = _fade_at_photo_border(alpha, (x0, y0, x1, y1), (h, w), cut.ff.height)
@@ -748,7 +771,7 @@ class _HeadCut:
         # a slight blur: segmentation at 256 px leaves stair steps on large photos
         return cv2.GaussianBlur(alpha, (0, 0), max(0.5, 0.006 * H))
 
-    def refine(self, alpha: np.ndarray, limit: float) -> np.ndarray:
+    def refine(self, alpha: np.ndarray) -> np.ndarray:
         """The matte ``alpha`` with what is not this head taken out: pieces not joined to the
         face (a neighbour's hair in a group photo) and what GrabCut gives to the background
         under the jaw corners and, at every height, beyond :data:`_GRABCUT_SIDE` face widths
@@ -1095,7 +1118,10 @@ class HeadSwapper:
 
     #: 1.1: a shadow under the jaw is skin, the plate's clothing stays in front of the new neck,
     #: what segmentation left of the old head goes with it where the clean plate is known
-    MODEL = ModelRef(name="classic-head", version="1.3")  # 1.2: the plate's shoulders beside the jaw stay; 1.3: the shaded neck is not clothing
+    #: 1.2: the plate's shoulders beside the jaw stay; 1.3: the shaded neck is not clothing, the
+    #: plate's collar beside the jaw is not old head; 1.4: the source matte refined with GrabCut
+    #: (the source analysis is keyed on this model too)
+    MODEL = ModelRef(name="classic-head", version="1.4")
 
     #: ring of triangles joining the mesh-warped face to the similarity-warped head, as a scale
     #: of the face oval about its centre: wider = gentler transition

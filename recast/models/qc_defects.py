@@ -153,7 +153,9 @@ SUGGESTED_THRESHOLDS: dict[str, float] = {
 
 #: part of QC's work key: bump when a detector's definition changes, so that cached measures of
 #: the old definition are not reused
-DEFECTS_VERSION = "4"  # 3: the old head without the shoulders beside the jaw; 4: its chest clothing without the shaded neck
+#: 3: the old head without the shoulders beside the jaw; 4: without the collar beside the jaw, and
+#: its chest clothing without the shaded neck
+DEFECTS_VERSION = "4"
 
 #: grey levels (max over channels, after a 3x3 blur) above which a pixel counts as changed, here
 #: and in :func:`recast.models.qc.change_mask` (H.264 round trips stay below ~6 on these plates)
