@@ -826,7 +826,12 @@ class _HeadCut:
         _, cc = cv2.connectedComponents(fg, connectivity=8)
         ids = np.unique(cc[down(face.astype(np.uint8), cv2.INTER_NEAREST) > 0])
         fg = np.isin(cc, ids[ids > 0]).astype(np.float32)
-        keep = cv2.GaussianBlur(cv2.resize(fg, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0), max(0.5, 0.01 * H))
+        keep = cv2.GaussianBlur(cv2.resize(fg, (w, h), interpolation=cv2.INTER_LINEAR), (0, 0), max(0.5, 0.02 * H))
+        if self.skin is not None:
+            # the neck's skin keeps its own fade to the neck line: GrabCut, which learns the chest
+            # as background, cut it off with a hard edge across the new neck (a seam under the chin)
+            neck = (np.abs(lat) < 0.3 * W) & (below > -_JAW_CORNER * H) & (self._z_skin() < 3.0)
+            keep = np.maximum(keep, neck.astype(np.float32))
         # the veto fades in under the jaw corners and, at every height, beyond the hair's usual
         # reach beside the face (a group photo's neighbours are in the person mask there)
         low = np.maximum(np.clip((below + _JAW_CORNER * H) / (0.05 * H), 0.0, 1.0),
