@@ -65,6 +65,16 @@ def _plate(path, idx):
     return frames, lms, persons
 
 
+def _old_heads(clip: str, idx):
+    """Per frame of a shared clip: (frame, landmarks, person mask, old head mask, face frame,
+    every pixel's lateral and downward face coordinates)."""
+    frames, lms, persons = _plate(VIDEOS / clip, idx)
+    for frame, lm, person in zip(frames, lms, persons):
+        ff = hd.face_frame(lm)
+        h, w = frame.shape[:2]
+        yield (frame, lm, person, hd.old_head_mask(frame, person, lm), ff, *ff.coords(*hd.pixel_grid((0, 0, w, h))))
+
+
 @pytest.fixture(scope="module")
 def blonde():
     """deepface_img3 (long straight blonde hair), halved to keep the test quick."""
@@ -365,11 +375,7 @@ def test_a_close_ups_shoulders_beside_the_jaw_stay_the_plates_while_long_hair_th
     print(f"shoulder pixels kept: {kept.mean():.3f} of {shoulders.sum()}")
     assert kept.mean() > 0.97, kept.mean()
 
-    frames, lms, persons = _plate(VIDEOS / "liveportrait_s32.mp4", [0])
-    old = hd.old_head_mask(frames[0], persons[0], lms[0])
-    ff = hd.face_frame(lms[0])
-    h, w = frames[0].shape[:2]
-    lat, below = ff.coords(*hd.pixel_grid((0, 0, w, h)))
+    (_, _, _, old, ff, lat, below), = _old_heads("liveportrait_s32.mp4", [0])
     beside_neck = (below > 0.1 * ff.height) & (np.abs(lat) > 0.42 * ff.width)
     assert (old & beside_neck).sum() > 0.002 * ff.height ** 2  # the strand over the jacket (the region stops at 0.05)
     assert not (old & (below > 0.1 * ff.height) & (np.abs(lat) > 1.3 * ff.width)).any()  # not the jacket's shoulder
@@ -380,12 +386,7 @@ def test_a_grey_bobs_tips_beside_the_jaw_are_old_head_though_the_neck_is_in_shad
     outside the skin test and was sampled as the chest's "clothing", the colour nearest her grey
     hair, so the hair hanging beside the jaw was no longer followed and its tips stayed beside
     the new head (0.006-0.007 H^2 of old head there; 0.023-0.037 with the shade told apart)."""
-    frames, lms, persons = _plate(VIDEOS / "aniportrait_pose_ref_video.mp4", [12, 33])
-    for frame, lm, person in zip(frames, lms, persons):
-        old = hd.old_head_mask(frame, person, lm)
-        ff = hd.face_frame(lm)
-        h, w = frame.shape[:2]
-        lat, below = ff.coords(*hd.pixel_grid((0, 0, w, h)))
+    for frame, lm, person, old, ff, lat, below in _old_heads("aniportrait_pose_ref_video.mp4", [12, 33]):
         beside_jaw = (below > -0.25 * ff.height) & (np.abs(lat) > 0.42 * ff.width) & (person >= 128)
         share = (old & beside_jaw).sum() / ff.height ** 2
         print(f"old head beside the jaw: {share:.4f} H^2")
@@ -399,12 +400,8 @@ def test_a_plates_collar_rising_beside_the_jaw_is_not_old_head():
     old head it was inpainted from around, a blurred box with the column's straight sides under
     the new chin. Of the not-skin pixels there (collar, jaw shadow), 0.022 H^2 were old head;
     0.010-0.013 now, the rest the shadow under the jaw."""
-    frames, lms, persons = _plate(VIDEOS / "liveportrait_d19.mp4", [0, 40])
-    for frame, lm, person in zip(frames, lms, persons):
-        old = hd.old_head_mask(frame, person, lm)
-        ff = hd.face_frame(lm)
+    for frame, lm, person, old, ff, lat, below in _old_heads("liveportrait_d19.mp4", [0, 40]):
         h, w = frame.shape[:2]
-        lat, below = ff.coords(*hd.pixel_grid((0, 0, w, h)))
         oval = dilate_mask(face_oval_mask(lm, (h, w)), max(1, round(0.04 * ff.height))) > 0
         lab = hd.cielab(frame)
         skin = hd.skin_model(lab, lm)
