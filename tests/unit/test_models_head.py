@@ -419,8 +419,8 @@ def test_a_source_head_leaves_its_neighbours_out_and_keeps_its_long_hair():
     one piece with the face. In a group photo the person mask holds the neighbours: the hair of
     the woman beside Kit was in his head (1762 px of alpha beyond 1.1 face widths; 0 now), and
     beside the old man of dlib_2007 a dark wall and his neighbour's shoulder (0.125 H^2 of alpha
-    beyond 1.0 face widths; 0.036 now). A long-haired photo keeps its hanging hair (rose_leslie:
-    0.227 H^2 beside the neck below the jaw corners before, 0.221 now; with GrabCut's head
+    beyond 1.0 face widths; under 0.04 now). A long-haired photo keeps its hanging hair (rose_leslie:
+    0.227 H^2 beside the neck below the jaw corners before, 0.219 now; with GrabCut's head
     colours learnt without her hanging strands, her hair was cut at the jaw)."""
     def cut(name):
         rgb = _image(name)
