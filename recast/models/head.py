@@ -280,15 +280,9 @@ def _plate_collar(lab: np.ndarray, person: np.ndarray, oval: np.ndarray, lat: np
     col = person & ~oval & (below > -_JAW_CORNER * H) & (below < 0.6 * H) & (np.abs(lat) <= _NECK_HALF * W)
     px = lab[col]
     z_c = _clothing_z(px, clothing)
-    nearest_other = np.full(z_c.shape, np.inf)
-    for model in (skin, hair):
-        if model is not None:
-            nearest_other = np.minimum(nearest_other, (np.abs(px - model[0]) / model[1]).max(axis=1))
     like = np.zeros(col.shape, bool)
-    like[col] = (z_c < _CLOTHING_Z) & (z_c < nearest_other)
-    _, cc = cv2.connectedComponents(like.astype(np.uint8), connectivity=8)
-    chest = np.unique(cc[like & (below > _NECK_OPAQUE * H)])
-    return like & np.isin(cc, chest[chest > 0])
+    like[col] = (z_c < _CLOTHING_Z) & (z_c < _nearest_z(px, skin, hair))
+    return _bridged_reach(like, like & (below > _NECK_OPAQUE * H), 0)
 
 
 def old_head_mask(rgb: np.ndarray, person: np.ndarray, landmarks: np.ndarray, *, cut_below_chin: float = _PLATE_CUT,
@@ -554,6 +548,16 @@ def _clothing_z(lab: np.ndarray, model: tuple[np.ndarray, np.ndarray]) -> np.nda
     return z
 
 
+def _nearest_z(px: np.ndarray, *models: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Per colour of ``px`` (..., 3 LAB): the distance, in spreads (largest channel), to the
+    nearest of the colour ``models`` (median, spread) that are not None; inf when all are."""
+    z = np.full(px.shape[:-1], np.inf)
+    for model in models:
+        if model is not None:
+            z = np.minimum(z, (np.abs(px - model[0]) / model[1]).max(axis=-1))
+    return z
+
+
 def _bridged_reach(mask: np.ndarray, seeds: np.ndarray, gap: int) -> np.ndarray:
     """bool: the pixels connected to any of ``seeds`` through ``mask`` (bool), across gaps of up
     to ``2 * gap`` pixels (the mask dilated by ``gap`` before its components are taken)."""
@@ -802,7 +806,7 @@ class _HeadCut:
         seed[self.person < 0.05] = cv2.GC_BGD
         seed[(below > _NECK_LINE * H) & (np.abs(lat) < 0.3 * W) & (alpha < 0.05)] = cv2.GC_BGD
         if self.hair_model is not None:
-            z_h = (np.abs(self.lab - self.hair_model[0]) / self.hair_model[1]).max(axis=2)
+            z_h = _nearest_z(self.lab, self.hair_model)
             # the hair above the forehead and beside the face down to the jaw corners: long hair's
             # darker hanging layers are learnt too, not only the lit top
             band = (below < -1.02 * H) & (below > -1.35 * H) & (np.abs(lat) < 0.6 * W)
@@ -848,11 +852,9 @@ class _HeadCut:
     def _not_clothing(self, where: np.ndarray, clothing: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
         """Weight (0..1) of the pixels ``where`` selects: 0 where a pixel is a ``clothing``
         colour (within :data:`_CLOTHING_Z` spreads) nearer the clothing than the skin and the hair."""
-        z_c = _clothing_z(self.lab[where], clothing)
-        nearest_other = self._z_skin()[where] if self.skin is not None else np.full(z_c.shape, np.inf)
-        if self.hair_model is not None:
-            nearest_other = np.minimum(nearest_other, (np.abs(self.lab[where] - self.hair_model[0]) / self.hair_model[1]).max(axis=1))
-        return 1.0 - np.clip((_CLOTHING_Z + 1.0 - z_c), 0.0, 1.0) * (z_c < nearest_other)
+        px = self.lab[where]
+        z_c = _clothing_z(px, clothing)
+        return 1.0 - np.clip((_CLOTHING_Z + 1.0 - z_c), 0.0, 1.0) * (z_c < _nearest_z(px, self.skin, self.hair_model))
 
     def _hanging_hair(self, region: np.ndarray, limit: float) -> tuple[np.ndarray, np.ndarray]:
         """Weight (0..1) of hair hanging beside the neck down to ``limit``: hair-coloured person
